@@ -1,1 +1,16 @@
-//! placeholder
+//! Domain types of photo-api. Every outside value is parsed once, at the edge, into one of these
+//! types; nothing here does I/O.
+
+pub mod content_type;
+pub mod error;
+pub mod ids;
+pub mod job;
+pub mod key;
+pub mod size;
+
+pub use content_type::ContentType;
+pub use error::ErrorCode;
+pub use ids::{JobId, TenantId, UploadId};
+pub use job::{Fit, JobSpec, JobStatus, JobType, OutputFormat, ThumbnailParams, TransformParams};
+pub use key::ObjectKey;
+pub use size::ByteSize;

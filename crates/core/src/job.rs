@@ -1,0 +1,421 @@
+//! Jobs: their kinds, parameters and the status state machine.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Largest output side we accept in job parameters.
+pub const MAX_OUTPUT_SIDE: u32 = 16_384;
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Queued, waiting for a worker.
+    Submitted,
+    /// A worker holds the job's lease and is running it.
+    Started,
+    /// An attempt failed with a retryable error; waiting for its backoff to pass.
+    Retrying,
+    /// Done; outputs are recorded.
+    Completed,
+    /// Failed with a permanent error (bad input); not retried.
+    Failed,
+    /// Failed on every allowed attempt; in the dead-letter list.
+    Dead,
+    /// Cancelled before completion.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// Every status.
+    pub const ALL: [JobStatus; 7] = [
+        Self::Submitted,
+        Self::Started,
+        Self::Retrying,
+        Self::Completed,
+        Self::Failed,
+        Self::Dead,
+        Self::Cancelled,
+    ];
+
+    /// The status as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Submitted => "submitted",
+            Self::Started => "started",
+            Self::Retrying => "retrying",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Dead => "dead",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses [`JobStatus::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// No further transition happens on its own.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::Completed | Self::Failed | Self::Dead | Self::Cancelled
+        )
+    }
+
+    /// A worker may claim a job in this status (once its run time has come).
+    pub fn is_claimable(self) -> bool {
+        matches!(self, Self::Submitted | Self::Retrying)
+    }
+
+    /// Whether `self → next` is a legal transition. The queue's SQL encodes the same rules in
+    /// its `WHERE` clauses; this is the reference they are tested against.
+    pub fn can_transition_to(self, next: JobStatus) -> bool {
+        use JobStatus::*;
+        match (self, next) {
+            // A worker claims a queued job, or re-claims one whose lease expired.
+            (Submitted | Retrying, Started) | (Started, Started) => true,
+            (Started, Completed | Failed | Retrying | Dead) => true,
+            // Released on graceful shutdown without counting the attempt.
+            (Started, Submitted) => true,
+            // A lease expired with no attempts left.
+            (Started, Cancelled) | (Submitted | Retrying, Cancelled) => true,
+            // Manual retry of a failed or dead job.
+            (Failed | Dead, Submitted) => true,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The kinds of job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobType {
+    /// Fit within a box; the classic thumbnail.
+    Thumbnail,
+    /// Resize with a fit mode, convert, orient, strip metadata.
+    Transform,
+}
+
+impl JobType {
+    /// Every job type.
+    pub const ALL: [JobType; 2] = [Self::Thumbnail, Self::Transform];
+
+    /// The type as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Thumbnail => "thumbnail",
+            Self::Transform => "transform",
+        }
+    }
+
+    /// Parses [`JobType::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+impl fmt::Display for JobType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Output encodings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// JPEG (`jpg` accepted).
+    #[serde(alias = "jpg")]
+    Jpeg,
+    /// PNG.
+    Png,
+    /// WebP (lossy, with `quality`).
+    Webp,
+}
+
+impl OutputFormat {
+    /// MIME type of the output.
+    pub fn mime(self) -> &'static str {
+        match self {
+            Self::Jpeg => "image/jpeg",
+            Self::Png => "image/png",
+            Self::Webp => "image/webp",
+        }
+    }
+
+    /// File extension, no dot.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Jpeg => "jpg",
+            Self::Png => "png",
+            Self::Webp => "webp",
+        }
+    }
+}
+
+/// How a resize fits the requested box (the semantics of sharp and libvips).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Fit {
+    /// Keep aspect ratio, fit within, pad to the exact box.
+    Contain,
+    /// Keep aspect ratio, fill the exact box, crop the overflow (centred).
+    Cover,
+    /// Stretch to the exact box.
+    Fill,
+    /// Keep aspect ratio, fit within the box (default).
+    #[default]
+    Inside,
+    /// Keep aspect ratio, cover at least the box, no crop.
+    Outside,
+}
+
+fn default_quality() -> u8 {
+    80
+}
+fn yes() -> bool {
+    true
+}
+
+/// Parameters of a `thumbnail` job: fit within `width`×`height`, never upscaled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ThumbnailParams {
+    /// Box width in pixels (1..=16384).
+    pub width: u32,
+    /// Box height in pixels (1..=16384).
+    pub height: u32,
+    /// Output format (default `jpeg`).
+    #[serde(default = "default_format")]
+    pub format: OutputFormat,
+    /// Encoder quality 1..=100 (default 80).
+    #[serde(default = "default_quality")]
+    pub quality: u8,
+}
+
+fn default_format() -> OutputFormat {
+    OutputFormat::Jpeg
+}
+
+/// Parameters of a `transform` job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransformParams {
+    /// Target width; with only one side given the other follows the aspect ratio.
+    #[serde(default)]
+    pub width: Option<u32>,
+    /// Target height.
+    #[serde(default)]
+    pub height: Option<u32>,
+    /// Fit mode (default `inside`).
+    #[serde(default)]
+    pub fit: Fit,
+    /// Enlarge images smaller than the box (default false).
+    #[serde(default)]
+    pub upscale: bool,
+    /// Output format (default `jpeg`).
+    #[serde(default = "default_format")]
+    pub format: OutputFormat,
+    /// Encoder quality 1..=100 (default 80).
+    #[serde(default = "default_quality")]
+    pub quality: u8,
+    /// Apply the EXIF orientation (default true).
+    #[serde(default = "yes")]
+    pub auto_orient: bool,
+    /// Drop EXIF, XMP and ICC metadata (default true). When false the ICC profile is kept;
+    /// GPS data is never kept.
+    #[serde(default = "yes")]
+    pub strip_metadata: bool,
+}
+
+/// A validated job: its type and parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "job_type", content = "params", rename_all = "snake_case")]
+pub enum JobSpec {
+    /// See [`ThumbnailParams`].
+    Thumbnail(ThumbnailParams),
+    /// See [`TransformParams`].
+    Transform(TransformParams),
+}
+
+/// Why job parameters were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidJobSpec(pub String);
+
+impl JobSpec {
+    /// Parses the parameters of a job of type `job_type`, then checks their ranges.
+    pub fn parse(job_type: JobType, params: serde_json::Value) -> Result<Self, InvalidJobSpec> {
+        let params = if params.is_null() {
+            serde_json::Value::Object(Default::default())
+        } else {
+            params
+        };
+        let bad = |e: serde_json::Error| InvalidJobSpec(format!("invalid params: {e}"));
+        let spec = match job_type {
+            JobType::Thumbnail => Self::Thumbnail(serde_json::from_value(params).map_err(bad)?),
+            JobType::Transform => Self::Transform(serde_json::from_value(params).map_err(bad)?),
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// The job's type.
+    pub fn job_type(&self) -> JobType {
+        match self {
+            Self::Thumbnail(_) => JobType::Thumbnail,
+            Self::Transform(_) => JobType::Transform,
+        }
+    }
+
+    fn validate(&self) -> Result<(), InvalidJobSpec> {
+        let side = |name: &str, v: Option<u32>| match v {
+            Some(v) if v == 0 || v > MAX_OUTPUT_SIDE => Err(InvalidJobSpec(format!(
+                "{name} must be between 1 and {MAX_OUTPUT_SIDE}"
+            ))),
+            _ => Ok(()),
+        };
+        let quality = |q: u8| {
+            if (1..=100).contains(&q) {
+                Ok(())
+            } else {
+                Err(InvalidJobSpec("quality must be between 1 and 100".into()))
+            }
+        };
+        match self {
+            Self::Thumbnail(p) => {
+                side("width", Some(p.width))?;
+                side("height", Some(p.height))?;
+                quality(p.quality)
+            }
+            Self::Transform(p) => {
+                side("width", p.width)?;
+                side("height", p.height)?;
+                quality(p.quality)?;
+                let needs_box = matches!(p.fit, Fit::Contain | Fit::Cover | Fit::Fill);
+                if needs_box && (p.width.is_none() || p.height.is_none()) {
+                    return Err(InvalidJobSpec(
+                        "fit contain, cover and fill need both width and height".into(),
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn state_machine() {
+        use JobStatus::*;
+        assert!(Submitted.can_transition_to(Started));
+        assert!(Started.can_transition_to(Completed));
+        assert!(Started.can_transition_to(Retrying));
+        assert!(Retrying.can_transition_to(Started));
+        assert!(Started.can_transition_to(Dead));
+        assert!(Dead.can_transition_to(Submitted));
+        for terminal in [Completed, Cancelled] {
+            for next in JobStatus::ALL {
+                assert!(!terminal.can_transition_to(next), "{terminal} -> {next}");
+            }
+        }
+        assert!(
+            !Submitted.can_transition_to(Completed),
+            "never completes unclaimed"
+        );
+        assert!(!Retrying.can_transition_to(Completed));
+        assert!(!Completed.can_transition_to(Started), "exactly once");
+        for s in JobStatus::ALL {
+            assert_eq!(JobStatus::parse(s.as_str()), Some(s));
+            assert_eq!(
+                s.is_claimable(),
+                s.can_transition_to(Started) && s != Started
+            );
+        }
+    }
+
+    #[test]
+    fn thumbnail_params() {
+        let spec = JobSpec::parse(
+            JobType::Thumbnail,
+            json!({"width": 256, "height": 256, "format": "webp", "quality": 70}),
+        );
+        assert_eq!(
+            spec,
+            Ok(JobSpec::Thumbnail(ThumbnailParams {
+                width: 256,
+                height: 256,
+                format: OutputFormat::Webp,
+                quality: 70
+            }))
+        );
+        let defaults = JobSpec::parse(JobType::Thumbnail, json!({"width": 10, "height": 20}));
+        assert!(matches!(
+            defaults,
+            Ok(JobSpec::Thumbnail(ThumbnailParams {
+                quality: 80,
+                format: OutputFormat::Jpeg,
+                ..
+            }))
+        ));
+        for bad in [
+            json!({"width": 0, "height": 10}),
+            json!({"width": 10}),
+            json!({"width": 10, "height": 99999}),
+            json!({"width": 10, "height": 10, "quality": 0}),
+            json!({"width": 10, "height": 10, "quality": 101}),
+            json!({"width": 10, "height": 10, "format": "bmp"}),
+            json!({"width": 10, "height": 10, "colour": "red"}),
+            json!({"width": -1, "height": 10}),
+            json!("string"),
+        ] {
+            assert!(
+                JobSpec::parse(JobType::Thumbnail, bad.clone()).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn transform_params() {
+        let t = JobSpec::parse(
+            JobType::Transform,
+            json!({"width": 100, "fit": "inside", "format": "jpg"}),
+        );
+        let Ok(JobSpec::Transform(p)) = t else {
+            panic!("expected transform, got {t:?}");
+        };
+        assert!(p.auto_orient && p.strip_metadata && !p.upscale);
+        assert_eq!(p.format, OutputFormat::Jpeg);
+        assert!(JobSpec::parse(JobType::Transform, json!({"width": 100, "fit": "cover"})).is_err());
+        assert!(JobSpec::parse(JobType::Transform, json!({"fit": "squash"})).is_err());
+        assert!(
+            JobSpec::parse(JobType::Transform, serde_json::Value::Null).is_ok(),
+            "convert only"
+        );
+    }
+
+    #[test]
+    fn spec_round_trips_through_storage_json() {
+        let spec = JobSpec::parse(JobType::Thumbnail, json!({"width": 1, "height": 2}));
+        let Ok(spec) = spec else { panic!("{spec:?}") };
+        let stored = serde_json::to_string(&spec).unwrap_or_default();
+        let back: Result<JobSpec, _> = serde_json::from_str(&stored);
+        assert_eq!(back.ok(), Some(spec));
+    }
+}
