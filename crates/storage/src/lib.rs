@@ -1,1 +1,165 @@
-//! placeholder
+//! Object storage: the [`ObjectStore`] trait every adapter implements, the local-directory
+//! adapter of the embedded default, and HMAC URL signing for it.
+
+mod local;
+mod signer;
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures_util::Stream;
+use photo_core::ObjectKey;
+pub use photo_core::key::Bucket;
+
+pub use local::LocalStore;
+pub use signer::UrlSigner;
+
+/// A stream of body chunks.
+pub type ByteStream<'a> = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send + 'a>>;
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No object under that key.
+    #[error("object not found")]
+    NotFound,
+    /// The body was larger than the allowed limit; nothing was stored.
+    #[error("body exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The body stream failed (client went away, …); nothing was stored.
+    #[error("reading the body failed: {0}")]
+    Body(std::io::Error),
+    /// The backend failed.
+    #[error("storage backend error: {0}")]
+    Backend(#[from] std::io::Error),
+}
+
+/// Size and time of a stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification.
+    pub modified: DateTime<Utc>,
+}
+
+/// An open object: its metadata and its bytes as a stream.
+pub struct ObjectReader {
+    /// Size and time.
+    pub meta: ObjectMeta,
+    /// The bytes.
+    pub body: ByteStream<'static>,
+}
+
+impl std::fmt::Debug for ObjectReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectReader")
+            .field("meta", &self.meta)
+            .finish()
+    }
+}
+
+/// How a client uploads directly to storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadTarget {
+    /// `POST` (multipart form: every field, then the `file` part) or `PUT`.
+    pub method: &'static str,
+    /// Where to send it.
+    pub url: String,
+    /// Form fields to send before the file.
+    pub fields: BTreeMap<String, String>,
+    /// Headers to send.
+    pub headers: BTreeMap<String, String>,
+}
+
+/// What a direct upload must respect; signed into the upload URL or policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadPolicy<'a> {
+    /// The upload's id (part of the local URL).
+    pub upload_id: &'a str,
+    /// Exact destination key.
+    pub key: &'a ObjectKey,
+    /// Exact content type.
+    pub content_type: &'a str,
+    /// Largest body accepted.
+    pub max_bytes: u64,
+    /// When the URL stops working.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// An object store. Writes are atomic: an object is either absent or complete, never partial.
+#[async_trait::async_trait]
+pub trait ObjectStore: Send + Sync + std::fmt::Debug {
+    /// Streams `body` into `key`, refusing (and storing nothing) once more than `limit` bytes
+    /// arrive. Returns the stored size.
+    async fn put_stream(
+        &self,
+        bucket: Bucket,
+        key: &ObjectKey,
+        body: ByteStream<'_>,
+        limit: u64,
+    ) -> Result<u64, StoreError>;
+
+    /// Stores a small object held in memory.
+    async fn put_bytes(
+        &self,
+        bucket: Bucket,
+        key: &ObjectKey,
+        bytes: Bytes,
+    ) -> Result<(), StoreError>;
+
+    /// Reads a whole object, refusing objects over `limit` bytes.
+    async fn get_bytes(
+        &self,
+        bucket: Bucket,
+        key: &ObjectKey,
+        limit: u64,
+    ) -> Result<Bytes, StoreError>;
+
+    /// Reads at most the first `n` bytes (for sniffing and header probes).
+    async fn get_prefix(
+        &self,
+        bucket: Bucket,
+        key: &ObjectKey,
+        n: usize,
+    ) -> Result<Bytes, StoreError>;
+
+    /// Opens an object for streaming.
+    async fn open(&self, bucket: Bucket, key: &ObjectKey) -> Result<ObjectReader, StoreError>;
+
+    /// Size and time, or `None` when absent.
+    async fn head(&self, bucket: Bucket, key: &ObjectKey)
+    -> Result<Option<ObjectMeta>, StoreError>;
+
+    /// Deletes an object; deleting an absent object is not an error.
+    async fn delete(&self, bucket: Bucket, key: &ObjectKey) -> Result<(), StoreError>;
+
+    /// Keys under `prefix` last modified before `before` (for the sweeper), at most `limit`.
+    async fn list_older_than(
+        &self,
+        bucket: Bucket,
+        prefix: &str,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<ObjectKey>, StoreError>;
+
+    /// Removes staging leftovers of interrupted writes older than `before`; returns how many.
+    async fn sweep_staging(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// A URL that downloads the object without credentials until `expires_at`.
+    fn presign_get(&self, bucket: Bucket, key: &ObjectKey, expires_at: DateTime<Utc>) -> String;
+
+    /// Where and how a client uploads directly, enforcing `policy`.
+    fn presign_upload(&self, policy: &UploadPolicy<'_>) -> UploadTarget;
+
+    /// Checks that the store is usable.
+    async fn health(&self) -> Result<(), StoreError>;
+
+    /// Short adapter name for health reports.
+    fn kind(&self) -> &'static str;
+}
