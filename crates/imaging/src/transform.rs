@@ -195,6 +195,26 @@ fn decode(
         )));
     }
     limits.check_source(w, h)?;
+    // `image` 0.25 does not enforce `max_alloc` for the output buffer of
+    // most codecs, so check the decoded size ourselves.
+    let total = decoder.total_bytes();
+    if total > limits.max_alloc_bytes {
+        return Err(ImagingError::TooLarge {
+            width: w,
+            height: h,
+            reason: format!(
+                "decoding needs {total} bytes, above the allocation limit of {}",
+                limits.max_alloc_bytes
+            ),
+        });
+    }
+    if format == ImageFormat::Jpeg && !jpeg_has_eoi(bytes) {
+        // zune-jpeg silently fills in missing scan data; we want truncated
+        // uploads reported, not stored half-grey.
+        return Err(ImagingError::Corrupt(
+            "truncated JPEG (no end-of-image marker after the scan data)".into(),
+        ));
+    }
 
     let orientation = if op.auto_orient {
         // A broken EXIF block must not fail the whole image.
@@ -236,6 +256,50 @@ fn decode(
         raster: raster.drop_opaque_alpha(),
         icc,
     })
+}
+
+/// True when an EOI marker (`FF D9`) follows the first start-of-scan.
+///
+/// Walks the marker segments up to the first SOS (so that an embedded EXIF
+/// thumbnail's EOI does not count), then looks for EOI in the rest. Inside
+/// entropy-coded data `FF` is always followed by `00` or a marker, so a
+/// `FF D9` there is a real EOI. Trailing bytes after EOI are allowed.
+fn jpeg_has_eoi(bytes: &[u8]) -> bool {
+    let mut pos = 2usize; // after SOI
+    loop {
+        // Skip to the marker byte (allowing fill bytes).
+        if bytes.get(pos) != Some(&0xFF) {
+            return false;
+        }
+        while bytes.get(pos) == Some(&0xFF) {
+            pos += 1;
+        }
+        let Some(&marker) = bytes.get(pos) else {
+            return false;
+        };
+        pos += 1;
+        match marker {
+            // Standalone markers without a length.
+            0x01 | 0xD0..=0xD7 => continue,
+            0xD8 | 0xD9 => return false,
+            _ => {}
+        }
+        let Some(len) = bytes
+            .get(pos..pos + 2)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+        else {
+            return false;
+        };
+        if len < 2 {
+            return false;
+        }
+        pos += len;
+        if marker == 0xDA {
+            return bytes
+                .get(pos..)
+                .is_some_and(|rest| rest.windows(2).any(|w| w == [0xFF, 0xD9]));
+        }
+    }
 }
 
 /// We always output RGB, so only an RGB ICC profile may be carried over
