@@ -428,12 +428,11 @@ fn encode(raster: &Raster, op: &Transform, icc: Option<Vec<u8>>) -> Result<Vec<u
                 .encode_simple(false, f32::from(op.quality))
                 .map_err(|e| ImagingError::Encode(format!("webp: {e:?}")))?;
             out = mem.to_vec();
-            if let Some(icc) = icc {
-                if let Some(with_icc) =
+            if let Some(icc) = icc
+                && let Some(with_icc) =
                     crate::webp_mux::add_icc(&out, &icc, raster.width, raster.height, raster.alpha)
-                {
-                    out = with_icc;
-                }
+            {
+                out = with_icc;
             }
         }
     }

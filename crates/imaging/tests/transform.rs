@@ -549,7 +549,7 @@ fn mutated_inputs_never_panic() {
                 let i = (rng.next() as usize) % b.len();
                 b[i] = rng.next() as u8;
             }
-            if rng.next() % 4 == 0 {
+            if rng.next().is_multiple_of(4) {
                 let keep = (rng.next() as usize) % b.len();
                 b.truncate(keep.max(1));
             }
@@ -560,4 +560,54 @@ fn mutated_inputs_never_panic() {
             }
         }
     }
+}
+
+#[test]
+fn icc_profile_with_alpha_webp_uses_extended_container() {
+    use image::ImageEncoder;
+    use image::codecs::png::PngEncoder;
+    let icc = fake_rgb_icc();
+    let img = RgbaImage::from_fn(40, 40, |x, _| {
+        if x < 20 {
+            rgba([0, 0, 0, 0])
+        } else {
+            rgba([10, 200, 30, 255])
+        }
+    });
+    let mut src = Vec::new();
+    let mut enc = PngEncoder::new(&mut src);
+    enc.set_icc_profile(icc.clone()).unwrap();
+    enc.write_image(img.as_raw(), 40, 40, image::ExtendedColorType::Rgba8)
+        .unwrap();
+
+    let t = Transform {
+        strip_metadata: false,
+        ..op(Some(20), None, Fit::Inside, OutputFormat::Webp)
+    };
+    let out = run(&src, &t);
+    assert_eq!(icc_of(&out.bytes).as_deref(), Some(icc.as_slice()));
+    let dec = decode(&out.bytes).1.to_rgba8();
+    assert_eq!(dec.dimensions(), (20, 20));
+    assert_eq!(dec.get_pixel(2, 10).0[3], 0);
+    assert_eq!(dec.get_pixel(17, 10).0[3], 255);
+}
+
+#[test]
+fn grayscale_icc_is_not_attached_to_rgb_output() {
+    let mut icc = fake_rgb_icc();
+    icc[16..20].copy_from_slice(b"GRAY");
+    let src = jpeg_with_icc(&gradient(32, 32), 90, Some(icc));
+    let t = Transform {
+        strip_metadata: false,
+        ..op(None, None, Fit::Inside, OutputFormat::Png)
+    };
+    assert_eq!(icc_of(&run(&src, &t).bytes), None);
+}
+
+#[test]
+fn jpeg_with_trailing_bytes_after_eoi_is_fine() {
+    let mut src = jpeg(&gradient(64, 64), 90);
+    src.extend_from_slice(b"trailing vendor data");
+    let out = run(&src, &op(Some(32), None, Fit::Inside, OutputFormat::Png));
+    assert_eq!((out.width, out.height), (32, 32));
 }
