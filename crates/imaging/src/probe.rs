@@ -1,0 +1,67 @@
+//! Header-only inspection: magic bytes + `imagesize`. Never runs a codec.
+
+use crate::{ImageFormat, ImageInfo, ImagingError, Limits};
+
+/// Magic-number sniffing (never the declared type or extension).
+///
+/// Returns `None` when the bytes do not start like a supported image.
+pub fn sniff(bytes: &[u8]) -> Option<ImageFormat> {
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        Some(ImageFormat::Jpeg)
+    } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some(ImageFormat::Png)
+    } else if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
+        Some(ImageFormat::Gif)
+    } else if bytes.len() >= 12 && bytes.starts_with(b"RIFF") && &bytes[8..12] == b"WEBP" {
+        Some(ImageFormat::Webp)
+    } else {
+        None
+    }
+}
+
+/// Header only: sniff + dimensions (via `imagesize`) + limit checks.
+///
+/// Does not decode pixel data. `bytes` may be only a prefix of the file
+/// (e.g. the first 256 KiB); the dimensions must be within it. The reported
+/// dimensions are the stored ones, before EXIF orientation.
+///
+/// Errors: [`ImagingError::UnsupportedFormat`] if the magic bytes are not a
+/// supported image, [`ImagingError::Corrupt`] if the header is truncated or
+/// invalid (or declares a zero dimension), [`ImagingError::TooLarge`] if the
+/// declared dimensions exceed `limits`.
+pub fn probe(bytes: &[u8], limits: &Limits) -> Result<ImageInfo, ImagingError> {
+    let format = sniff(bytes).ok_or(ImagingError::UnsupportedFormat)?;
+    let size = std::panic::catch_unwind(|| imagesize::blob_size(bytes))
+        .map_err(|_| ImagingError::Corrupt("unreadable image header".into()))?
+        .map_err(|e| match e {
+            imagesize::ImageError::NotSupported => {
+                ImagingError::Corrupt(format!("unrecognised {} header", format.extension()))
+            }
+            imagesize::ImageError::CorruptedImage => {
+                ImagingError::Corrupt(format!("corrupt {} header", format.extension()))
+            }
+            imagesize::ImageError::IoError(_) => ImagingError::Corrupt(format!(
+                "truncated {} header (dimensions not found)",
+                format.extension()
+            )),
+        })?;
+    let too_big = |reason: &str| ImagingError::TooLarge {
+        width: u32::try_from(size.width).unwrap_or(u32::MAX),
+        height: u32::try_from(size.height).unwrap_or(u32::MAX),
+        reason: reason.to_owned(),
+    };
+    let width = u32::try_from(size.width).map_err(|_| too_big("width does not fit in 32 bits"))?;
+    let height =
+        u32::try_from(size.height).map_err(|_| too_big("height does not fit in 32 bits"))?;
+    if width == 0 || height == 0 {
+        return Err(ImagingError::Corrupt(format!(
+            "image declares a zero dimension ({width}x{height})"
+        )));
+    }
+    limits.check_source(width, height)?;
+    Ok(ImageInfo {
+        format,
+        width,
+        height,
+    })
+}
