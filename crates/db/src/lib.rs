@@ -1,1 +1,118 @@
-//! placeholder
+//! Repositories of photo-api over SQL databases: API keys, uploads and the durable job queue.
+//! The [`Repo`] trait is what the rest of the service sees; [`SqliteRepo`] is the embedded
+//! default.
+
+mod migrate;
+mod models;
+mod sqlite;
+
+use chrono::{DateTime, Utc};
+use photo_core::{JobId, JobStatus, TenantId, UploadId};
+
+pub use models::*;
+pub use sqlite::SqliteRepo;
+
+/// Database failures. Constraint violations the caller can act on get their own variants.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The database could not be reached or answered with an error.
+    #[error("database error: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    /// A stored value could not be read back (a bug or a hand-edited row).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// A migration failed.
+    #[error("migration {version} failed: {source}")]
+    Migration {
+        /// The migration's version.
+        version: i64,
+        /// Why.
+        source: sqlx::Error,
+    },
+}
+
+/// Result alias.
+pub type DbResult<T> = Result<T, DbError>;
+
+/// Everything the service stores in its database.
+#[async_trait::async_trait]
+pub trait Repo: Send + Sync + std::fmt::Debug {
+    /// Checks the database answers.
+    async fn health(&self) -> DbResult<()>;
+
+    // --- API keys
+    /// Stores a new key.
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> DbResult<()>;
+    /// Finds a key by its public id.
+    async fn find_api_key(&self, key_id: &str) -> DbResult<Option<ApiKeyRecord>>;
+    /// Records that a key was used.
+    async fn touch_api_key(&self, key_id: &str, at: DateTime<Utc>) -> DbResult<()>;
+    /// How many keys exist (revoked ones included).
+    async fn count_api_keys(&self) -> DbResult<u64>;
+
+    // --- uploads
+    /// Stores a new pending upload.
+    async fn insert_upload(&self, upload: &NewUpload) -> DbResult<()>;
+    /// An upload of `tenant`, or any tenant's when `tenant` is `None` (signed-URL routes).
+    async fn get_upload(&self, tenant: Option<&TenantId>, id: UploadId)
+    -> DbResult<Option<Upload>>;
+    /// Marks the object as received; only from `pending` or `uploaded` (a re-upload before
+    /// completion replaces the object). Returns false otherwise.
+    async fn mark_uploaded(&self, id: UploadId, size: u64, at: DateTime<Utc>) -> DbResult<bool>;
+    /// Records the completion check's outcome; only from `uploaded`. Returns the new row, or
+    /// `None` when the upload was not in `uploaded`.
+    async fn complete_upload(
+        &self,
+        id: UploadId,
+        outcome: &UploadOutcome,
+        at: DateTime<Utc>,
+    ) -> DbResult<Option<Upload>>;
+    /// Uploads whose raw object has expired and that are not yet marked so.
+    async fn expired_uploads(&self, now: DateTime<Utc>, limit: u32) -> DbResult<Vec<Upload>>;
+    /// Marks an upload expired (its object is gone).
+    async fn mark_upload_expired(&self, id: UploadId) -> DbResult<()>;
+
+    // --- jobs
+    /// Queues a new job.
+    async fn insert_job(&self, job: &NewJob, now: DateTime<Utc>) -> DbResult<Job>;
+    /// A job of `tenant`.
+    async fn get_job(&self, tenant: &TenantId, id: JobId) -> DbResult<Option<Job>>;
+    /// A job by id alone, for workers.
+    async fn get_job_any_tenant(&self, id: JobId) -> DbResult<Option<Job>>;
+    /// Jobs of `tenant`, newest first, after the cursor.
+    async fn list_jobs(&self, tenant: &TenantId, filter: &JobFilter) -> DbResult<Vec<Job>>;
+    /// Status history of a job, oldest first.
+    async fn job_events(&self, id: JobId) -> DbResult<Vec<JobEvent>>;
+
+    // --- the queue
+    /// Claims the next runnable job (queued and due, or started with an expired lease) for
+    /// `worker`, incrementing its attempts. Jobs whose lease expired on their last allowed
+    /// attempt become `dead` instead.
+    async fn claim_job(
+        &self,
+        worker: &str,
+        lease: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> DbResult<Option<Claim>>;
+    /// Extends the lease; false when the claim is no longer ours.
+    async fn heartbeat(&self, claim: &ClaimToken, until: DateTime<Utc>) -> DbResult<bool>;
+    /// Completes the job with its outputs; false (and no change) when the claim is no longer ours.
+    async fn complete_job(
+        &self,
+        claim: &ClaimToken,
+        outputs: &[JobOutput],
+        now: DateTime<Utc>,
+    ) -> DbResult<bool>;
+    /// Records a failed attempt; returns the resulting status, or `None` when the claim is no
+    /// longer ours.
+    async fn fail_job(
+        &self,
+        claim: &ClaimToken,
+        failure: &Failure,
+        now: DateTime<Utc>,
+    ) -> DbResult<Option<JobStatus>>;
+    /// Gives a job back without counting the attempt (graceful shutdown).
+    async fn release_job(&self, claim: &ClaimToken, now: DateTime<Utc>) -> DbResult<bool>;
+    /// Counts of jobs per status (for health and metrics).
+    async fn job_counts(&self) -> DbResult<Vec<(JobStatus, u64)>>;
+}

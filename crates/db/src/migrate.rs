@@ -1,0 +1,94 @@
+//! A small embedded migration runner: versioned up/down scripts compiled into the binary, each
+//! applied in its own transaction and recorded in `schema_migrations`.
+
+use sqlx::SqlitePool;
+
+use crate::{DbError, DbResult};
+
+/// One migration.
+pub(crate) struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub up: &'static str,
+    pub down: &'static str,
+}
+
+pub(crate) const SQLITE: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    up: include_str!("../migrations/sqlite/0001_init.up.sql"),
+    down: include_str!("../migrations/sqlite/0001_init.down.sql"),
+}];
+
+async fn applied(pool: &SqlitePool) -> DbResult<Vec<i64>> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
+    )
+    .execute(pool)
+    .await?;
+    Ok(
+        sqlx::query_scalar("SELECT version FROM schema_migrations ORDER BY version")
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
+/// Applies every pending migration; returns how many ran.
+pub(crate) async fn up(pool: &SqlitePool, migrations: &[Migration]) -> DbResult<usize> {
+    let done = applied(pool).await?;
+    let mut ran = 0;
+    for m in migrations.iter().filter(|m| !done.contains(&m.version)) {
+        let fail = |source| DbError::Migration {
+            version: m.version,
+            source,
+        };
+        let mut tx = pool.begin().await?;
+        sqlx::raw_sql(m.up).execute(&mut *tx).await.map_err(fail)?;
+        sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)")
+            .bind(m.version)
+            .bind(m.name)
+            .bind(chrono::Utc::now().to_rfc3339())
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+        tx.commit().await.map_err(fail)?;
+        tracing::info!(version = m.version, name = m.name, "applied migration");
+        ran += 1;
+    }
+    Ok(ran)
+}
+
+/// Reverts the newest `steps` applied migrations; returns how many were reverted.
+pub(crate) async fn down(
+    pool: &SqlitePool,
+    migrations: &[Migration],
+    steps: usize,
+) -> DbResult<usize> {
+    let done = applied(pool).await?;
+    let mut reverted = 0;
+    for version in done.iter().rev().take(steps) {
+        let Some(m) = migrations.iter().find(|m| m.version == *version) else {
+            return Err(DbError::Corrupt(format!(
+                "unknown applied migration {version}"
+            )));
+        };
+        let fail = |source| DbError::Migration {
+            version: m.version,
+            source,
+        };
+        let mut tx = pool.begin().await?;
+        sqlx::raw_sql(m.down)
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+        sqlx::query("DELETE FROM schema_migrations WHERE version = ?")
+            .bind(m.version)
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+        tx.commit().await.map_err(fail)?;
+        reverted += 1;
+    }
+    Ok(reverted)
+}

@@ -1,0 +1,302 @@
+//! Rows as domain values.
+
+use chrono::{DateTime, Utc};
+use photo_core::{ContentType, JobId, JobSpec, JobStatus, JobType, ObjectKey, TenantId, UploadId};
+use serde::{Deserialize, Serialize};
+
+/// A stored API key (never the secret itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    /// Public id, the prefix of the key string.
+    pub key_id: String,
+    /// The tenant the key acts for.
+    pub tenant: TenantId,
+    /// Human label.
+    pub name: String,
+    /// Hex SHA-256 of the whole key string.
+    pub secret_sha256: String,
+    /// Granted scopes (`read`, `write`, `admin`).
+    pub scopes: Vec<String>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Optional expiry.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Set when revoked.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Last successful use.
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// Where an upload is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UploadStatus {
+    /// Initialised; no object yet.
+    Pending,
+    /// Object received; not yet checked.
+    Uploaded,
+    /// Checked: a valid image within limits.
+    Ready,
+    /// Checked and refused; see the reason.
+    Rejected,
+    /// Swept: the raw object is gone.
+    Expired,
+}
+
+impl UploadStatus {
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Uploaded => "uploaded",
+            Self::Ready => "ready",
+            Self::Rejected => "rejected",
+            Self::Expired => "expired",
+        }
+    }
+
+    /// Parses [`UploadStatus::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Pending,
+            Self::Uploaded,
+            Self::Ready,
+            Self::Rejected,
+            Self::Expired,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+    }
+}
+
+/// A new upload at init.
+#[derive(Debug, Clone)]
+pub struct NewUpload {
+    /// Id.
+    pub upload_id: UploadId,
+    /// Owner.
+    pub tenant: TenantId,
+    /// Where the raw object goes.
+    pub key: ObjectKey,
+    /// What the client said it will send.
+    pub declared: ContentType,
+    /// Signed size limit.
+    pub max_bytes: u64,
+    /// Client's file name, for display only.
+    pub filename: Option<String>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// When the upload URL stops working.
+    pub url_expires_at: DateTime<Utc>,
+    /// When the upload and its raw object are swept.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// An upload row.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    /// Id.
+    pub upload_id: UploadId,
+    /// Owner.
+    pub tenant: TenantId,
+    /// Raw object key.
+    pub key: ObjectKey,
+    /// Declared type.
+    pub declared: ContentType,
+    /// Signed size limit.
+    pub max_bytes: u64,
+    /// Client's file name.
+    pub filename: Option<String>,
+    /// State.
+    pub status: UploadStatus,
+    /// Sniffed type, once checked.
+    pub content_type: Option<ContentType>,
+    /// Stored size.
+    pub size: Option<u64>,
+    /// Width from the header.
+    pub width: Option<u32>,
+    /// Height from the header.
+    pub height: Option<u32>,
+    /// Stable rejection code.
+    pub reject_code: Option<String>,
+    /// Human rejection reason.
+    pub reason: Option<String>,
+    /// Creation.
+    pub created_at: DateTime<Utc>,
+    /// URL expiry.
+    pub url_expires_at: DateTime<Utc>,
+    /// Sweep time.
+    pub expires_at: DateTime<Utc>,
+    /// When the object arrived.
+    pub uploaded_at: Option<DateTime<Utc>>,
+    /// When it was checked.
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// What the completion check decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UploadOutcome {
+    /// A valid image.
+    Ready {
+        /// Sniffed type.
+        content_type: ContentType,
+        /// Stored size.
+        size: u64,
+        /// Width.
+        width: u32,
+        /// Height.
+        height: u32,
+    },
+    /// Refused.
+    Rejected {
+        /// Stable code.
+        code: String,
+        /// Human reason.
+        reason: String,
+    },
+}
+
+/// One output file of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobOutput {
+    /// Output name within the job (`thumbnail`, `transform`, …).
+    pub name: String,
+    /// Key in the processed bucket.
+    pub key: ObjectKey,
+    /// MIME type.
+    pub content_type: String,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A job to queue.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// Id.
+    pub job_id: JobId,
+    /// Owner.
+    pub tenant: TenantId,
+    /// What to do.
+    pub spec: JobSpec,
+    /// Source upload.
+    pub upload_id: Option<UploadId>,
+    /// Source key in the raw bucket.
+    pub s3_key: Option<ObjectKey>,
+    /// Source file name, for display.
+    pub filename: Option<String>,
+    /// Source content type.
+    pub content_type: Option<ContentType>,
+    /// Attempts before the job is dead.
+    pub max_attempts: u32,
+}
+
+/// A job row.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Id.
+    pub job_id: JobId,
+    /// Owner.
+    pub tenant: TenantId,
+    /// Kind.
+    pub job_type: JobType,
+    /// Parameters.
+    pub spec: JobSpec,
+    /// Source upload.
+    pub upload_id: Option<UploadId>,
+    /// Source key.
+    pub s3_key: Option<ObjectKey>,
+    /// Source file name.
+    pub filename: Option<String>,
+    /// Source type.
+    pub content_type: Option<ContentType>,
+    /// State.
+    pub status: JobStatus,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// Stable code of the last error.
+    pub error_code: Option<String>,
+    /// Last error.
+    pub error_message: Option<String>,
+    /// Outputs, once completed.
+    pub outputs: Vec<JobOutput>,
+    /// Queued at.
+    pub created_at: DateTime<Utc>,
+    /// First started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Finished (completed, failed, dead).
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// Earliest next run.
+    pub run_at: DateTime<Utc>,
+    /// Worker holding the lease.
+    pub lease_owner: Option<String>,
+}
+
+/// Filters of `GET /jobs`.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    /// Only this status.
+    pub status: Option<JobStatus>,
+    /// Only this type.
+    pub job_type: Option<JobType>,
+    /// Created at or after.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Created before.
+    pub created_before: Option<DateTime<Utc>>,
+    /// Exclusive cursor: only jobs older than this id.
+    pub before_id: Option<JobId>,
+    /// Page size.
+    pub limit: u32,
+}
+
+/// The fencing token of a claim: only its holder may heartbeat, complete or fail the job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimToken {
+    /// The job.
+    pub job_id: JobId,
+    /// Random per claim.
+    pub token: String,
+}
+
+/// A claimed job.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    /// The job as claimed (attempts already incremented).
+    pub job: Job,
+    /// Fencing token.
+    pub token: ClaimToken,
+}
+
+/// How an attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Stable code.
+    pub code: String,
+    /// Message.
+    pub message: String,
+    /// `None`: permanent (bad input), the job fails now. `Some(t)`: retry at `t` if attempts
+    /// remain, else the job is dead.
+    pub retry_at: Option<DateTime<Utc>>,
+}
+
+/// One entry of a job's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobEvent {
+    /// Order.
+    pub seq: i64,
+    /// Status entered.
+    pub status: String,
+    /// Attempt number at that point.
+    pub attempt: u32,
+    /// Error message for failures.
+    pub message: Option<String>,
+    /// When (RFC 3339).
+    pub at: String,
+}

@@ -1,0 +1,606 @@
+//! The SQLite repository: the embedded default. One file in WAL mode, shared by the API process
+//! and its worker processes; every queue transition is a single conditional `UPDATE`, which
+//! SQLite runs under its database write lock, so two workers can never claim the same job.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use photo_core::{ContentType, JobId, JobSpec, JobStatus, JobType, ObjectKey, TenantId, UploadId};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, SqlitePool};
+
+use crate::migrate;
+use crate::models::*;
+use crate::{DbError, DbResult, Repo};
+
+/// The SQLite repository.
+#[derive(Debug, Clone)]
+pub struct SqliteRepo {
+    pool: SqlitePool,
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(v: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(v).single().unwrap_or_default()
+}
+
+fn corrupt(what: &str, v: impl std::fmt::Display) -> DbError {
+    DbError::Corrupt(format!("{what}: {v}"))
+}
+
+impl SqliteRepo {
+    /// Opens (creating if needed) the database file and runs pending migrations.
+    pub async fn open(path: &Path) -> DbResult<Self> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await?;
+        let repo = Self { pool };
+        repo.migrate().await?;
+        Ok(repo)
+    }
+
+    /// Opens a database from a `sqlite://` URL (tests and `DATABASE_URL=sqlite://…`).
+    pub async fn open_url(url: &str) -> DbResult<Self> {
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
+        Self::open(Path::new(path)).await
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> DbResult<usize> {
+        migrate::up(&self.pool, migrate::SQLITE).await
+    }
+
+    /// Reverts the newest `steps` migrations.
+    pub async fn migrate_down(&self, steps: usize) -> DbResult<usize> {
+        migrate::down(&self.pool, migrate::SQLITE, steps).await
+    }
+
+    /// The pool, for tests.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+fn parse<T: FromStr>(what: &str, s: &str) -> DbResult<T>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse::<T>().map_err(|e| corrupt(what, e))
+}
+
+fn upload_from_row(r: &SqliteRow) -> DbResult<Upload> {
+    let opt_ct = |col: &str| -> DbResult<Option<ContentType>> {
+        r.try_get::<Option<String>, _>(col)?
+            .map(|s| ContentType::parse(&s).map_err(|e| corrupt(col, e)))
+            .transpose()
+    };
+    let declared: String = r.try_get("declared_content_type")?;
+    let status: String = r.try_get("status")?;
+    Ok(Upload {
+        upload_id: parse("upload_id", &r.try_get::<String, _>("upload_id")?)?,
+        tenant: TenantId::parse(&r.try_get::<String, _>("tenant_id")?)
+            .map_err(|e| corrupt("tenant", e))?,
+        key: ObjectKey::parse(&r.try_get::<String, _>("object_key")?)
+            .map_err(|e| corrupt("key", e))?,
+        declared: ContentType::parse(&declared).map_err(|e| corrupt("declared", e))?,
+        max_bytes: r.try_get::<i64, _>("max_bytes")?.max(0) as u64,
+        filename: r.try_get("filename")?,
+        status: UploadStatus::parse(&status).ok_or_else(|| corrupt("upload status", &status))?,
+        content_type: opt_ct("content_type")?,
+        size: r
+            .try_get::<Option<i64>, _>("size")?
+            .map(|v| v.max(0) as u64),
+        width: r
+            .try_get::<Option<i64>, _>("width")?
+            .map(|v| v.clamp(0, u32::MAX as i64) as u32),
+        height: r
+            .try_get::<Option<i64>, _>("height")?
+            .map(|v| v.clamp(0, u32::MAX as i64) as u32),
+        reject_code: r.try_get("reject_code")?,
+        reason: r.try_get("reason")?,
+        created_at: r.try_get("created_at")?,
+        url_expires_at: r.try_get("url_expires_at")?,
+        expires_at: from_ms(r.try_get("expires_at_ms")?),
+        uploaded_at: r.try_get("uploaded_at")?,
+        completed_at: r.try_get("completed_at")?,
+    })
+}
+
+fn job_from_row(r: &SqliteRow) -> DbResult<Job> {
+    let job_type: String = r.try_get("job_type")?;
+    let status: String = r.try_get("status")?;
+    let meta: Option<String> = r.try_get("job_metadata")?;
+    let spec: JobSpec = serde_json::from_str(meta.as_deref().unwrap_or("null"))
+        .map_err(|e| corrupt("job_metadata", e))?;
+    let outputs: Vec<JobOutput> = match r.try_get::<Option<String>, _>("outputs")? {
+        Some(s) => serde_json::from_str(&s).map_err(|e| corrupt("outputs", e))?,
+        None => Vec::new(),
+    };
+    Ok(Job {
+        job_id: parse("job_id", &r.try_get::<String, _>("job_id")?)?,
+        tenant: TenantId::parse(&r.try_get::<String, _>("tenant_id")?)
+            .map_err(|e| corrupt("tenant", e))?,
+        job_type: JobType::parse(&job_type).ok_or_else(|| corrupt("job_type", &job_type))?,
+        spec,
+        upload_id: r
+            .try_get::<Option<String>, _>("upload_id")?
+            .map(|s| parse("upload_id", &s))
+            .transpose()?,
+        s3_key: r
+            .try_get::<Option<String>, _>("s3_key")?
+            .map(|s| ObjectKey::parse(&s).map_err(|e| corrupt("s3_key", e)))
+            .transpose()?,
+        filename: r.try_get("filename")?,
+        content_type: r
+            .try_get::<Option<String>, _>("content_type")?
+            .and_then(|s| ContentType::parse(&s).ok()),
+        status: JobStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?,
+        attempts: r.try_get::<i64, _>("attempts")?.clamp(0, u32::MAX as i64) as u32,
+        max_attempts: r
+            .try_get::<i64, _>("max_attempts")?
+            .clamp(0, u32::MAX as i64) as u32,
+        error_code: r.try_get("error_code")?,
+        error_message: r.try_get("error_message")?,
+        outputs,
+        created_at: r.try_get("created_at")?,
+        started_at: r.try_get("started_at")?,
+        completed_at: r.try_get("completed_at")?,
+        updated_at: r.try_get("updated_at")?,
+        run_at: from_ms(r.try_get("run_at_ms")?),
+        lease_owner: r.try_get("lease_owner")?,
+    })
+}
+
+fn api_key_from_row(r: &SqliteRow) -> DbResult<ApiKeyRecord> {
+    let scopes: String = r.try_get("scopes")?;
+    Ok(ApiKeyRecord {
+        key_id: r.try_get("key_id")?,
+        tenant: TenantId::parse(&r.try_get::<String, _>("tenant_id")?)
+            .map_err(|e| corrupt("tenant", e))?,
+        name: r.try_get("name")?,
+        secret_sha256: r.try_get("secret_sha256")?,
+        scopes: scopes
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        created_at: r.try_get("created_at")?,
+        expires_at: r.try_get("expires_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+        last_used_at: r.try_get("last_used_at")?,
+    })
+}
+
+#[async_trait::async_trait]
+impl Repo for SqliteRepo {
+    async fn health(&self) -> DbResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn insert_api_key(&self, k: &ApiKeyRecord) -> DbResult<()> {
+        sqlx::query(
+            "INSERT INTO api_keys (key_id, tenant_id, name, secret_sha256, scopes, created_at, expires_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&k.key_id)
+        .bind(k.tenant.as_str())
+        .bind(&k.name)
+        .bind(&k.secret_sha256)
+        .bind(k.scopes.join(","))
+        .bind(k.created_at)
+        .bind(k.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn find_api_key(&self, key_id: &str) -> DbResult<Option<ApiKeyRecord>> {
+        sqlx::query("SELECT * FROM api_keys WHERE key_id = ?")
+            .bind(key_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(api_key_from_row)
+            .transpose()
+    }
+
+    async fn touch_api_key(&self, key_id: &str, at: DateTime<Utc>) -> DbResult<()> {
+        sqlx::query("UPDATE api_keys SET last_used_at = ? WHERE key_id = ?")
+            .bind(at)
+            .bind(key_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn count_api_keys(&self) -> DbResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n.max(0) as u64)
+    }
+
+    async fn insert_upload(&self, u: &NewUpload) -> DbResult<()> {
+        sqlx::query(
+            "INSERT INTO uploads (upload_id, tenant_id, object_key, declared_content_type, max_bytes,
+                 filename, status, created_at, url_expires_at, expires_at_ms)
+             VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+        )
+        .bind(u.upload_id.to_string())
+        .bind(u.tenant.as_str())
+        .bind(u.key.as_str())
+        .bind(u.declared.mime())
+        .bind(i64::try_from(u.max_bytes).unwrap_or(i64::MAX))
+        .bind(&u.filename)
+        .bind(u.created_at)
+        .bind(u.url_expires_at)
+        .bind(ms(u.expires_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_upload(
+        &self,
+        tenant: Option<&TenantId>,
+        id: UploadId,
+    ) -> DbResult<Option<Upload>> {
+        let row = match tenant {
+            Some(t) => {
+                sqlx::query("SELECT * FROM uploads WHERE upload_id = ? AND tenant_id = ?")
+                    .bind(id.to_string())
+                    .bind(t.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query("SELECT * FROM uploads WHERE upload_id = ?")
+                    .bind(id.to_string())
+                    .fetch_optional(&self.pool)
+                    .await?
+            }
+        };
+        row.as_ref().map(upload_from_row).transpose()
+    }
+
+    async fn mark_uploaded(&self, id: UploadId, size: u64, at: DateTime<Utc>) -> DbResult<bool> {
+        let r = sqlx::query(
+            "UPDATE uploads SET status = 'uploaded', size = ?, uploaded_at = ?
+             WHERE upload_id = ? AND status IN ('pending', 'uploaded')",
+        )
+        .bind(i64::try_from(size).unwrap_or(i64::MAX))
+        .bind(at)
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn complete_upload(
+        &self,
+        id: UploadId,
+        outcome: &UploadOutcome,
+        at: DateTime<Utc>,
+    ) -> DbResult<Option<Upload>> {
+        let q = match outcome {
+            UploadOutcome::Ready {
+                content_type,
+                size,
+                width,
+                height,
+            } => sqlx::query(
+                "UPDATE uploads SET status = 'ready', content_type = ?, size = ?, width = ?, height = ?,
+                     completed_at = ?
+                 WHERE upload_id = ? AND status = 'uploaded' RETURNING *",
+            )
+            .bind(content_type.mime())
+            .bind(i64::try_from(*size).unwrap_or(i64::MAX))
+            .bind(i64::from(*width))
+            .bind(i64::from(*height))
+            .bind(at)
+            .bind(id.to_string()),
+            UploadOutcome::Rejected { code, reason } => sqlx::query(
+                "UPDATE uploads SET status = 'rejected', reject_code = ?, reason = ?, completed_at = ?
+                 WHERE upload_id = ? AND status = 'uploaded' RETURNING *",
+            )
+            .bind(code)
+            .bind(reason)
+            .bind(at)
+            .bind(id.to_string()),
+        };
+        q.fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(upload_from_row)
+            .transpose()
+    }
+
+    async fn expired_uploads(&self, now: DateTime<Utc>, limit: u32) -> DbResult<Vec<Upload>> {
+        sqlx::query(
+            "SELECT * FROM uploads WHERE expires_at_ms <= ? AND status != 'expired'
+             ORDER BY expires_at_ms LIMIT ?",
+        )
+        .bind(ms(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(upload_from_row)
+        .collect()
+    }
+
+    async fn mark_upload_expired(&self, id: UploadId) -> DbResult<()> {
+        sqlx::query("UPDATE uploads SET status = 'expired' WHERE upload_id = ?")
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_job(&self, j: &NewJob, now: DateTime<Utc>) -> DbResult<Job> {
+        let id = j.job_id.to_string();
+        let meta = serde_json::to_string(&j.spec).map_err(|e| corrupt("spec", e))?;
+        let row = sqlx::query(
+            "INSERT INTO job_logs (id, job_id, job_type, filename, s3_key, content_type, job_metadata,
+                 created_at, status, tenant_id, upload_id, attempts, max_attempts, run_at_ms, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'submitted', ?, ?, 0, ?, ?, ?) RETURNING *",
+        )
+        .bind(&id)
+        .bind(&id)
+        .bind(j.spec.job_type().as_str())
+        .bind(&j.filename)
+        .bind(j.s3_key.as_ref().map(ObjectKey::as_str))
+        .bind(j.content_type.map(ContentType::mime))
+        .bind(meta)
+        .bind(now)
+        .bind(j.tenant.as_str())
+        .bind(j.upload_id.map(|u| u.to_string()))
+        .bind(i64::from(j.max_attempts))
+        .bind(ms(now))
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        job_from_row(&row)
+    }
+
+    async fn get_job(&self, tenant: &TenantId, id: JobId) -> DbResult<Option<Job>> {
+        sqlx::query("SELECT * FROM job_logs WHERE job_id = ? AND tenant_id = ?")
+            .bind(id.to_string())
+            .bind(tenant.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(job_from_row)
+            .transpose()
+    }
+
+    async fn get_job_any_tenant(&self, id: JobId) -> DbResult<Option<Job>> {
+        sqlx::query("SELECT * FROM job_logs WHERE job_id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(job_from_row)
+            .transpose()
+    }
+
+    async fn list_jobs(&self, tenant: &TenantId, f: &JobFilter) -> DbResult<Vec<Job>> {
+        // UUIDv7 ids sort by creation time, so the id alone is a stable cursor.
+        let mut qb =
+            sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT * FROM job_logs WHERE tenant_id = ");
+        qb.push_bind(tenant.as_str());
+        if let Some(s) = f.status {
+            qb.push(" AND status = ").push_bind(s.as_str());
+        }
+        if let Some(t) = f.job_type {
+            qb.push(" AND job_type = ").push_bind(t.as_str());
+        }
+        if let Some(a) = f.created_after {
+            qb.push(" AND created_at >= ").push_bind(a);
+        }
+        if let Some(b) = f.created_before {
+            qb.push(" AND created_at < ").push_bind(b);
+        }
+        if let Some(c) = f.before_id {
+            qb.push(" AND job_id < ").push_bind(c.to_string());
+        }
+        qb.push(" ORDER BY job_id DESC LIMIT ")
+            .push_bind(i64::from(f.limit));
+        qb.build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(job_from_row)
+            .collect()
+    }
+
+    async fn job_events(&self, id: JobId) -> DbResult<Vec<JobEvent>> {
+        let rows = sqlx::query("SELECT seq, status, attempt, message, at FROM job_events WHERE job_id = ? ORDER BY seq")
+            .bind(id.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(JobEvent {
+                    seq: r.try_get("seq")?,
+                    status: r.try_get("status")?,
+                    attempt: r.try_get::<i64, _>("attempt")?.clamp(0, u32::MAX as i64) as u32,
+                    message: r.try_get("message")?,
+                    at: r.try_get("at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn claim_job(
+        &self,
+        worker: &str,
+        lease: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> DbResult<Option<Claim>> {
+        // A lease that expired on the job's last allowed attempt: the worker died every time.
+        sqlx::query(
+            "UPDATE job_logs SET status = 'dead', error_code = 'worker_lost',
+                 error_message = 'the worker running the job stopped responding on every attempt',
+                 completed_at = ?, lease_owner = NULL, lease_token = NULL, lease_expires_at_ms = NULL,
+                 updated_at = ?
+             WHERE status = 'started' AND lease_expires_at_ms < ? AND attempts >= max_attempts",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await?;
+
+        let token = uuid::Uuid::new_v4().to_string();
+        let row = sqlx::query(
+            "UPDATE job_logs SET status = 'started', attempts = attempts + 1, lease_owner = ?,
+                 lease_token = ?, lease_expires_at_ms = ?, started_at = COALESCE(started_at, ?),
+                 updated_at = ?
+             WHERE job_id = (
+                 SELECT job_id FROM job_logs
+                 WHERE (status IN ('submitted', 'retrying') AND run_at_ms <= ?1)
+                    OR (status = 'started' AND lease_expires_at_ms < ?1)
+                 ORDER BY run_at_ms, job_id LIMIT 1)
+             RETURNING *",
+        )
+        .bind(worker)
+        .bind(&token)
+        .bind(ms(now + lease))
+        .bind(now)
+        .bind(now)
+        .bind(ms(now))
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let job = job_from_row(&row)?;
+        Ok(Some(Claim {
+            token: ClaimToken {
+                job_id: job.job_id,
+                token,
+            },
+            job,
+        }))
+    }
+
+    async fn heartbeat(&self, c: &ClaimToken, until: DateTime<Utc>) -> DbResult<bool> {
+        let r = sqlx::query(
+            "UPDATE job_logs SET lease_expires_at_ms = ?
+             WHERE job_id = ? AND lease_token = ? AND status = 'started'",
+        )
+        .bind(ms(until))
+        .bind(c.job_id.to_string())
+        .bind(&c.token)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn complete_job(
+        &self,
+        c: &ClaimToken,
+        outputs: &[JobOutput],
+        now: DateTime<Utc>,
+    ) -> DbResult<bool> {
+        let outputs = serde_json::to_string(outputs).map_err(|e| corrupt("outputs", e))?;
+        let r = sqlx::query(
+            "UPDATE job_logs SET status = 'completed', outputs = ?, completed_at = ?, error_code = NULL,
+                 error_message = NULL, lease_owner = NULL, lease_token = NULL, lease_expires_at_ms = NULL,
+                 updated_at = ?
+             WHERE job_id = ? AND lease_token = ? AND status = 'started'",
+        )
+        .bind(outputs)
+        .bind(now)
+        .bind(now)
+        .bind(c.job_id.to_string())
+        .bind(&c.token)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn fail_job(
+        &self,
+        c: &ClaimToken,
+        f: &Failure,
+        now: DateTime<Utc>,
+    ) -> DbResult<Option<JobStatus>> {
+        // One statement decides retrying/dead/failed from the row's own attempt counters.
+        let row = sqlx::query(
+            "UPDATE job_logs SET
+                 status = CASE WHEN ?1 IS NULL THEN 'failed'
+                               WHEN attempts < max_attempts THEN 'retrying'
+                               ELSE 'dead' END,
+                 run_at_ms = COALESCE(?1, run_at_ms),
+                 completed_at = CASE WHEN ?1 IS NOT NULL AND attempts < max_attempts THEN NULL ELSE ?2 END,
+                 error_code = ?3, error_message = ?4,
+                 lease_owner = NULL, lease_token = NULL, lease_expires_at_ms = NULL, updated_at = ?2
+             WHERE job_id = ?5 AND lease_token = ?6 AND status = 'started'
+             RETURNING status",
+        )
+        .bind(f.retry_at.map(ms))
+        .bind(now)
+        .bind(&f.code)
+        .bind(&f.message)
+        .bind(c.job_id.to_string())
+        .bind(&c.token)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            let s: String = r.try_get("status")?;
+            JobStatus::parse(&s).ok_or_else(|| corrupt("status", s))
+        })
+        .transpose()
+    }
+
+    async fn release_job(&self, c: &ClaimToken, now: DateTime<Utc>) -> DbResult<bool> {
+        let r = sqlx::query(
+            "UPDATE job_logs SET status = 'submitted', attempts = MAX(attempts - 1, 0), run_at_ms = ?,
+                 lease_owner = NULL, lease_token = NULL, lease_expires_at_ms = NULL, updated_at = ?
+             WHERE job_id = ? AND lease_token = ? AND status = 'started'",
+        )
+        .bind(ms(now))
+        .bind(now)
+        .bind(c.job_id.to_string())
+        .bind(&c.token)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn job_counts(&self) -> DbResult<Vec<(JobStatus, u64)>> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM job_logs GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let s: String = r.try_get("status")?;
+                let n: i64 = r.try_get("n")?;
+                Ok((
+                    JobStatus::parse(&s).ok_or_else(|| corrupt("status", &s))?,
+                    n.max(0) as u64,
+                ))
+            })
+            .collect()
+    }
+}
