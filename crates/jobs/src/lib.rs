@@ -1,1 +1,15 @@
-//! placeholder
+//! The worker runtime and the sweeper.
+//!
+//! A worker claims a job with a lease, heartbeats it from a task that never shares a thread with
+//! image work, runs the pipeline on the blocking pool (bounded by `concurrency`), writes outputs
+//! under deterministic keys and completes the job with its fencing token. A worker that loses its
+//! lease cannot complete the job: the queue's `UPDATE … WHERE lease_token = ?` refuses it.
+
+mod pipeline;
+mod sweep;
+mod worker;
+
+pub use pipeline::{PipelineError, run_pipeline};
+pub use sweep::errors::SweepError;
+pub use sweep::{SweepConfig, SweepReport, sweep_once};
+pub use worker::{Worker, WorkerConfig, backoff};

@@ -1,0 +1,175 @@
+//! One job's work: read the source, transform, write the output.
+
+use bytes::Bytes;
+use photo_core::{Fit, JobSpec, ObjectKey, OutputFormat};
+use photo_db::{Job, JobOutput};
+use photo_imaging as img;
+use photo_storage::{Bucket, ObjectStore, StoreError};
+
+/// Why an attempt failed, and whether retrying can help.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The input is bad; retrying cannot help.
+    #[error("{message}")]
+    Permanent {
+        /// Stable code.
+        code: &'static str,
+        /// Message for the job's `error_message`.
+        message: String,
+    },
+    /// A transient failure (storage, timeout, encoder); retried with backoff.
+    #[error("{message}")]
+    Retryable {
+        /// Stable code.
+        code: &'static str,
+        /// Message.
+        message: String,
+    },
+}
+
+impl PipelineError {
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Permanent { code, .. } | Self::Retryable { code, .. } => code,
+        }
+    }
+}
+
+fn fit(f: Fit) -> img::Fit {
+    match f {
+        Fit::Contain => img::Fit::Contain,
+        Fit::Cover => img::Fit::Cover,
+        Fit::Fill => img::Fit::Fill,
+        Fit::Inside => img::Fit::Inside,
+        Fit::Outside => img::Fit::Outside,
+    }
+}
+
+fn format(f: OutputFormat) -> img::OutputFormat {
+    match f {
+        OutputFormat::Jpeg => img::OutputFormat::Jpeg,
+        OutputFormat::Png => img::OutputFormat::Png,
+        OutputFormat::Webp => img::OutputFormat::Webp,
+    }
+}
+
+/// The imaging operation a job spec asks for.
+pub fn operation(spec: &JobSpec) -> img::Transform {
+    match spec {
+        JobSpec::Thumbnail(p) => img::Transform {
+            width: Some(p.width),
+            height: Some(p.height),
+            fit: img::Fit::Inside,
+            upscale: false,
+            format: format(p.format),
+            quality: p.quality,
+            auto_orient: true,
+            strip_metadata: true,
+        },
+        JobSpec::Transform(p) => img::Transform {
+            width: p.width,
+            height: p.height,
+            fit: fit(p.fit),
+            upscale: p.upscale,
+            format: format(p.format),
+            quality: p.quality,
+            auto_orient: p.auto_orient,
+            strip_metadata: p.strip_metadata,
+        },
+    }
+}
+
+fn output_format(spec: &JobSpec) -> OutputFormat {
+    match spec {
+        JobSpec::Thumbnail(p) => p.format,
+        JobSpec::Transform(p) => p.format,
+    }
+}
+
+/// Runs a job's pipeline: read the raw object, transform on the blocking pool, write the output
+/// to its deterministic key. Returns the outputs to record.
+pub async fn run_pipeline(
+    store: &dyn ObjectStore,
+    job: &Job,
+    limits: img::Limits,
+    max_source_bytes: u64,
+) -> Result<Vec<JobOutput>, PipelineError> {
+    let Some(source) = job.s3_key.clone() else {
+        return Err(PipelineError::Permanent {
+            code: "source_missing",
+            message: "the job has no source object".into(),
+        });
+    };
+    let bytes = match store.get_bytes(Bucket::Raw, &source, max_source_bytes).await {
+        Ok(b) => b,
+        Err(StoreError::NotFound) => {
+            return Err(PipelineError::Permanent {
+                code: "source_missing",
+                message: "the source object no longer exists (expired or deleted)".into(),
+            });
+        }
+        Err(StoreError::TooLarge { limit }) => {
+            return Err(PipelineError::Permanent {
+                code: "image_too_large",
+                message: format!("the source object is larger than {limit} bytes"),
+            });
+        }
+        Err(e) => {
+            return Err(PipelineError::Retryable {
+                code: "storage_error",
+                message: format!("reading the source failed: {e}"),
+            });
+        }
+    };
+    let op = operation(&job.spec);
+    let span = tracing::Span::current();
+    let encoded = tokio::task::spawn_blocking(move || {
+        let _enter = span.enter();
+        img::transform(&bytes, &op, &limits)
+    })
+    .await
+    .map_err(|e| PipelineError::Retryable {
+        code: "worker_panic",
+        message: format!("the image task failed: {e}"),
+    })?
+    .map_err(|e| {
+        let code = e.code();
+        if e.is_permanent() {
+            PipelineError::Permanent {
+                code,
+                message: e.to_string(),
+            }
+        } else {
+            PipelineError::Retryable {
+                code,
+                message: e.to_string(),
+            }
+        }
+    })?;
+
+    let fmt = output_format(&job.spec);
+    let name = job.job_type.as_str();
+    let key = ObjectKey::job_output(&job.tenant, job.job_id, name, fmt.extension()).map_err(|e| {
+        PipelineError::Permanent {
+            code: "invalid_key",
+            message: e.to_string(),
+        }
+    })?;
+    let size = encoded.bytes.len() as u64;
+    store
+        .put_bytes(Bucket::Processed, &key, Bytes::from(encoded.bytes))
+        .await
+        .map_err(|e| PipelineError::Retryable {
+            code: "storage_error",
+            message: format!("writing the output failed: {e}"),
+        })?;
+    Ok(vec![JobOutput {
+        name: name.to_owned(),
+        key,
+        content_type: fmt.mime().to_owned(),
+        width: encoded.width,
+        height: encoded.height,
+        size,
+    }])
+}

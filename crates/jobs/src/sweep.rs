@@ -1,0 +1,67 @@
+//! Expiry: raw objects of uploads past their TTL, uncompleted uploads, staging leftovers.
+
+use chrono::{DateTime, Utc};
+use photo_db::Repo;
+use photo_storage::{Bucket, ObjectStore};
+
+/// Sweeper settings.
+#[derive(Debug, Clone)]
+pub struct SweepConfig {
+    /// Staging files older than this are leftovers of interrupted writes.
+    pub staging_max_age: chrono::Duration,
+    /// Rows handled per batch.
+    pub batch: u32,
+}
+
+/// What one sweep removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Uploads expired (raw object deleted).
+    pub uploads_expired: u64,
+    /// Staging files removed.
+    pub staging_removed: u64,
+}
+
+/// Runs one sweep: deletes raw objects of uploads past `expires_at` (whether completed or not)
+/// and marks them expired, then removes stale staging files.
+pub async fn sweep_once(
+    repo: &dyn Repo,
+    store: &dyn ObjectStore,
+    cfg: &SweepConfig,
+    now: DateTime<Utc>,
+) -> errors::Result<SweepReport> {
+    let mut report = SweepReport::default();
+    loop {
+        let batch = repo.expired_uploads(now, cfg.batch).await?;
+        if batch.is_empty() {
+            break;
+        }
+        for up in &batch {
+            // Delete the object first: if we crash in between, the row is swept again.
+            store.delete(Bucket::Raw, &up.key).await?;
+            repo.mark_upload_expired(up.upload_id).await?;
+            report.uploads_expired += 1;
+        }
+        if (batch.len() as u32) < cfg.batch {
+            break;
+        }
+    }
+    report.staging_removed = store.sweep_staging(now - cfg.staging_max_age).await?;
+    Ok(report)
+}
+
+/// Errors of the sweeper.
+pub mod errors {
+    /// A sweep failure.
+    #[derive(Debug, thiserror::Error)]
+    pub enum SweepError {
+        /// Database.
+        #[error(transparent)]
+        Db(#[from] photo_db::DbError),
+        /// Storage.
+        #[error(transparent)]
+        Store(#[from] photo_storage::StoreError),
+    }
+    /// Result alias.
+    pub type Result<T> = std::result::Result<T, SweepError>;
+}

@@ -1,0 +1,259 @@
+//! The worker loop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use photo_db::{Claim, Failure, Repo};
+use photo_imaging::Limits;
+use photo_storage::ObjectStore;
+use rand::Rng;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::pipeline::{PipelineError, run_pipeline};
+
+/// Worker settings.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// This worker's name in `lease_owner` (host:pid:n).
+    pub worker_id: String,
+    /// Jobs run at once; each holds one CPU thread while transforming.
+    pub concurrency: usize,
+    /// How long a claim is valid without a heartbeat.
+    pub lease: Duration,
+    /// How often the lease is renewed (well under `lease`).
+    pub heartbeat: Duration,
+    /// Idle wait between claim attempts.
+    pub poll_interval: Duration,
+    /// First retry delay; doubles per attempt.
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+    /// Wall-clock limit of one attempt.
+    pub job_timeout: Duration,
+    /// How long shutdown waits for running jobs before releasing them.
+    pub shutdown_grace: Duration,
+    /// Decoder limits.
+    pub limits: Limits,
+    /// Largest source object read.
+    pub max_source_bytes: u64,
+}
+
+/// Exponential backoff with jitter: `base·2^(attempt-1)`, capped at `max`, then a uniformly
+/// random value in its upper half, so retries of many jobs spread out.
+pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+    let capped = exp.min(max);
+    let jitter = rand::rng().random_range(0.5..=1.0);
+    capped.mul_f64(jitter)
+}
+
+/// A worker: claims and runs jobs until shut down.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    repo: Arc<dyn Repo>,
+    store: Arc<dyn ObjectStore>,
+    cfg: Arc<WorkerConfig>,
+}
+
+enum Outcome {
+    Done(Result<Vec<photo_db::JobOutput>, PipelineError>),
+    TimedOut,
+    Stopped,
+}
+
+impl Worker {
+    /// A worker over the given repository and store.
+    pub fn new(repo: Arc<dyn Repo>, store: Arc<dyn ObjectStore>, cfg: WorkerConfig) -> Self {
+        Self {
+            repo,
+            store,
+            cfg: Arc::new(cfg),
+        }
+    }
+
+    /// Runs until `shutdown` turns true; then stops claiming, waits up to the grace period for
+    /// running jobs, and releases the rest so another worker takes them at once.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let slots = Arc::new(Semaphore::new(self.cfg.concurrency.max(1)));
+        let (hard_stop_tx, hard_stop) = watch::channel(false);
+        let mut running = JoinSet::new();
+        tracing::info!(worker = %self.cfg.worker_id, concurrency = self.cfg.concurrency, "worker started");
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let permit = tokio::select! {
+                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = shutdown.changed() => break,
+            };
+            let lease = chrono::Duration::from_std(self.cfg.lease).unwrap_or(chrono::Duration::seconds(60));
+            match self.repo.claim_job(&self.cfg.worker_id, lease, Utc::now()).await {
+                Ok(Some(claim)) => {
+                    let me = self.clone();
+                    let stop = hard_stop.clone();
+                    running.spawn(async move {
+                        me.run_claim(claim, stop).await;
+                        drop(permit);
+                    });
+                }
+                Ok(None) => {
+                    drop(permit);
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.cfg.poll_interval) => {}
+                        _ = shutdown.changed() => break,
+                    }
+                }
+                Err(e) => {
+                    drop(permit);
+                    tracing::warn!(error = %e, "claiming a job failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.cfg.poll_interval.max(Duration::from_secs(1))) => {}
+                        _ = shutdown.changed() => break,
+                    }
+                }
+            }
+            // Reap finished tasks so the set does not grow.
+            while running.try_join_next().is_some() {}
+        }
+        tracing::info!(running = running.len(), "worker stopping; waiting for running jobs");
+        let drained = tokio::time::timeout(self.cfg.shutdown_grace, async {
+            while running.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            let _ = hard_stop_tx.send(true);
+            while running.join_next().await.is_some() {}
+        }
+        tracing::info!("worker stopped");
+    }
+
+    async fn run_claim(&self, claim: Claim, mut hard_stop: watch::Receiver<bool>) {
+        let job = claim.job;
+        let token = claim.token;
+        let span = tracing::info_span!("job", job_id = %job.job_id, tenant = %job.tenant, job_type = %job.job_type, attempt = job.attempts);
+        let _guard = span.enter();
+        drop(_guard);
+        tracing::info!(parent: &span, "job started");
+
+        // The heartbeat runs on its own task, so a long transform on the blocking pool never
+        // delays it.
+        let (lost_tx, lost) = watch::channel(false);
+        let hb = {
+            let repo = self.repo.clone();
+            let token = token.clone();
+            let cfg = self.cfg.clone();
+            let span = span.clone();
+            tokio::spawn(async move {
+                let lease = chrono::Duration::from_std(cfg.lease).unwrap_or(chrono::Duration::seconds(60));
+                loop {
+                    tokio::time::sleep(cfg.heartbeat).await;
+                    match repo.heartbeat(&token, Utc::now() + lease).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!(parent: &span, "lease lost; another worker owns the job now");
+                            let _ = lost_tx.send(true);
+                            return;
+                        }
+                        Err(e) => tracing::warn!(parent: &span, error = %e, "heartbeat failed"),
+                    }
+                }
+            })
+        };
+
+        let work = run_pipeline(
+            self.store.as_ref(),
+            &job,
+            self.cfg.limits,
+            self.cfg.max_source_bytes,
+        );
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(self.cfg.job_timeout, work) => match r {
+                Ok(r) => Outcome::Done(r),
+                Err(_) => Outcome::TimedOut,
+            },
+            _ = hard_stop.wait_for(|s| *s) => Outcome::Stopped,
+        };
+        hb.abort();
+        let now = Utc::now();
+        if *lost.borrow() {
+            tracing::warn!(parent: &span, "not recording the result: the lease was lost");
+            return;
+        }
+        let result = match outcome {
+            Outcome::Stopped => match self.repo.release_job(&token, now).await {
+                Ok(_) => {
+                    tracing::info!(parent: &span, "job released at shutdown");
+                    return;
+                }
+                Err(e) => Err(e),
+            },
+            Outcome::Done(Ok(outputs)) => self.repo.complete_job(&token, &outputs, now).await.map(|ok| {
+                if ok {
+                    tracing::info!(parent: &span, outputs = outputs.len(), "job completed");
+                } else {
+                    tracing::warn!(parent: &span, "completion refused: the lease was lost");
+                }
+            }),
+            Outcome::Done(Err(e)) => self.record_failure(&span, &token, job.attempts, e).await,
+            Outcome::TimedOut => {
+                let e = PipelineError::Retryable {
+                    code: "timeout",
+                    message: format!("the job exceeded its time limit of {:?}", self.cfg.job_timeout),
+                };
+                self.record_failure(&span, &token, job.attempts, e).await
+            }
+        };
+        if let Err(e) = result {
+            // The lease will expire and another worker will retry the job.
+            tracing::error!(parent: &span, error = %e, "recording the job result failed");
+        }
+    }
+
+    async fn record_failure(
+        &self,
+        span: &tracing::Span,
+        token: &photo_db::ClaimToken,
+        attempt: u32,
+        e: PipelineError,
+    ) -> Result<(), photo_db::DbError> {
+        let now = Utc::now();
+        let retry_at = match &e {
+            PipelineError::Permanent { .. } => None,
+            PipelineError::Retryable { .. } => {
+                let d = backoff(attempt, self.cfg.backoff_base, self.cfg.backoff_max);
+                Some(now + chrono::Duration::from_std(d).unwrap_or_default())
+            }
+        };
+        let failure = Failure {
+            code: e.code().to_owned(),
+            message: e.to_string(),
+            retry_at,
+        };
+        let status = self.repo.fail_job(token, &failure, now).await?;
+        tracing::warn!(parent: span, code = e.code(), error = %e, status = ?status, "job attempt failed");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let base = Duration::from_secs(1);
+        let max = Duration::from_secs(60);
+        for attempt in 1..=10 {
+            let full = base.saturating_mul(1 << (attempt - 1)).min(max);
+            for _ in 0..50 {
+                let d = backoff(attempt, base, max);
+                assert!(d <= full && d >= full / 2, "attempt {attempt}: {d:?} vs {full:?}");
+            }
+        }
+        assert!(backoff(1000, base, max) <= max);
+        let samples: std::collections::HashSet<_> = (0..20).map(|_| backoff(5, base, max)).collect();
+        assert!(samples.len() > 1, "jitter varies the delay");
+    }
+}
