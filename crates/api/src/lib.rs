@@ -1,1 +1,192 @@
-//! placeholder
+//! The HTTP API of photo-api: the axum router, handlers per area, API-key auth, problem+json
+//! errors, request ids and the OpenAPI document.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod routes;
+pub mod state;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use photo_core::ErrorCode;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::{ApiError, REQUEST_ID};
+pub use crate::state::{ApiConfig, AppState, WorkerHealth, WorkerState};
+
+const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "photo-api", description = "Self-hostable photo processing: uploads, durable jobs, signed downloads."),
+    modifiers(&BearerAuth),
+    components(schemas(error::Problem, photo_core::ErrorCode))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// Router settings that are not handler state.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// Timeout of ordinary requests (uploads are bounded by size and the URL's expiry instead).
+    pub request_timeout: Duration,
+    /// Body limit of the upload route (max upload size plus form overhead).
+    pub upload_body_limit: usize,
+}
+
+/// The OpenAPI document and the router without state applied, split for tests.
+pub fn openapi_and_router() -> (utoipa::openapi::OpenApi, OpenApiRouter<AppState>) {
+    let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(routes::health::healthz))
+        .routes(routes!(routes::health::health))
+        .routes(routes!(routes::uploads::init))
+        .routes(routes!(routes::uploads::get))
+        .routes(routes!(routes::uploads::complete))
+        .routes(routes!(routes::jobs::submit, routes::jobs::list))
+        .routes(routes!(routes::jobs::get))
+        .split_for_parts();
+    (api, OpenApiRouter::from(router))
+}
+
+/// The OpenAPI document of every route.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (mut api, _) = openapi_and_router();
+    // Routes with their own body limit and path syntax are registered separately below; their
+    // documentation is merged here so the document covers every route.
+    let (_, extra) = OpenApiRouter::<AppState>::new()
+        .routes(routes!(routes::uploads::put_object))
+        .routes(routes!(routes::objects::download))
+        .split_for_parts();
+    api.merge(extra);
+    api
+}
+
+/// Builds the whole application.
+pub fn app(state: AppState, cfg: RouterConfig) -> Router {
+    let doc = Arc::new(serde_json::to_value(openapi()).unwrap_or_default());
+    let (_, api) = openapi_and_router();
+    let api: Router<AppState> = Router::from(api)
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            cfg.request_timeout,
+        ))
+        .layer(DefaultBodyLimit::max(64 * 1024));
+    let uploads: Router<AppState> = Router::new()
+        .route(
+            "/uploads/{upload_id}/object",
+            axum::routing::post(routes::uploads::put_object),
+        )
+        .layer(DefaultBodyLimit::max(cfg.upload_body_limit));
+    let objects: Router<AppState> = Router::new()
+        .route("/objects/{bucket}/{*key}", get(routes::objects::download))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            cfg.request_timeout * 10,
+        ));
+    let docs = Router::new()
+        .route("/openapi.json", get(routes::docs::openapi))
+        .route("/docs", get(routes::docs::page))
+        .with_state(doc);
+    api.merge(uploads)
+        .merge(objects)
+        .with_state(state)
+        .merge(docs)
+        .fallback(fallback)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(problem_for_bare_errors))
+        .layer(middleware::from_fn(request_id_scope))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                let id = req
+                    .headers()
+                    .get(REQUEST_ID_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            }),
+        )
+        .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuid))
+        .layer(middleware::from_fn(security_headers))
+}
+
+async fn fallback() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::MethodNotAllowed,
+        "method not allowed on this route",
+    )
+}
+
+/// Makes the request id available to error responses built anywhere in the handler.
+async fn request_id_scope(req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned();
+    REQUEST_ID.scope(id, next.run(req)).await
+}
+
+/// Errors produced by layers (timeouts, body limits) carry no body; give them the envelope.
+async fn problem_for_bare_errors(req: Request, next: Next) -> Response {
+    let res = next.run(req).await;
+    let status = res.status();
+    let has_type = res.headers().contains_key(axum::http::header::CONTENT_TYPE);
+    if has_type || !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    let (code, detail) = match status {
+        StatusCode::REQUEST_TIMEOUT => (ErrorCode::InvalidRequest, "the request took too long"),
+        StatusCode::PAYLOAD_TOO_LARGE => (ErrorCode::PayloadTooLarge, "the request body is too large"),
+        s if s.is_server_error() => (ErrorCode::Internal, "internal error"),
+        _ => (ErrorCode::InvalidRequest, "bad request"),
+    };
+    let mut out = ApiError::new(status, code, detail).into_response();
+    for (k, v) in res.headers() {
+        out.headers_mut().entry(k).or_insert(v.clone());
+    }
+    out
+}
+
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
+    );
+    res
+}

@@ -29,6 +29,8 @@ pub enum ErrorCode {
     UrlExpired,
     /// The signed URL's signature does not match.
     InvalidSignature,
+    /// A form field contradicts the signed upload policy.
+    PolicyViolation,
     /// The upload was already completed or is not in a state that allows this.
     UploadState,
     /// The upload has no object yet.
@@ -68,6 +70,7 @@ impl ErrorCode {
             Self::EmptyUpload => "empty_upload",
             Self::UrlExpired => "url_expired",
             Self::InvalidSignature => "invalid_signature",
+            Self::PolicyViolation => "policy_violation",
             Self::UploadState => "upload_state",
             Self::UploadMissing => "upload_missing",
             Self::ContentTypeMismatch => "content_type_mismatch",
@@ -88,7 +91,8 @@ impl ErrorCode {
     }
 }
 
-const ALL: [ErrorCode; 22] = [
+const ALL: [ErrorCode; 23] = [
+    ErrorCode::PolicyViolation,
     ErrorCode::Unauthenticated,
     ErrorCode::InvalidCredentials,
     ErrorCode::NotFound,

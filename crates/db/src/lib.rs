@@ -31,6 +31,17 @@ pub enum DbError {
     },
 }
 
+impl DbError {
+    /// The database could not be reached (as opposed to refusing a statement): callers answer
+    /// 503 and retry.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Self::Sqlx(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_))
+        )
+    }
+}
+
 /// Result alias.
 pub type DbResult<T> = Result<T, DbError>;
 

@@ -1,7 +1,7 @@
 //! Object storage: the [`ObjectStore`] trait every adapter implements, the local-directory
 //! adapter of the embedded default, and HMAC URL signing for it.
 
-mod local;
+pub mod local;
 mod signer;
 
 use std::collections::BTreeMap;

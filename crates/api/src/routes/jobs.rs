@@ -1,0 +1,354 @@
+//! Jobs: submit, inspect, list.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use chrono::{DateTime, Utc};
+use photo_core::{ErrorCode, JobId, JobSpec, JobStatus, JobType, UploadId};
+use photo_db::{Job, JobFilter, NewJob, UploadStatus};
+use photo_storage::Bucket;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::extract::{ApiJson, ApiQuery};
+use crate::state::AppState;
+
+/// Largest page of `GET /jobs`.
+pub const MAX_PAGE: u32 = 200;
+
+/// `POST /jobs` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRequest {
+    /// `thumbnail` or `transform`.
+    #[schema(example = "thumbnail")]
+    pub job_type: String,
+    /// The source: a ready upload of the caller's.
+    #[serde(default)]
+    pub upload_id: Option<String>,
+    /// Reserved: a key in the raw bucket (not accepted yet; use `upload_id`).
+    #[serde(default)]
+    pub s3_key: Option<String>,
+    /// Reserved: a URL to fetch (not accepted yet; use `upload_id`).
+    #[serde(default)]
+    pub source_url: Option<String>,
+    /// Parameters of the job type. thumbnail: `width`, `height`, `format` (jpeg|png|webp),
+    /// `quality`. transform: `width`, `height`, `fit` (contain|cover|fill|inside|outside),
+    /// `upscale`, `format`, `quality`, `auto_orient`, `strip_metadata`.
+    #[serde(default)]
+    #[schema(value_type = Object, example = json!({"width": 256, "height": 256, "format": "jpeg", "quality": 80}))]
+    pub params: serde_json::Value,
+}
+
+/// One output of a job.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OutputView {
+    /// Output name.
+    pub name: String,
+    /// Key in the processed bucket.
+    pub key: String,
+    /// Signed download URL; works without the API key until `url_expires_at`.
+    pub url: String,
+    /// When `url` stops working.
+    pub url_expires_at: DateTime<Utc>,
+    /// MIME type.
+    pub content_type: String,
+    /// Width.
+    pub width: u32,
+    /// Height.
+    pub height: u32,
+    /// Bytes.
+    pub size: u64,
+}
+
+/// One status change.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HistoryEntry {
+    /// Status entered.
+    pub status: String,
+    /// Attempt number.
+    pub attempt: u32,
+    /// Error, for failures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When.
+    pub at: String,
+}
+
+/// A job.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobView {
+    /// Id.
+    pub job_id: String,
+    /// Type.
+    pub job_type: JobType,
+    /// `submitted`, `started`, `retrying`, `completed`, `failed`, `dead` or `cancelled`.
+    pub status: JobStatus,
+    /// Attempts started.
+    pub attempts: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// Queued at.
+    pub created_at: DateTime<Utc>,
+    /// First started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Finished.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Earliest next attempt (while `retrying`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Stable code of the last error.
+    pub error_code: Option<String>,
+    /// Last error.
+    pub error_message: Option<String>,
+    /// Source upload.
+    pub upload_id: Option<String>,
+    /// Source key.
+    pub s3_key: Option<String>,
+    /// Source file name.
+    pub filename: Option<String>,
+    /// Parameters as accepted (defaults filled in).
+    #[schema(value_type = Object)]
+    pub params: serde_json::Value,
+    /// Outputs, once completed.
+    pub outputs: Vec<OutputView>,
+    /// Status history (only on `GET /jobs/{job_id}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<HistoryEntry>>,
+}
+
+fn view(st: &AppState, job: &Job) -> JobView {
+    let url_expires_at = Utc::now() + chrono::Duration::from_std(st.cfg.download_url_ttl).unwrap_or_default();
+    let params = match serde_json::to_value(&job.spec) {
+        Ok(serde_json::Value::Object(mut m)) => m.remove("params").unwrap_or_default(),
+        _ => serde_json::Value::Null,
+    };
+    JobView {
+        job_id: job.job_id.to_string(),
+        job_type: job.job_type,
+        status: job.status,
+        attempts: job.attempts,
+        max_attempts: job.max_attempts,
+        created_at: job.created_at,
+        started_at: job.started_at,
+        completed_at: job.completed_at,
+        next_attempt_at: (job.status == JobStatus::Retrying).then_some(job.run_at),
+        error_code: job.error_code.clone(),
+        error_message: job.error_message.clone(),
+        upload_id: job.upload_id.map(|u| u.to_string()),
+        s3_key: job.s3_key.as_ref().map(ToString::to_string),
+        filename: job.filename.clone(),
+        params,
+        outputs: job
+            .outputs
+            .iter()
+            .map(|o| OutputView {
+                name: o.name.clone(),
+                key: o.key.to_string(),
+                url: st.store.presign_get(Bucket::Processed, &o.key, url_expires_at),
+                url_expires_at,
+                content_type: o.content_type.clone(),
+                width: o.width,
+                height: o.height,
+                size: o.size,
+            })
+            .collect(),
+        history: None,
+    }
+}
+
+fn unprocessable(code: ErrorCode, detail: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
+}
+
+/// Queues a job on a ready upload. Answers at once with the job id; a worker runs it.
+#[utoipa::path(post, path = "/jobs", tag = "jobs", request_body = SubmitRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Queued", body = JobView),
+        (status = 401, description = "Missing or invalid API key", body = Problem),
+        (status = 404, description = "Unknown upload (or another tenant's)", body = Problem),
+        (status = 409, description = "The upload is not ready (`upload_not_ready`)", body = Problem),
+        (status = 422, description = "Unknown job type, bad params (`invalid_parameters`), no source", body = Problem)))]
+pub async fn submit(
+    State(st): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<SubmitRequest>,
+) -> ApiResult<(StatusCode, HeaderMap, Json<JobView>)> {
+    let job_type = JobType::parse(&req.job_type).ok_or_else(|| {
+        unprocessable(
+            ErrorCode::InvalidParameters,
+            format!("unknown job_type {:?}; use thumbnail or transform", req.job_type),
+        )
+    })?;
+    let spec = JobSpec::parse(job_type, req.params)
+        .map_err(|e| unprocessable(ErrorCode::InvalidParameters, e.to_string()))?;
+    if req.s3_key.is_some() || req.source_url.is_some() {
+        return Err(unprocessable(
+            ErrorCode::InvalidRequest,
+            "s3_key and source_url sources are not accepted yet; upload the image and pass upload_id",
+        ));
+    }
+    let Some(upload_id) = req.upload_id else {
+        return Err(unprocessable(ErrorCode::InvalidRequest, "upload_id is required"));
+    };
+    let upload_id: UploadId = upload_id.parse().map_err(|_| ApiError::not_found("upload"))?;
+    let up = st
+        .repo
+        .get_upload(Some(&caller.tenant), upload_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("upload"))?;
+    if up.status != UploadStatus::Ready {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::UploadNotReady,
+            format!(
+                "the upload is {}; only ready uploads can be processed (call POST /uploads/{}/complete)",
+                up.status.as_str(),
+                up.upload_id
+            ),
+        ));
+    }
+    let job = st
+        .repo
+        .insert_job(
+            &NewJob {
+                job_id: JobId::new(),
+                tenant: caller.tenant.clone(),
+                spec,
+                upload_id: Some(up.upload_id),
+                s3_key: Some(up.key.clone()),
+                filename: up.filename.clone(),
+                content_type: up.content_type,
+                max_attempts: st.cfg.max_attempts,
+            },
+            Utc::now(),
+        )
+        .await?;
+    tracing::info!(job_id = %job.job_id, tenant = %caller.tenant, job_type = %job.job_type, "job submitted");
+    let mut headers = HeaderMap::new();
+    if let Ok(loc) = HeaderValue::from_str(&format!("/jobs/{}", job.job_id)) {
+        headers.insert(header::LOCATION, loc);
+    }
+    Ok((StatusCode::ACCEPTED, headers, Json(view(&st, &job))))
+}
+
+/// A job, with its outputs (signed URLs) and status history.
+#[utoipa::path(get, path = "/jobs/{job_id}", tag = "jobs",
+    security(("bearer" = [])),
+    params(("job_id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The job", body = JobView),
+        (status = 401, description = "Missing or invalid API key", body = Problem),
+        (status = 404, description = "Unknown job (or another tenant's)", body = Problem)))]
+pub async fn get(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(job_id): Path<String>,
+) -> ApiResult<Json<JobView>> {
+    let id: JobId = job_id.parse().map_err(|_| ApiError::not_found("job"))?;
+    let job = st
+        .repo
+        .get_job(&caller.tenant, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("job"))?;
+    let mut v = view(&st, &job);
+    v.history = Some(
+        st.repo
+            .job_events(id)
+            .await?
+            .into_iter()
+            .map(|e| HistoryEntry {
+                status: e.status,
+                attempt: e.attempt,
+                message: e.message,
+                at: e.at,
+            })
+            .collect(),
+    );
+    Ok(Json(v))
+}
+
+/// Filters of `GET /jobs`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only jobs in this status.
+    pub status: Option<String>,
+    /// Only jobs of this type.
+    pub job_type: Option<String>,
+    /// Created at or after (RFC 3339).
+    pub created_after: Option<DateTime<Utc>>,
+    /// Created before (RFC 3339).
+    pub created_before: Option<DateTime<Utc>>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Page size, 1..=200 (default 50).
+    pub limit: Option<u32>,
+}
+
+/// A page of jobs.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobPage {
+    /// Newest first.
+    pub jobs: Vec<JobView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Lists the caller's jobs, newest first, with filters and cursor pagination.
+#[utoipa::path(get, path = "/jobs", tag = "jobs",
+    security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of jobs", body = JobPage),
+        (status = 400, description = "Bad filter or cursor", body = Problem),
+        (status = 401, description = "Missing or invalid API key", body = Problem)))]
+pub async fn list(
+    State(st): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<JobPage>> {
+    let status = q
+        .status
+        .map(|s| JobStatus::parse(&s).ok_or_else(|| ApiError::bad_request(format!("unknown status {s:?}"))))
+        .transpose()?;
+    let job_type = q
+        .job_type
+        .map(|s| JobType::parse(&s).ok_or_else(|| ApiError::bad_request(format!("unknown job_type {s:?}"))))
+        .transpose()?;
+    let before_id = q
+        .cursor
+        .map(|c| c.parse::<JobId>().map_err(|_| ApiError::bad_request("invalid cursor")))
+        .transpose()?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(format!("limit must be between 1 and {MAX_PAGE}")));
+    }
+    let jobs = st
+        .repo
+        .list_jobs(
+            &caller.tenant,
+            &JobFilter {
+                status,
+                job_type,
+                created_after: q.created_after,
+                created_before: q.created_before,
+                before_id,
+                limit: limit + 1,
+            },
+        )
+        .await?;
+    let more = jobs.len() > limit as usize;
+    let page: Vec<_> = jobs.iter().take(limit as usize).map(|j| view(&st, j)).collect();
+    let next_cursor = if more {
+        page.last().map(|j| j.job_id.clone())
+    } else {
+        None
+    };
+    Ok(Json(JobPage {
+        jobs: page,
+        next_cursor,
+    }))
+}

@@ -1,0 +1,7 @@
+//! Handlers, one module per area.
+
+pub mod docs;
+pub mod health;
+pub mod jobs;
+pub mod objects;
+pub mod uploads;

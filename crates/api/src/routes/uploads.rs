@@ -1,0 +1,530 @@
+//! Direct uploads: init (where and how to upload), the signed upload endpoint of the local
+//! adapter, and completion (size, sniffing, header limits).
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Multipart, Path, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
+use photo_core::{ContentType, ErrorCode, ObjectKey, UploadId};
+use photo_db::{NewUpload, Upload, UploadOutcome, UploadStatus};
+use photo_storage::local::upload_fields;
+use photo_storage::{Bucket, StoreError, UploadPolicy};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::extract::{ApiJson, ApiQuery};
+use crate::state::AppState;
+
+/// Longest accepted client file name.
+const MAX_FILENAME: usize = 255;
+/// How much of an object is read to sniff it and parse its header.
+const PROBE_BYTES: usize = 256 * 1024;
+
+/// `POST /uploads/init` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InitRequest {
+    /// The exact type that will be uploaded: image/jpeg, image/png, image/webp or image/gif.
+    #[schema(example = "image/jpeg")]
+    pub content_type: String,
+    /// Largest body the upload URL accepts (1..=MAX_UPLOAD_SIZE).
+    #[schema(example = 5000000)]
+    pub max_bytes: u64,
+    /// The client's file name, kept for display.
+    #[serde(default)]
+    pub filename: Option<String>,
+}
+
+/// Where and how to upload.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct InitResponse {
+    /// The upload's id.
+    pub upload_id: String,
+    /// The object key the bytes will be stored under.
+    pub key: String,
+    /// `POST`: send a multipart form with every entry of `fields`, then the `file` part.
+    pub method: String,
+    /// Where to send it.
+    pub url: String,
+    /// Form fields to send before the file.
+    pub fields: BTreeMap<String, String>,
+    /// Headers to send.
+    pub headers: BTreeMap<String, String>,
+    /// When the URL stops working.
+    pub expires_at: DateTime<Utc>,
+    /// The signed size limit.
+    pub max_bytes: u64,
+    /// The signed content type.
+    pub content_type: String,
+}
+
+fn parse_upload_id(s: &str) -> ApiResult<UploadId> {
+    s.parse().map_err(|_| ApiError::not_found("upload"))
+}
+
+fn validate_filename(f: Option<String>) -> ApiResult<Option<String>> {
+    match f {
+        Some(f) if f.is_empty() || f.len() > MAX_FILENAME || f.chars().any(char::is_control) => {
+            Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::InvalidRequest,
+                format!("filename must be 1..={MAX_FILENAME} bytes without control characters"),
+            ))
+        }
+        f => Ok(f),
+    }
+}
+
+/// Starts an upload: returns a URL that accepts exactly this content type, up to `max_bytes`,
+/// until `expires_at`.
+#[utoipa::path(post, path = "/uploads/init", tag = "uploads", request_body = InitRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Upload target", body = InitResponse),
+        (status = 401, description = "Missing or invalid API key", body = Problem),
+        (status = 422, description = "Unsupported content type (`unsupported_content_type`), max_bytes out of range (`max_bytes_too_large`, `invalid_request`)", body = Problem)))]
+pub async fn init(
+    State(st): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<InitRequest>,
+) -> ApiResult<(StatusCode, Json<InitResponse>)> {
+    let declared = ContentType::parse(&req.content_type).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::UnsupportedContentType,
+            e.to_string(),
+        )
+    })?;
+    if req.max_bytes == 0 {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::InvalidRequest,
+            "max_bytes must be at least 1",
+        ));
+    }
+    if req.max_bytes > st.cfg.max_upload_size {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::MaxBytesTooLarge,
+            format!(
+                "max_bytes {} is above the maximum upload size of {} bytes",
+                req.max_bytes, st.cfg.max_upload_size
+            ),
+        )
+        .with("max_upload_size", st.cfg.max_upload_size));
+    }
+    let filename = validate_filename(req.filename)?;
+    let upload_id = UploadId::new();
+    let key = ObjectKey::raw_upload(&caller.tenant, upload_id);
+    let now = Utc::now();
+    let url_expires_at = now + chrono::Duration::from_std(st.cfg.presign_expires).unwrap_or_default();
+    let expires_at = now + chrono::Duration::from_std(st.cfg.raw_ttl).unwrap_or_default();
+    // Signatures use whole seconds; truncate so the stored and signed expiry agree.
+    let url_expires_at = DateTime::from_timestamp(url_expires_at.timestamp(), 0).unwrap_or(url_expires_at);
+    st.repo
+        .insert_upload(&NewUpload {
+            upload_id,
+            tenant: caller.tenant.clone(),
+            key: key.clone(),
+            declared,
+            max_bytes: req.max_bytes,
+            filename,
+            created_at: now,
+            url_expires_at,
+            expires_at,
+        })
+        .await?;
+    let id = upload_id.to_string();
+    let target = st.store.presign_upload(&UploadPolicy {
+        upload_id: &id,
+        key: &key,
+        content_type: declared.mime(),
+        max_bytes: req.max_bytes,
+        expires_at: url_expires_at,
+    });
+    tracing::info!(upload_id = %id, tenant = %caller.tenant, max_bytes = req.max_bytes, "upload initialised");
+    Ok((
+        StatusCode::CREATED,
+        Json(InitResponse {
+            upload_id: id,
+            key: key.to_string(),
+            method: target.method.to_owned(),
+            url: target.url,
+            fields: target.fields,
+            headers: target.headers,
+            expires_at: url_expires_at,
+            max_bytes: req.max_bytes,
+            content_type: declared.mime().to_owned(),
+        }),
+    ))
+}
+
+/// Signature of an upload URL.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct SignedQuery {
+    /// Expiry, Unix seconds.
+    pub expires: String,
+    /// Hex HMAC-SHA256.
+    pub sig: String,
+}
+
+/// Result of a direct upload.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UploadedResponse {
+    /// The upload's id.
+    pub upload_id: String,
+    /// Where it was stored.
+    pub key: String,
+    /// Bytes stored.
+    pub size: u64,
+}
+
+fn policy_violation(detail: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, ErrorCode::PolicyViolation, detail)
+}
+
+/// Verifies an upload URL for `up`: signature first (so nothing about the upload leaks to a
+/// forger), then expiry.
+fn verify_upload_url(st: &AppState, up: &Upload, q: &SignedQuery, now: DateTime<Utc>) -> ApiResult<()> {
+    let id = up.upload_id.to_string();
+    let max = up.max_bytes.to_string();
+    let fields = upload_fields(&id, up.key.as_str(), up.declared.mime(), &max, &q.expires);
+    if !st.signer.verify(&fields, &q.sig) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::InvalidSignature,
+            "the upload URL's signature does not match; request a new URL with POST /uploads/init",
+        ));
+    }
+    let expires: i64 = q.expires.parse().map_err(|_| ApiError::bad_request("bad expires"))?;
+    if now.timestamp() > expires {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::UrlExpired,
+            "the upload URL has expired; request a new one with POST /uploads/init",
+        ));
+    }
+    Ok(())
+}
+
+/// The local adapter's upload endpoint: a signed URL, no API key. Streams the `file` part to
+/// disk, enforcing the signed size limit and content type; a body over the limit is cut off and
+/// nothing is stored.
+#[utoipa::path(post, path = "/uploads/{upload_id}/object", tag = "uploads",
+    params(("upload_id" = String, Path, description = "Upload id"), SignedQuery),
+    request_body(content_type = "multipart/form-data", description = "The `fields` of the init response, then a `file` part"),
+    responses(
+        (status = 201, description = "Stored", body = UploadedResponse),
+        (status = 400, description = "Malformed form, no file part, empty file (`empty_upload`)", body = Problem),
+        (status = 403, description = "Bad signature (`invalid_signature`), expired (`url_expired`), or a field contradicting the signed policy (`policy_violation`)", body = Problem),
+        (status = 404, description = "Unknown upload", body = Problem),
+        (status = 409, description = "Upload already completed (`upload_state`)", body = Problem),
+        (status = 413, description = "Body over max_bytes (`upload_too_large`)", body = Problem)))]
+pub async fn put_object(
+    State(st): State<AppState>,
+    Path(upload_id): Path<String>,
+    ApiQuery(q): ApiQuery<SignedQuery>,
+    mut form: Multipart,
+) -> ApiResult<(StatusCode, Json<UploadedResponse>)> {
+    let id = parse_upload_id(&upload_id)?;
+    let up = st
+        .repo
+        .get_upload(None, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("upload"))?;
+    verify_upload_url(&st, &up, &q, Utc::now())?;
+    if !matches!(up.status, UploadStatus::Pending | UploadStatus::Uploaded) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::UploadState,
+            format!("the upload is {} and no longer accepts bytes", up.status.as_str()),
+        ));
+    }
+    let bad_form = |e: axum::extract::multipart::MultipartError| {
+        ApiError::bad_request(format!("malformed multipart body: {}", e.body_text()))
+    };
+    while let Some(field) = form.next_field().await.map_err(bad_form)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        match name.as_str() {
+            "file" => {
+                if let Some(ct) = field.content_type()
+                    && ct != "application/octet-stream"
+                    && ContentType::parse(ct).ok() != Some(up.declared)
+                {
+                    return Err(policy_violation(format!(
+                        "the file part's type {ct:?} is not the signed content type {}",
+                        up.declared
+                    )));
+                }
+                let body = field.map_err(std::io::Error::other);
+                let size = match st
+                    .store
+                    .put_stream(Bucket::Raw, &up.key, Box::pin(body), up.max_bytes)
+                    .await
+                {
+                    Ok(n) => n,
+                    Err(StoreError::TooLarge { limit }) => {
+                        return Err(ApiError::new(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            ErrorCode::UploadTooLarge,
+                            format!("the file is larger than the signed limit of {limit} bytes; nothing was stored"),
+                        ));
+                    }
+                    Err(StoreError::Body(e)) => {
+                        return Err(ApiError::bad_request(format!(
+                            "the upload body could not be read: {e}; nothing was stored"
+                        )));
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                if size == 0 {
+                    st.store.delete(Bucket::Raw, &up.key).await?;
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        ErrorCode::EmptyUpload,
+                        "the file is empty",
+                    ));
+                }
+                if !st.repo.mark_uploaded(id, size, Utc::now()).await? {
+                    // Completed concurrently: the completed object must not change under it.
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        ErrorCode::UploadState,
+                        "the upload was completed while this body was being received",
+                    ));
+                }
+                tracing::info!(upload_id = %id, size, "upload received");
+                return Ok((
+                    StatusCode::CREATED,
+                    Json(UploadedResponse {
+                        upload_id: id.to_string(),
+                        key: up.key.to_string(),
+                        size,
+                    }),
+                ));
+            }
+            "key" => {
+                let v = field.text().await.map_err(bad_form)?;
+                if v != up.key.as_str() {
+                    return Err(policy_violation("the key field is not the signed key"));
+                }
+            }
+            "Content-Type" | "content-type" => {
+                let v = field.text().await.map_err(bad_form)?;
+                if ContentType::parse(&v).ok() != Some(up.declared) {
+                    return Err(policy_violation(format!(
+                        "Content-Type {v:?} is not the signed content type {}",
+                        up.declared
+                    )));
+                }
+            }
+            _ => {
+                // Unknown small fields are ignored (S3 accepts extra fields too), but bounded.
+                let mut n = 0usize;
+                let mut f = field;
+                while let Some(chunk) = f.chunk().await.map_err(bad_form)? {
+                    n += chunk.len();
+                    if n > 8 * 1024 {
+                        return Err(ApiError::bad_request(format!("form field {name:?} is too large")));
+                    }
+                }
+            }
+        }
+    }
+    Err(ApiError::bad_request("the form has no 'file' part"))
+}
+
+/// An upload's state.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UploadView {
+    /// Id.
+    pub upload_id: String,
+    /// `pending`, `uploaded`, `ready`, `rejected` or `expired`.
+    pub status: String,
+    /// Sniffed content type (once checked), else the declared one.
+    pub content_type: String,
+    /// Stored size.
+    pub size: Option<u64>,
+    /// Width from the header.
+    pub width: Option<u32>,
+    /// Height from the header.
+    pub height: Option<u32>,
+    /// Why it was rejected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Stable code of the rejection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reject_code: Option<String>,
+    /// Raw object key.
+    pub key: String,
+    /// Client file name.
+    pub filename: Option<String>,
+    /// Creation.
+    pub created_at: DateTime<Utc>,
+    /// When the raw object is swept.
+    pub expires_at: DateTime<Utc>,
+}
+
+impl From<&Upload> for UploadView {
+    fn from(u: &Upload) -> Self {
+        Self {
+            upload_id: u.upload_id.to_string(),
+            status: u.status.as_str().into(),
+            content_type: u.content_type.unwrap_or(u.declared).mime().into(),
+            size: u.size,
+            width: u.width,
+            height: u.height,
+            reason: u.reason.clone(),
+            reject_code: u.reject_code.clone(),
+            key: u.key.to_string(),
+            filename: u.filename.clone(),
+            created_at: u.created_at,
+            expires_at: u.expires_at,
+        }
+    }
+}
+
+fn rejected_error(u: &Upload) -> ApiError {
+    let code = u
+        .reject_code
+        .as_deref()
+        .and_then(ErrorCode::parse)
+        .unwrap_or(ErrorCode::InvalidRequest);
+    let reason = u.reason.clone().unwrap_or_default();
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, format!("upload rejected: {reason}"))
+        .with("upload_id", u.upload_id.to_string())
+        .with("status", "rejected")
+        .with("reason", reason)
+}
+
+/// Checks what was uploaded: size, type by magic bytes (never the declared type), and the image
+/// header within the pixel limits. Ready → 200; rejected → 422 with `status: rejected` and the
+/// reason (the raw object is deleted). Repeating the call returns the same outcome.
+#[utoipa::path(post, path = "/uploads/{upload_id}/complete", tag = "uploads",
+    security(("bearer" = [])),
+    params(("upload_id" = String, Path, description = "Upload id")),
+    responses(
+        (status = 200, description = "The upload is ready", body = UploadView),
+        (status = 401, description = "Missing or invalid API key", body = Problem),
+        (status = 404, description = "Unknown upload (or another tenant's)", body = Problem),
+        (status = 409, description = "Nothing uploaded yet (`upload_missing`) or expired (`upload_state`)", body = Problem),
+        (status = 422, description = "Rejected: `content_type_mismatch`, `unsupported_format`, `image_too_large`, `corrupt_image`, `upload_too_large`, `empty_upload`; the body carries `status: rejected` and `reason`", body = Problem)))]
+pub async fn complete(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(upload_id): Path<String>,
+) -> ApiResult<Json<UploadView>> {
+    let id = parse_upload_id(&upload_id)?;
+    let up = st
+        .repo
+        .get_upload(Some(&caller.tenant), id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("upload"))?;
+    match up.status {
+        UploadStatus::Ready => return Ok(Json(UploadView::from(&up))),
+        UploadStatus::Rejected => return Err(rejected_error(&up)),
+        UploadStatus::Pending => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::UploadMissing,
+                "nothing has been uploaded yet; send the file to the upload URL first",
+            ));
+        }
+        UploadStatus::Expired => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::UploadState,
+                "the upload has expired",
+            ));
+        }
+        UploadStatus::Uploaded => {}
+    }
+    let outcome = check_object(&st, &up).await?;
+    let done = st
+        .repo
+        .complete_upload(id, &outcome, Utc::now())
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, ErrorCode::UploadState, "the upload changed state concurrently; retry"))?;
+    match done.status {
+        UploadStatus::Ready => {
+            tracing::info!(upload_id = %id, "upload ready");
+            Ok(Json(UploadView::from(&done)))
+        }
+        _ => {
+            // A rejected object is never processed or served: remove it now.
+            st.store.delete(Bucket::Raw, &done.key).await?;
+            tracing::info!(upload_id = %id, code = ?done.reject_code, "upload rejected");
+            Err(rejected_error(&done))
+        }
+    }
+}
+
+async fn check_object(st: &AppState, up: &Upload) -> ApiResult<UploadOutcome> {
+    let reject = |code: ErrorCode, reason: String| {
+        Ok(UploadOutcome::Rejected {
+            code: code.as_str().to_owned(),
+            reason,
+        })
+    };
+    let Some(meta) = st.store.head(Bucket::Raw, &up.key).await? else {
+        return reject(ErrorCode::UploadMissing, "the uploaded object is missing".into());
+    };
+    if meta.size == 0 {
+        return reject(ErrorCode::EmptyUpload, "the file is empty".into());
+    }
+    if meta.size > up.max_bytes {
+        return reject(
+            ErrorCode::UploadTooLarge,
+            format!("{} bytes stored, above the signed limit of {}", meta.size, up.max_bytes),
+        );
+    }
+    let prefix = st.store.get_prefix(Bucket::Raw, &up.key, PROBE_BYTES).await?;
+    let limits = st.cfg.limits;
+    // Header parsing only (no pixel decoding happens in the API process).
+    let info = match photo_imaging::probe(&prefix, &limits) {
+        Ok(info) => info,
+        Err(e) => {
+            let code = ErrorCode::parse(e.code()).unwrap_or(ErrorCode::CorruptImage);
+            return reject(code, e.to_string());
+        }
+    };
+    let sniffed = ContentType::parse(info.format.mime()).map_err(|e| ApiError::internal("sniffed type", &e))?;
+    if sniffed != up.declared {
+        return reject(
+            ErrorCode::ContentTypeMismatch,
+            format!("declared {} but the bytes are {}", up.declared, sniffed),
+        );
+    }
+    Ok(UploadOutcome::Ready {
+        content_type: sniffed,
+        size: meta.size,
+        width: info.width,
+        height: info.height,
+    })
+}
+
+/// An upload's current state.
+#[utoipa::path(get, path = "/uploads/{upload_id}", tag = "uploads",
+    security(("bearer" = [])),
+    params(("upload_id" = String, Path, description = "Upload id")),
+    responses(
+        (status = 200, description = "The upload", body = UploadView),
+        (status = 401, description = "Missing or invalid API key", body = Problem),
+        (status = 404, description = "Unknown upload (or another tenant's)", body = Problem)))]
+pub async fn get(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(upload_id): Path<String>,
+) -> ApiResult<Json<UploadView>> {
+    let id = parse_upload_id(&upload_id)?;
+    let up = st
+        .repo
+        .get_upload(Some(&caller.tenant), id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("upload"))?;
+    Ok(Json(UploadView::from(&up)))
+}
