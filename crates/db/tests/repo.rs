@@ -98,14 +98,22 @@ async fn migrations_are_idempotent_and_reversible() {
     assert!(table_exists(&repo, "job_logs").await);
 
     let again = SqliteRepo::open(&path).await.unwrap();
-    assert_eq!(again.migrate().await.unwrap(), 0, "second open is idempotent");
+    assert_eq!(
+        again.migrate().await.unwrap(),
+        0,
+        "second open is idempotent"
+    );
     drop(again);
 
     assert_eq!(repo.migrate_down(1).await.unwrap(), 1);
     for t in ["job_logs", "job_events", "uploads", "api_keys"] {
         assert!(!table_exists(&repo, t).await, "{t} dropped by down");
     }
-    assert_eq!(repo.migrate_down(1).await.unwrap(), 0, "nothing left to revert");
+    assert_eq!(
+        repo.migrate_down(1).await.unwrap(),
+        0,
+        "nothing left to revert"
+    );
 
     assert_eq!(repo.migrate().await.unwrap(), 1);
     assert!(table_exists(&repo, "job_logs").await);
@@ -193,7 +201,11 @@ async fn api_keys_insert_find_touch_count() {
     let found = repo.find_api_key("pk_one").await.unwrap().unwrap();
     assert_eq!(found.last_used_at, Some(used));
     assert_eq!(
-        repo.find_api_key("pk_two").await.unwrap().unwrap().last_used_at,
+        repo.find_api_key("pk_two")
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at,
         None,
         "only the touched key changes"
     );
@@ -248,7 +260,12 @@ async fn uploads_tenancy_and_lifecycle() {
         repo.get_upload(None, id).await.unwrap().map(|u| u.tenant),
         Some(t1.clone())
     );
-    assert!(repo.get_upload(None, UploadId::new()).await.unwrap().is_none());
+    assert!(
+        repo.get_upload(None, UploadId::new())
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // complete_upload only from `uploaded`.
     let ready = UploadOutcome::Ready {
@@ -257,7 +274,12 @@ async fn uploads_tenancy_and_lifecycle() {
         width: 640,
         height: 480,
     };
-    assert!(repo.complete_upload(id, &ready, now).await.unwrap().is_none());
+    assert!(
+        repo.complete_upload(id, &ready, now)
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert_eq!(
         repo.get_upload(None, id).await.unwrap().unwrap().status,
         UploadStatus::Pending
@@ -794,7 +816,10 @@ async fn heartbeat_extends_lease() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(b.job.job_id, j.job_id, "claimable once the extension ran out");
+    assert_eq!(
+        b.job.job_id, j.job_id,
+        "claimable once the extension ran out"
+    );
     assert_eq!(b.job.attempts, 2);
     assert!(!repo.heartbeat(&a.token, t0 + ms(5000)).await.unwrap());
     assert!(repo.heartbeat(&b.token, t0 + ms(5000)).await.unwrap());
@@ -965,10 +990,7 @@ async fn lease_lost_on_last_attempt_is_dead() {
 
     // With another job queued, the claim that buries the first returns the other.
     let j2 = repo.insert_job(&new_job(&t1, 1), t0).await.unwrap();
-    let j3 = repo
-        .insert_job(&new_job(&t1, 2), t0 + ms(1))
-        .await
-        .unwrap();
+    let j3 = repo.insert_job(&new_job(&t1, 2), t0 + ms(1)).await.unwrap();
     let c2 = repo
         .claim_job("a", Duration::seconds(1), t0 + Duration::seconds(10))
         .await
@@ -1023,9 +1045,7 @@ async fn job_counts_match() {
     let t1 = tenant("t1");
     assert!(repo.job_counts().await.unwrap().is_empty());
     for i in 0..6 {
-        repo.insert_job(&new_job(&t1, 2), t0 + ms(i))
-            .await
-            .unwrap();
+        repo.insert_job(&new_job(&t1, 2), t0 + ms(i)).await.unwrap();
     }
     let now = t0 + Duration::seconds(1);
     let mut claims = Vec::new();
@@ -1135,4 +1155,42 @@ async fn concurrent_workers_complete_each_job_once() {
     }
     let counts: HashMap<JobStatus, u64> = other.job_counts().await.unwrap().into_iter().collect();
     assert_eq!(counts, HashMap::from([(JobStatus::Completed, JOBS as u64)]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_first_opens_migrate_once() {
+    // The API process and its workers may start together on a fresh file.
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("photo.db");
+        // The file exists, in WAL mode, but is not migrated. (Four connections switching a
+        // brand-new file to WAL at once can get SQLITE_BUSY from the journal-mode pragma; that
+        // startup race is a different matter from the migration race tested here.)
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
+        sqlx::SqlitePool::connect_with(opts)
+            .await
+            .unwrap()
+            .close()
+            .await;
+        // Each connection runs on its own sqlx worker thread, so these really run at once.
+        let (a, b, c, d) = tokio::join!(
+            SqliteRepo::open(&path),
+            SqliteRepo::open(&path),
+            SqliteRepo::open(&path),
+            SqliteRepo::open(&path),
+        );
+        for repo in [a, b, c, d] {
+            let repo = repo.unwrap();
+            assert_eq!(repo.migrate().await.unwrap(), 0);
+        }
+        let repo = SqliteRepo::open(&path).await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schema_migrations")
+            .fetch_one(repo.pool())
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+    }
 }
