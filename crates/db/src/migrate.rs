@@ -43,7 +43,17 @@ pub(crate) async fn up(pool: &SqlitePool, migrations: &[Migration]) -> DbResult<
             version: m.version,
             source,
         };
-        let mut tx = pool.begin().await?;
+        // IMMEDIATE takes the write lock up front, so processes opening a fresh file together
+        // run each migration once; the re-check skips one another process just applied.
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        let already: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM schema_migrations WHERE version = ?")
+                .bind(m.version)
+                .fetch_one(&mut *tx)
+                .await?;
+        if already > 0 {
+            continue;
+        }
         sqlx::raw_sql(m.up).execute(&mut *tx).await.map_err(fail)?;
         sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)")
             .bind(m.version)

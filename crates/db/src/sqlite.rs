@@ -474,13 +474,13 @@ impl Repo for SqliteRepo {
 
         let token = uuid::Uuid::new_v4().to_string();
         let row = sqlx::query(
-            "UPDATE job_logs SET status = 'started', attempts = attempts + 1, lease_owner = ?,
-                 lease_token = ?, lease_expires_at_ms = ?, started_at = COALESCE(started_at, ?),
-                 updated_at = ?
+            "UPDATE job_logs SET status = 'started', attempts = attempts + 1, lease_owner = ?1,
+                 lease_token = ?2, lease_expires_at_ms = ?3, started_at = COALESCE(started_at, ?4),
+                 updated_at = ?5
              WHERE job_id = (
                  SELECT job_id FROM job_logs
-                 WHERE (status IN ('submitted', 'retrying') AND run_at_ms <= ?1)
-                    OR (status = 'started' AND lease_expires_at_ms < ?1)
+                 WHERE (status IN ('submitted', 'retrying') AND run_at_ms <= ?6)
+                    OR (status = 'started' AND lease_expires_at_ms < ?6)
                  ORDER BY run_at_ms, job_id LIMIT 1)
              RETURNING *",
         )

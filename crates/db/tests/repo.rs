@@ -1,0 +1,1196 @@
+//! Integration tests of the SQLite repository against a real database file.
+#![expect(clippy::unwrap_used)]
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Duration, Utc};
+use photo_core::{ContentType, JobId, JobSpec, JobStatus, JobType, ObjectKey, TenantId, UploadId};
+use photo_db::{
+    ApiKeyRecord, ClaimToken, Failure, Job, JobFilter, JobOutput, NewJob, NewUpload, Repo,
+    SqliteRepo, UploadOutcome, UploadStatus,
+};
+use serde_json::json;
+use sqlx::Row;
+use tempfile::TempDir;
+
+async fn fresh() -> (TempDir, PathBuf, SqliteRepo) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("photo.db");
+    let repo = SqliteRepo::open(&path).await.unwrap();
+    (dir, path, repo)
+}
+
+fn tenant(s: &str) -> TenantId {
+    TenantId::parse(s).unwrap()
+}
+
+fn thumb_spec() -> JobSpec {
+    JobSpec::parse(JobType::Thumbnail, json!({"width": 10, "height": 10})).unwrap()
+}
+
+fn transform_spec() -> JobSpec {
+    JobSpec::parse(JobType::Transform, json!({"width": 10})).unwrap()
+}
+
+fn new_job_with(id: JobId, t: &TenantId, spec: JobSpec, max_attempts: u32) -> NewJob {
+    NewJob {
+        job_id: id,
+        tenant: t.clone(),
+        spec,
+        upload_id: None,
+        s3_key: None,
+        filename: None,
+        content_type: None,
+        max_attempts,
+    }
+}
+
+fn new_job(t: &TenantId, max_attempts: u32) -> NewJob {
+    new_job_with(JobId::new(), t, thumb_spec(), max_attempts)
+}
+
+fn output(job: JobId) -> JobOutput {
+    JobOutput {
+        name: "thumbnail".into(),
+        key: ObjectKey::job_output(&tenant("t1"), job, "thumbnail", "jpg").unwrap(),
+        content_type: "image/jpeg".into(),
+        width: 10,
+        height: 8,
+        size: 1234,
+    }
+}
+
+fn ms(n: i64) -> Duration {
+    Duration::milliseconds(n)
+}
+
+async fn table_exists(repo: &SqliteRepo, name: &str) -> bool {
+    let n: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?")
+            .bind(name)
+            .fetch_one(repo.pool())
+            .await
+            .unwrap();
+    n == 1
+}
+
+async fn event_count(repo: &SqliteRepo, id: JobId, status: &str) -> usize {
+    repo.job_events(id)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.status == status)
+        .count()
+}
+
+async fn job(repo: &SqliteRepo, id: JobId) -> Job {
+    repo.get_job_any_tenant(id).await.unwrap().unwrap()
+}
+
+// ---------------------------------------------------------------- migrations
+
+#[tokio::test]
+async fn migrations_are_idempotent_and_reversible() {
+    let (_dir, path, repo) = fresh().await;
+    assert_eq!(repo.migrate().await.unwrap(), 0, "open already migrated");
+    assert!(table_exists(&repo, "job_logs").await);
+
+    let again = SqliteRepo::open(&path).await.unwrap();
+    assert_eq!(
+        again.migrate().await.unwrap(),
+        0,
+        "second open is idempotent"
+    );
+    drop(again);
+
+    assert_eq!(repo.migrate_down(1).await.unwrap(), 1);
+    for t in ["job_logs", "job_events", "uploads", "api_keys"] {
+        assert!(!table_exists(&repo, t).await, "{t} dropped by down");
+    }
+    assert_eq!(
+        repo.migrate_down(1).await.unwrap(),
+        0,
+        "nothing left to revert"
+    );
+
+    assert_eq!(repo.migrate().await.unwrap(), 1);
+    assert!(table_exists(&repo, "job_logs").await);
+    assert_eq!(repo.migrate().await.unwrap(), 0);
+    // The schema is usable again.
+    let j = repo
+        .insert_job(&new_job(&tenant("t1"), 3), Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(event_count(&repo, j.job_id, "submitted").await, 1);
+}
+
+#[tokio::test]
+async fn job_logs_has_the_design_columns() {
+    let (_dir, _path, repo) = fresh().await;
+    let cols: HashSet<String> = sqlx::query("PRAGMA table_info(job_logs)")
+        .fetch_all(repo.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<String, _>("name"))
+        .collect();
+    for c in [
+        "id",
+        "job_id",
+        "job_type",
+        "filename",
+        "s3_key",
+        "source_url",
+        "content_type",
+        "job_metadata",
+        "temporal_workflow_id",
+        "temporal_task_queue",
+        "created_at",
+        "started_at",
+        "completed_at",
+        "status",
+        "error_message",
+    ] {
+        assert!(cols.contains(c), "job_logs lacks column {c}; has {cols:?}");
+    }
+}
+
+// ---------------------------------------------------------------- API keys
+
+fn key(id: &str, t: &str, now: DateTime<Utc>) -> ApiKeyRecord {
+    ApiKeyRecord {
+        key_id: id.into(),
+        tenant: tenant(t),
+        name: format!("key {id}"),
+        secret_sha256: "ab".repeat(32),
+        scopes: vec!["read".into(), "write".into()],
+        created_at: now,
+        expires_at: Some(now + Duration::days(30)),
+        revoked_at: None,
+        last_used_at: None,
+    }
+}
+
+#[tokio::test]
+async fn api_keys_insert_find_touch_count() {
+    let (_dir, _path, repo) = fresh().await;
+    let now = Utc::now();
+    assert_eq!(repo.count_api_keys().await.unwrap(), 0);
+    let k1 = key("pk_one", "t1", now);
+    let k2 = ApiKeyRecord {
+        scopes: vec!["admin".into()],
+        expires_at: None,
+        ..key("pk_two", "t2", now)
+    };
+    repo.insert_api_key(&k1).await.unwrap();
+    repo.insert_api_key(&k2).await.unwrap();
+    assert!(
+        repo.insert_api_key(&k1).await.is_err(),
+        "duplicate key id refused"
+    );
+    assert_eq!(repo.count_api_keys().await.unwrap(), 2);
+
+    assert_eq!(repo.find_api_key("pk_one").await.unwrap(), Some(k1.clone()));
+    assert_eq!(repo.find_api_key("pk_two").await.unwrap(), Some(k2.clone()));
+    assert_eq!(repo.find_api_key("pk_nope").await.unwrap(), None);
+
+    let used = now + Duration::seconds(5);
+    repo.touch_api_key("pk_one", used).await.unwrap();
+    let found = repo.find_api_key("pk_one").await.unwrap().unwrap();
+    assert_eq!(found.last_used_at, Some(used));
+    assert_eq!(
+        repo.find_api_key("pk_two")
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at,
+        None,
+        "only the touched key changes"
+    );
+    repo.touch_api_key("pk_nope", used).await.unwrap();
+    assert_eq!(repo.count_api_keys().await.unwrap(), 2);
+}
+
+// ---------------------------------------------------------------- uploads
+
+fn new_upload(t: &TenantId, now: DateTime<Utc>, expires_at: DateTime<Utc>) -> NewUpload {
+    let id = UploadId::new();
+    NewUpload {
+        upload_id: id,
+        tenant: t.clone(),
+        key: ObjectKey::raw_upload(t, id),
+        declared: ContentType::Png,
+        max_bytes: 10_000_000,
+        filename: Some("cat.png".into()),
+        created_at: now,
+        url_expires_at: now + Duration::minutes(15),
+        expires_at,
+    }
+}
+
+#[tokio::test]
+async fn uploads_tenancy_and_lifecycle() {
+    let (_dir, _path, repo) = fresh().await;
+    let now = Utc::now();
+    let t1 = tenant("t1");
+    let t2 = tenant("t2");
+    let nu = new_upload(&t1, now, now + Duration::hours(24));
+    let id = nu.upload_id;
+    repo.insert_upload(&nu).await.unwrap();
+
+    let u = repo.get_upload(Some(&t1), id).await.unwrap().unwrap();
+    assert_eq!(u.upload_id, id);
+    assert_eq!(u.tenant, t1);
+    assert_eq!(u.key, nu.key);
+    assert_eq!(u.declared, ContentType::Png);
+    assert_eq!(u.max_bytes, 10_000_000);
+    assert_eq!(u.filename.as_deref(), Some("cat.png"));
+    assert_eq!(u.status, UploadStatus::Pending);
+    assert_eq!(u.created_at, now);
+    assert_eq!(u.url_expires_at, nu.url_expires_at);
+    assert_eq!(
+        u.expires_at.timestamp_millis(),
+        nu.expires_at.timestamp_millis()
+    );
+    assert!(u.size.is_none() && u.uploaded_at.is_none() && u.completed_at.is_none());
+    assert!(repo.get_upload(Some(&t2), id).await.unwrap().is_none());
+    assert_eq!(
+        repo.get_upload(None, id).await.unwrap().map(|u| u.tenant),
+        Some(t1.clone())
+    );
+    assert!(
+        repo.get_upload(None, UploadId::new())
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // complete_upload only from `uploaded`.
+    let ready = UploadOutcome::Ready {
+        content_type: ContentType::Png,
+        size: 4321,
+        width: 640,
+        height: 480,
+    };
+    assert!(
+        repo.complete_upload(id, &ready, now)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        repo.get_upload(None, id).await.unwrap().unwrap().status,
+        UploadStatus::Pending
+    );
+
+    let at = now + Duration::seconds(1);
+    assert!(repo.mark_uploaded(id, 4321, at).await.unwrap());
+    let u = repo.get_upload(None, id).await.unwrap().unwrap();
+    assert_eq!(u.status, UploadStatus::Uploaded);
+    assert_eq!(u.size, Some(4321));
+    assert_eq!(u.uploaded_at, Some(at));
+    assert!(
+        repo.mark_uploaded(id, 4321, at).await.unwrap(),
+        "re-upload before completion"
+    );
+    assert!(!repo.mark_uploaded(UploadId::new(), 1, at).await.unwrap());
+
+    let done_at = now + Duration::seconds(2);
+    let u = repo
+        .complete_upload(id, &ready, done_at)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(u.status, UploadStatus::Ready);
+    assert_eq!(u.content_type, Some(ContentType::Png));
+    assert_eq!(
+        (u.size, u.width, u.height),
+        (Some(4321), Some(640), Some(480))
+    );
+    assert_eq!(u.completed_at, Some(done_at));
+    assert!(u.reject_code.is_none() && u.reason.is_none());
+    assert!(
+        repo.complete_upload(id, &ready, done_at)
+            .await
+            .unwrap()
+            .is_none(),
+        "second completion"
+    );
+    assert!(
+        !repo.mark_uploaded(id, 1, done_at).await.unwrap(),
+        "no re-upload after completion"
+    );
+    let stored = repo.get_upload(Some(&t1), id).await.unwrap().unwrap();
+    assert_eq!(stored.status, UploadStatus::Ready);
+    assert_eq!(stored.size, Some(4321), "unchanged by refused calls");
+
+    // A rejected one.
+    let nu2 = new_upload(&t2, now, now + Duration::hours(24));
+    repo.insert_upload(&nu2).await.unwrap();
+    assert!(repo.mark_uploaded(nu2.upload_id, 10, now).await.unwrap());
+    let rejected = UploadOutcome::Rejected {
+        code: "not_an_image".into(),
+        reason: "bytes are not a PNG".into(),
+    };
+    let u2 = repo
+        .complete_upload(nu2.upload_id, &rejected, now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(u2.status, UploadStatus::Rejected);
+    let u2 = repo
+        .get_upload(Some(&t2), nu2.upload_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(u2.status, UploadStatus::Rejected);
+    assert_eq!(u2.reject_code.as_deref(), Some("not_an_image"));
+    assert_eq!(u2.reason.as_deref(), Some("bytes are not a PNG"));
+    assert!(u2.content_type.is_none() && u2.width.is_none());
+    assert!(
+        repo.complete_upload(nu2.upload_id, &ready, now)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn expired_uploads_sweep() {
+    let (_dir, _path, repo) = fresh().await;
+    let now = Utc::now();
+    let t1 = tenant("t1");
+    let old = new_upload(&t1, now, now - Duration::hours(2));
+    let past = new_upload(&t1, now, now - Duration::hours(1));
+    let future = new_upload(&t1, now, now + Duration::hours(1));
+    for u in [&future, &past, &old] {
+        repo.insert_upload(u).await.unwrap();
+    }
+    // A completed upload expires too (its raw object is swept).
+    assert!(repo.mark_uploaded(past.upload_id, 5, now).await.unwrap());
+
+    let ids = |v: Vec<photo_db::Upload>| v.into_iter().map(|u| u.upload_id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(repo.expired_uploads(now, 100).await.unwrap()),
+        vec![old.upload_id, past.upload_id],
+        "only past-expiry rows, oldest first"
+    );
+    assert_eq!(
+        ids(repo.expired_uploads(now, 1).await.unwrap()),
+        vec![old.upload_id]
+    );
+
+    repo.mark_upload_expired(old.upload_id).await.unwrap();
+    assert_eq!(
+        repo.get_upload(None, old.upload_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        UploadStatus::Expired
+    );
+    assert_eq!(
+        ids(repo.expired_uploads(now, 100).await.unwrap()),
+        vec![past.upload_id]
+    );
+    repo.mark_upload_expired(past.upload_id).await.unwrap();
+    assert!(repo.expired_uploads(now, 100).await.unwrap().is_empty());
+    assert_eq!(
+        ids(repo
+            .expired_uploads(now + Duration::hours(2), 100)
+            .await
+            .unwrap()),
+        vec![future.upload_id]
+    );
+}
+
+// ---------------------------------------------------------------- jobs
+
+#[tokio::test]
+async fn job_round_trip_and_tenancy() {
+    let (_dir, _path, repo) = fresh().await;
+    let now = Utc::now();
+    let t1 = tenant("t1");
+    let up = UploadId::new();
+    let nj = NewJob {
+        upload_id: Some(up),
+        s3_key: Some(ObjectKey::raw_upload(&t1, up)),
+        filename: Some("cat.png".into()),
+        content_type: Some(ContentType::Png),
+        ..new_job(&t1, 5)
+    };
+    let inserted = repo.insert_job(&nj, now).await.unwrap();
+    let j = repo.get_job(&t1, nj.job_id).await.unwrap().unwrap();
+    for j in [&inserted, &j] {
+        assert_eq!(j.job_id, nj.job_id);
+        assert_eq!(j.tenant, t1);
+        assert_eq!(j.job_type, JobType::Thumbnail);
+        assert_eq!(j.spec, thumb_spec());
+        assert_eq!(j.upload_id, Some(up));
+        assert_eq!(j.s3_key, nj.s3_key);
+        assert_eq!(j.filename.as_deref(), Some("cat.png"));
+        assert_eq!(j.content_type, Some(ContentType::Png));
+        assert_eq!(j.status, JobStatus::Submitted);
+        assert_eq!(j.attempts, 0);
+        assert_eq!(j.max_attempts, 5);
+        assert!(j.error_code.is_none() && j.error_message.is_none());
+        assert!(j.outputs.is_empty());
+        assert_eq!(j.created_at, now);
+        assert_eq!(j.updated_at, now);
+        assert_eq!(j.run_at.timestamp_millis(), now.timestamp_millis());
+        assert!(j.started_at.is_none() && j.completed_at.is_none());
+        assert!(j.lease_owner.is_none());
+    }
+    assert!(
+        repo.get_job(&tenant("t2"), nj.job_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(repo.get_job(&t1, JobId::new()).await.unwrap().is_none());
+    assert_eq!(
+        repo.get_job_any_tenant(nj.job_id)
+            .await
+            .unwrap()
+            .map(|j| j.tenant),
+        Some(t1.clone())
+    );
+    assert!(
+        repo.insert_job(&nj, now).await.is_err(),
+        "duplicate job id refused"
+    );
+
+    let ev = repo.job_events(nj.job_id).await.unwrap();
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0].status, "submitted");
+    assert_eq!(ev[0].attempt, 0);
+    assert!(ev[0].message.is_none());
+
+    // Transform specs round-trip too.
+    let tj = new_job_with(JobId::new(), &t1, transform_spec(), 3);
+    repo.insert_job(&tj, now).await.unwrap();
+    let got = repo.get_job(&t1, tj.job_id).await.unwrap().unwrap();
+    assert_eq!(got.job_type, JobType::Transform);
+    assert_eq!(got.spec, transform_spec());
+}
+
+#[tokio::test]
+async fn list_jobs_filters_and_pages() {
+    let (_dir, _path, repo) = fresh().await;
+    let base = Utc::now() - Duration::hours(1);
+    let t1 = tenant("t1");
+    let t2 = tenant("t2");
+    let mut ids: Vec<JobId> = (0..25).map(|_| JobId::new()).collect();
+    ids.sort();
+    for (i, id) in ids.iter().enumerate() {
+        let spec = if i % 2 == 0 {
+            thumb_spec()
+        } else {
+            transform_spec()
+        };
+        repo.insert_job(
+            &new_job_with(*id, &t1, spec, 3),
+            base + Duration::seconds(i as i64),
+        )
+        .await
+        .unwrap();
+    }
+    // Another tenant's jobs, newer than all of t1's.
+    for i in 0..3 {
+        repo.insert_job(&new_job(&t2, 3), base + Duration::seconds(100 + i))
+            .await
+            .unwrap();
+    }
+    // The three oldest (all t1's) get started.
+    let mut started = Vec::new();
+    for _ in 0..3 {
+        let c = repo
+            .claim_job("w", Duration::minutes(5), base + Duration::seconds(200))
+            .await
+            .unwrap()
+            .unwrap();
+        started.push(c.job.job_id);
+    }
+    assert_eq!(started, ids[..3].to_vec());
+
+    let list = |f: JobFilter| {
+        let repo = repo.clone();
+        let t1 = t1.clone();
+        async move {
+            repo.list_jobs(&t1, &f)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|j| j.job_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let desc = |v: &[JobId]| v.iter().rev().copied().collect::<Vec<_>>();
+
+    let all = list(JobFilter {
+        limit: 100,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(all, desc(&ids), "only t1's, newest first");
+
+    let st = list(JobFilter {
+        status: Some(JobStatus::Started),
+        limit: 100,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(st, desc(&ids[..3]));
+    let sub = list(JobFilter {
+        status: Some(JobStatus::Submitted),
+        limit: 100,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(sub, desc(&ids[3..]));
+
+    let tr = list(JobFilter {
+        job_type: Some(JobType::Transform),
+        limit: 100,
+        ..Default::default()
+    })
+    .await;
+    let expect_tr: Vec<JobId> = ids.iter().skip(1).step_by(2).copied().collect();
+    assert_eq!(tr.len(), 12);
+    assert_eq!(tr, desc(&expect_tr));
+
+    let after = list(JobFilter {
+        created_after: Some(base + Duration::seconds(10)),
+        limit: 100,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(after, desc(&ids[10..]), "created_after is inclusive");
+    let before = list(JobFilter {
+        created_before: Some(base + Duration::seconds(5)),
+        limit: 100,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(before, desc(&ids[..5]), "created_before is exclusive");
+    // Sub-second bounds.
+    let window = list(JobFilter {
+        created_after: Some(base + ms(4_500)),
+        created_before: Some(base + ms(8_001)),
+        limit: 100,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(window, desc(&ids[5..=8]));
+    let combined = list(JobFilter {
+        created_after: Some(base + Duration::seconds(2)),
+        created_before: Some(base + Duration::seconds(9)),
+        job_type: Some(JobType::Thumbnail),
+        status: Some(JobStatus::Submitted),
+        limit: 100,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(combined, vec![ids[8], ids[6], ids[4]]);
+
+    // Cursor pagination.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    let mut pages = Vec::new();
+    loop {
+        let page = list(JobFilter {
+            before_id: cursor,
+            limit: 10,
+            ..Default::default()
+        })
+        .await;
+        pages.push(page.len());
+        let Some(last) = page.last() else { break };
+        cursor = Some(*last);
+        seen.extend(page);
+        assert!(pages.len() < 10, "pagination does not terminate");
+    }
+    assert_eq!(pages, vec![10, 10, 5, 0]);
+    assert_eq!(seen, desc(&ids), "all 25 exactly once, newest first");
+}
+
+// ---------------------------------------------------------------- the queue
+
+#[tokio::test]
+async fn claim_takes_oldest_due_job() {
+    let (_dir, _path, repo) = fresh().await;
+    let t0 = Utc::now();
+    let t1 = tenant("t1");
+    let a = repo.insert_job(&new_job(&t1, 3), t0).await.unwrap();
+    let b = repo
+        .insert_job(&new_job(&t1, 3), t0 + ms(10))
+        .await
+        .unwrap();
+    let future = repo
+        .insert_job(&new_job(&t1, 3), t0 + Duration::hours(1))
+        .await
+        .unwrap();
+    let now = t0 + Duration::seconds(1);
+
+    let c1 = repo
+        .claim_job("worker-a", Duration::seconds(30), now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c1.job.job_id, a.job_id, "oldest first");
+    assert_eq!(c1.token.job_id, a.job_id);
+    assert_eq!(c1.job.status, JobStatus::Started);
+    assert_eq!(c1.job.attempts, 1);
+    assert_eq!(c1.job.lease_owner.as_deref(), Some("worker-a"));
+    assert_eq!(c1.job.started_at, Some(now));
+    let stored = job(&repo, a.job_id).await;
+    assert_eq!(stored.status, JobStatus::Started);
+    assert_eq!(stored.attempts, 1);
+    assert_eq!(stored.lease_owner.as_deref(), Some("worker-a"));
+
+    let c2 = repo
+        .claim_job("worker-b", Duration::seconds(30), now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c2.job.job_id, b.job_id);
+    assert_ne!(c1.token.token, c2.token.token);
+    assert_eq!(c2.job.lease_owner.as_deref(), Some("worker-b"));
+
+    assert!(
+        repo.claim_job("worker-c", Duration::seconds(30), now)
+            .await
+            .unwrap()
+            .is_none(),
+        "the future job is not due"
+    );
+    assert_eq!(job(&repo, future.job_id).await.status, JobStatus::Submitted);
+    // Finish the first two so their leases cannot expire and be re-claimed below.
+    assert!(repo.complete_job(&c1.token, &[], now).await.unwrap());
+    assert!(repo.complete_job(&c2.token, &[], now).await.unwrap());
+    let c3 = repo
+        .claim_job("worker-c", Duration::seconds(30), t0 + Duration::hours(2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c3.job.job_id, future.job_id, "due once its time came");
+
+    let ev = repo.job_events(a.job_id).await.unwrap();
+    let ev: Vec<(&str, u32)> = ev.iter().map(|e| (e.status.as_str(), e.attempt)).collect();
+    assert_eq!(ev, vec![("submitted", 0), ("started", 1), ("completed", 1)]);
+}
+
+#[tokio::test]
+async fn expired_lease_is_fenced() {
+    let (_dir, _path, repo) = fresh().await;
+    let t0 = Utc::now();
+    let j = repo
+        .insert_job(&new_job(&tenant("t1"), 3), t0)
+        .await
+        .unwrap();
+    let now = t0 + ms(100);
+    let a = repo
+        .claim_job("a", Duration::seconds(1), now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.job.job_id, j.job_id);
+    assert!(
+        repo.claim_job("b", Duration::seconds(1), now + ms(500))
+            .await
+            .unwrap()
+            .is_none(),
+        "lease still held"
+    );
+    let b = repo
+        .claim_job("b", Duration::seconds(30), now + Duration::seconds(2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.job.job_id, j.job_id);
+    assert_eq!(b.job.attempts, 2);
+    assert_eq!(b.job.lease_owner.as_deref(), Some("b"));
+    assert_eq!(b.job.started_at, Some(now), "first start kept");
+    assert_ne!(a.token, b.token);
+
+    // A's token no longer counts.
+    let late = now + Duration::seconds(3);
+    assert!(
+        !repo
+            .heartbeat(&a.token, late + Duration::seconds(60))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !repo
+            .complete_job(&a.token, &[output(j.job_id)], late)
+            .await
+            .unwrap()
+    );
+    let fail = Failure {
+        code: "boom".into(),
+        message: "A failed".into(),
+        retry_at: Some(late + Duration::seconds(10)),
+    };
+    assert_eq!(repo.fail_job(&a.token, &fail, late).await.unwrap(), None);
+    let permanent = Failure {
+        retry_at: None,
+        ..fail.clone()
+    };
+    assert_eq!(
+        repo.fail_job(&a.token, &permanent, late).await.unwrap(),
+        None
+    );
+    assert!(!repo.release_job(&a.token, late).await.unwrap());
+    let forged = ClaimToken {
+        job_id: j.job_id,
+        token: String::new(),
+    };
+    assert!(!repo.complete_job(&forged, &[], late).await.unwrap());
+
+    let s = job(&repo, j.job_id).await;
+    assert_eq!(s.status, JobStatus::Started);
+    assert_eq!(s.attempts, 2);
+    assert_eq!(s.lease_owner.as_deref(), Some("b"));
+    assert!(s.outputs.is_empty() && s.error_code.is_none() && s.error_message.is_none());
+    assert!(s.completed_at.is_none());
+    // B's lease (30s from now+2s) was not extended by A's heartbeat: still held at +20s, ...
+    assert!(
+        repo.claim_job("c", Duration::seconds(1), now + Duration::seconds(20))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let outs = vec![output(j.job_id)];
+    let done = now + Duration::seconds(4);
+    assert!(repo.complete_job(&b.token, &outs, done).await.unwrap());
+    assert!(
+        !repo.complete_job(&b.token, &outs, done).await.unwrap(),
+        "completes once"
+    );
+    let s = job(&repo, j.job_id).await;
+    assert_eq!(s.status, JobStatus::Completed);
+    assert_eq!(s.outputs, outs);
+    assert_eq!(s.completed_at, Some(done));
+    assert!(s.lease_owner.is_none());
+    assert_eq!(event_count(&repo, j.job_id, "completed").await, 1);
+    // Nothing is claimable any more, even long after.
+    assert!(
+        repo.claim_job("c", Duration::seconds(1), now + Duration::hours(1))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(job(&repo, j.job_id).await.status, JobStatus::Completed);
+}
+
+#[tokio::test]
+async fn heartbeat_extends_lease() {
+    let (_dir, _path, repo) = fresh().await;
+    let t0 = Utc::now();
+    let j = repo
+        .insert_job(&new_job(&tenant("t1"), 3), t0)
+        .await
+        .unwrap();
+    let a = repo
+        .claim_job("a", Duration::seconds(1), t0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        repo.heartbeat(&a.token, t0 + ms(1800)).await.unwrap(),
+        "heartbeat at t0+800ms"
+    );
+    assert!(
+        repo.claim_job("b", Duration::seconds(1), t0 + ms(1500))
+            .await
+            .unwrap()
+            .is_none(),
+        "extended lease still held"
+    );
+    let b = repo
+        .claim_job("b", Duration::seconds(1), t0 + ms(1900))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        b.job.job_id, j.job_id,
+        "claimable once the extension ran out"
+    );
+    assert_eq!(b.job.attempts, 2);
+    assert!(!repo.heartbeat(&a.token, t0 + ms(5000)).await.unwrap());
+    assert!(repo.heartbeat(&b.token, t0 + ms(5000)).await.unwrap());
+}
+
+#[tokio::test]
+async fn fail_job_retries_then_dies() {
+    let (_dir, _path, repo) = fresh().await;
+    let t0 = Utc::now();
+    let j = repo
+        .insert_job(&new_job(&tenant("t1"), 2), t0)
+        .await
+        .unwrap();
+    let c = repo
+        .claim_job("a", Duration::seconds(30), t0)
+        .await
+        .unwrap()
+        .unwrap();
+    let retry_at = t0 + Duration::seconds(10);
+    let f1 = Failure {
+        code: "storage_unavailable".into(),
+        message: "first attempt failed".into(),
+        retry_at: Some(retry_at),
+    };
+    assert_eq!(
+        repo.fail_job(&c.token, &f1, t0 + ms(100)).await.unwrap(),
+        Some(JobStatus::Retrying)
+    );
+    let s = job(&repo, j.job_id).await;
+    assert_eq!(s.status, JobStatus::Retrying);
+    assert_eq!(s.attempts, 1);
+    assert_eq!(s.run_at.timestamp_millis(), retry_at.timestamp_millis());
+    assert_eq!(s.error_code.as_deref(), Some("storage_unavailable"));
+    assert!(s.completed_at.is_none() && s.lease_owner.is_none());
+    assert_eq!(
+        repo.fail_job(&c.token, &f1, t0 + ms(100)).await.unwrap(),
+        None,
+        "token spent"
+    );
+
+    assert!(
+        repo.claim_job("b", Duration::seconds(30), t0 + Duration::seconds(5))
+            .await
+            .unwrap()
+            .is_none(),
+        "not before retry_at"
+    );
+    let c2 = repo
+        .claim_job("b", Duration::seconds(30), t0 + Duration::seconds(11))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c2.job.job_id, j.job_id);
+    assert_eq!(c2.job.attempts, 2);
+    assert_eq!(c2.job.status, JobStatus::Started);
+
+    let f2 = Failure {
+        code: "storage_unavailable".into(),
+        message: "second attempt failed".into(),
+        retry_at: Some(t0 + Duration::seconds(60)),
+    };
+    let dead_at = t0 + Duration::seconds(12);
+    assert_eq!(
+        repo.fail_job(&c2.token, &f2, dead_at).await.unwrap(),
+        Some(JobStatus::Dead)
+    );
+    let s = job(&repo, j.job_id).await;
+    assert_eq!(s.status, JobStatus::Dead);
+    assert_eq!(s.error_code.as_deref(), Some("storage_unavailable"));
+    assert_eq!(s.error_message.as_deref(), Some("second attempt failed"));
+    assert_eq!(s.completed_at, Some(dead_at));
+    assert!(
+        repo.claim_job("c", Duration::seconds(30), t0 + Duration::hours(1))
+            .await
+            .unwrap()
+            .is_none(),
+        "dead jobs are not claimed"
+    );
+
+    let ev = repo.job_events(j.job_id).await.unwrap();
+    let ev: Vec<(&str, u32, Option<&str>)> = ev
+        .iter()
+        .map(|e| (e.status.as_str(), e.attempt, e.message.as_deref()))
+        .collect();
+    assert_eq!(
+        ev,
+        vec![
+            ("submitted", 0, None),
+            ("started", 1, None),
+            ("retrying", 1, Some("first attempt failed")),
+            ("started", 2, None),
+            ("dead", 2, Some("second attempt failed")),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn permanent_failure_fails_at_once() {
+    let (_dir, _path, repo) = fresh().await;
+    let t0 = Utc::now();
+    let j = repo
+        .insert_job(&new_job(&tenant("t1"), 5), t0)
+        .await
+        .unwrap();
+    let c = repo
+        .claim_job("a", Duration::seconds(30), t0)
+        .await
+        .unwrap()
+        .unwrap();
+    let f = Failure {
+        code: "unsupported_image".into(),
+        message: "not an image".into(),
+        retry_at: None,
+    };
+    let at = t0 + ms(50);
+    assert_eq!(
+        repo.fail_job(&c.token, &f, at).await.unwrap(),
+        Some(JobStatus::Failed)
+    );
+    let s = job(&repo, j.job_id).await;
+    assert_eq!(s.status, JobStatus::Failed);
+    assert_eq!(s.attempts, 1);
+    assert_eq!(s.error_code.as_deref(), Some("unsupported_image"));
+    assert_eq!(s.error_message.as_deref(), Some("not an image"));
+    assert_eq!(s.completed_at, Some(at));
+    assert!(
+        repo.claim_job("b", Duration::seconds(30), t0 + Duration::hours(1))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn lease_lost_on_last_attempt_is_dead() {
+    let (_dir, _path, repo) = fresh().await;
+    let t0 = Utc::now();
+    let t1 = tenant("t1");
+    let j = repo.insert_job(&new_job(&t1, 1), t0).await.unwrap();
+    let a = repo
+        .claim_job("a", Duration::seconds(1), t0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.job.job_id, j.job_id);
+    assert!(
+        repo.claim_job("b", Duration::seconds(1), t0 + Duration::seconds(2))
+            .await
+            .unwrap()
+            .is_none(),
+        "no attempts left: not re-claimed"
+    );
+    let s = job(&repo, j.job_id).await;
+    assert_eq!(s.status, JobStatus::Dead);
+    assert_eq!(s.error_code.as_deref(), Some("worker_lost"));
+    assert!(s.error_message.is_some());
+    assert_eq!(s.attempts, 1);
+    assert_eq!(s.completed_at, Some(t0 + Duration::seconds(2)));
+    assert!(s.lease_owner.is_none());
+    assert!(
+        !repo
+            .complete_job(&a.token, &[], t0 + Duration::seconds(3))
+            .await
+            .unwrap(),
+        "the lost worker cannot complete a dead job"
+    );
+    assert_eq!(event_count(&repo, j.job_id, "dead").await, 1);
+
+    // With another job queued, the claim that buries the first returns the other.
+    let j2 = repo.insert_job(&new_job(&t1, 1), t0).await.unwrap();
+    let j3 = repo.insert_job(&new_job(&t1, 2), t0 + ms(1)).await.unwrap();
+    let c2 = repo
+        .claim_job("a", Duration::seconds(1), t0 + Duration::seconds(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c2.job.job_id, j2.job_id);
+    let c3 = repo
+        .claim_job("b", Duration::seconds(1), t0 + Duration::seconds(20))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c3.job.job_id, j3.job_id, "j2 buried, j3 claimed");
+    assert_eq!(job(&repo, j2.job_id).await.status, JobStatus::Dead);
+}
+
+#[tokio::test]
+async fn release_job_gives_the_attempt_back() {
+    let (_dir, _path, repo) = fresh().await;
+    let t0 = Utc::now();
+    let j = repo
+        .insert_job(&new_job(&tenant("t1"), 3), t0)
+        .await
+        .unwrap();
+    let a = repo
+        .claim_job("a", Duration::seconds(30), t0)
+        .await
+        .unwrap()
+        .unwrap();
+    let at = t0 + Duration::seconds(1);
+    assert!(repo.release_job(&a.token, at).await.unwrap());
+    assert!(!repo.release_job(&a.token, at).await.unwrap(), "once");
+    let s = job(&repo, j.job_id).await;
+    assert_eq!(s.status, JobStatus::Submitted);
+    assert_eq!(s.attempts, 0);
+    assert!(s.lease_owner.is_none());
+    assert!(!repo.complete_job(&a.token, &[], at).await.unwrap());
+
+    let b = repo
+        .claim_job("b", Duration::seconds(30), at)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.job.job_id, j.job_id);
+    assert_eq!(b.job.attempts, 1);
+    assert!(repo.complete_job(&b.token, &[], at).await.unwrap());
+}
+
+#[tokio::test]
+async fn job_counts_match() {
+    let (_dir, _path, repo) = fresh().await;
+    let t0 = Utc::now();
+    let t1 = tenant("t1");
+    assert!(repo.job_counts().await.unwrap().is_empty());
+    for i in 0..6 {
+        repo.insert_job(&new_job(&t1, 2), t0 + ms(i)).await.unwrap();
+    }
+    let now = t0 + Duration::seconds(1);
+    let mut claims = Vec::new();
+    for _ in 0..4 {
+        claims.push(
+            repo.claim_job("w", Duration::seconds(60), now)
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    assert!(repo.complete_job(&claims[0].token, &[], now).await.unwrap());
+    let permanent = Failure {
+        code: "bad".into(),
+        message: "bad".into(),
+        retry_at: None,
+    };
+    assert_eq!(
+        repo.fail_job(&claims[1].token, &permanent, now)
+            .await
+            .unwrap(),
+        Some(JobStatus::Failed)
+    );
+    let retry = Failure {
+        retry_at: Some(now + Duration::seconds(5)),
+        ..permanent
+    };
+    assert_eq!(
+        repo.fail_job(&claims[2].token, &retry, now).await.unwrap(),
+        Some(JobStatus::Retrying)
+    );
+    let counts: HashMap<JobStatus, u64> = repo.job_counts().await.unwrap().into_iter().collect();
+    let expect: HashMap<JobStatus, u64> = [
+        (JobStatus::Submitted, 2),
+        (JobStatus::Started, 1),
+        (JobStatus::Completed, 1),
+        (JobStatus::Failed, 1),
+        (JobStatus::Retrying, 1),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(counts, expect);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_workers_complete_each_job_once() {
+    const JOBS: usize = 200;
+    let (_dir, path, repo) = fresh().await;
+    let other = SqliteRepo::open(&path).await.unwrap();
+    let t1 = tenant("t1");
+    let t0 = Utc::now() - Duration::seconds(10);
+    let mut ids = Vec::new();
+    for i in 0..JOBS {
+        let j = repo
+            .insert_job(&new_job(&t1, 3), t0 + ms(i as i64))
+            .await
+            .unwrap();
+        ids.push(j.job_id);
+    }
+
+    // Every claim ever returned, with its worker.
+    let claimed: Arc<Mutex<Vec<(JobId, String)>>> = Arc::default();
+    let mut tasks = Vec::new();
+    for w in 0..12 {
+        // Eight workers share one pool; four more use a second pool on the same file, like
+        // another process would.
+        let r = if w < 8 { repo.clone() } else { other.clone() };
+        let claimed = claimed.clone();
+        tasks.push(tokio::spawn(async move {
+            let worker = format!("worker-{w}");
+            let mut done = 0usize;
+            while let Some(c) = r
+                .claim_job(&worker, Duration::minutes(5), Utc::now())
+                .await
+                .unwrap()
+            {
+                assert_eq!(c.job.attempts, 1, "never re-claimed");
+                assert_eq!(c.job.lease_owner.as_deref(), Some(worker.as_str()));
+                claimed.lock().unwrap().push((c.job.job_id, worker.clone()));
+                let outs = [output(c.job.job_id)];
+                assert!(r.complete_job(&c.token, &outs, Utc::now()).await.unwrap());
+                done += 1;
+            }
+            done
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    assert_eq!(total, JOBS);
+
+    let claimed = claimed.lock().unwrap().clone();
+    assert_eq!(claimed.len(), JOBS);
+    let unique: HashSet<JobId> = claimed.iter().map(|(id, _)| *id).collect();
+    assert_eq!(unique.len(), JOBS, "no job handed to two workers");
+    assert_eq!(unique, ids.iter().copied().collect::<HashSet<_>>());
+    let workers: HashSet<&str> = claimed.iter().map(|(_, w)| w.as_str()).collect();
+    assert!(workers.len() > 1, "work was shared: {workers:?}");
+
+    for id in &ids {
+        assert_eq!(event_count(&repo, *id, "completed").await, 1, "{id}");
+        assert_eq!(event_count(&repo, *id, "started").await, 1, "{id}");
+        let j = job(&repo, *id).await;
+        assert_eq!(j.status, JobStatus::Completed);
+        assert_eq!(j.outputs, vec![output(*id)]);
+    }
+    let counts: HashMap<JobStatus, u64> = other.job_counts().await.unwrap().into_iter().collect();
+    assert_eq!(counts, HashMap::from([(JobStatus::Completed, JOBS as u64)]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_first_opens_migrate_once() {
+    // The API process and its workers may start together on a fresh file.
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("photo.db");
+        // The file exists, in WAL mode, but is not migrated. (Four connections switching a
+        // brand-new file to WAL at once can get SQLITE_BUSY from the journal-mode pragma; that
+        // startup race is a different matter from the migration race tested here.)
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
+        sqlx::SqlitePool::connect_with(opts)
+            .await
+            .unwrap()
+            .close()
+            .await;
+        // Each connection runs on its own sqlx worker thread, so these really run at once.
+        let (a, b, c, d) = tokio::join!(
+            SqliteRepo::open(&path),
+            SqliteRepo::open(&path),
+            SqliteRepo::open(&path),
+            SqliteRepo::open(&path),
+        );
+        for repo in [a, b, c, d] {
+            let repo = repo.unwrap();
+            assert_eq!(repo.migrate().await.unwrap(), 0);
+        }
+        let repo = SqliteRepo::open(&path).await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schema_migrations")
+            .fetch_one(repo.pool())
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+}
