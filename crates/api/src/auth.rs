@@ -69,7 +69,10 @@ fn invalid() -> ApiError {
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
             return Err(unauthenticated(
                 "missing Authorization header; send 'Authorization: Bearer <API key>'",
@@ -80,7 +83,9 @@ impl FromRequestParts<AppState> for Caller {
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
         else {
-            return Err(unauthenticated("the Authorization header must use the Bearer scheme"));
+            return Err(unauthenticated(
+                "the Authorization header must use the Bearer scheme",
+            ));
         };
         let token = token.trim();
         let digest = key_sha256(token);

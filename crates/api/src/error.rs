@@ -72,7 +72,11 @@ impl ApiError {
 
     /// 404 not_found. The same answer whether absent or another tenant's.
     pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, format!("{what} not found"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            format!("{what} not found"),
+        )
     }
 
     /// 500 internal: the cause is logged with its chain, never sent.
@@ -94,7 +98,11 @@ impl ApiError {
 
     /// 503 service_unavailable with Retry-After.
     pub fn unavailable(detail: impl Into<String>) -> Self {
-        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServiceUnavailable, detail);
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::ServiceUnavailable,
+            detail,
+        );
         e.retry_after = Some(5);
         e
     }
@@ -122,7 +130,9 @@ impl From<photo_storage::StoreError> for ApiError {
 
 /// The current request id, or `-` outside a request.
 pub fn current_request_id() -> String {
-    REQUEST_ID.try_with(Clone::clone).unwrap_or_else(|_| "-".to_owned())
+    REQUEST_ID
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| "-".to_owned())
 }
 
 impl IntoResponse for ApiError {
@@ -130,7 +140,10 @@ impl IntoResponse for ApiError {
         let mut body = Map::new();
         body.insert(
             "type".into(),
-            Value::String(format!("https://photo-api.dev/problems/{}", self.code.as_str())),
+            Value::String(format!(
+                "https://photo-api.dev/problems/{}",
+                self.code.as_str()
+            )),
         );
         body.insert(
             "title".into(),
@@ -149,7 +162,8 @@ impl IntoResponse for ApiError {
             HeaderValue::from_static("application/problem+json"),
         );
         if let Some(s) = self.retry_after {
-            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         res
     }

@@ -101,7 +101,10 @@ pub async fn run_pipeline(
             message: "the job has no source object".into(),
         });
     };
-    let bytes = match store.get_bytes(Bucket::Raw, &source, max_source_bytes).await {
+    let bytes = match store
+        .get_bytes(Bucket::Raw, &source, max_source_bytes)
+        .await
+    {
         Ok(b) => b,
         Err(StoreError::NotFound) => {
             return Err(PipelineError::Permanent {
@@ -150,12 +153,13 @@ pub async fn run_pipeline(
 
     let fmt = output_format(&job.spec);
     let name = job.job_type.as_str();
-    let key = ObjectKey::job_output(&job.tenant, job.job_id, name, fmt.extension()).map_err(|e| {
-        PipelineError::Permanent {
-            code: "invalid_key",
-            message: e.to_string(),
-        }
-    })?;
+    let key =
+        ObjectKey::job_output(&job.tenant, job.job_id, name, fmt.extension()).map_err(|e| {
+            PipelineError::Permanent {
+                code: "invalid_key",
+                message: e.to_string(),
+            }
+        })?;
     let size = encoded.bytes.len() as u64;
     store
         .put_bytes(Bucket::Processed, &key, Bytes::from(encoded.bytes))

@@ -88,8 +88,13 @@ impl Worker {
                 p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 _ = shutdown.changed() => break,
             };
-            let lease = chrono::Duration::from_std(self.cfg.lease).unwrap_or(chrono::Duration::seconds(60));
-            match self.repo.claim_job(&self.cfg.worker_id, lease, Utc::now()).await {
+            let lease =
+                chrono::Duration::from_std(self.cfg.lease).unwrap_or(chrono::Duration::seconds(60));
+            match self
+                .repo
+                .claim_job(&self.cfg.worker_id, lease, Utc::now())
+                .await
+            {
                 Ok(Some(claim)) => {
                     let me = self.clone();
                     let stop = hard_stop.clone();
@@ -117,7 +122,10 @@ impl Worker {
             // Reap finished tasks so the set does not grow.
             while running.try_join_next().is_some() {}
         }
-        tracing::info!(running = running.len(), "worker stopping; waiting for running jobs");
+        tracing::info!(
+            running = running.len(),
+            "worker stopping; waiting for running jobs"
+        );
         let drained = tokio::time::timeout(self.cfg.shutdown_grace, async {
             while running.join_next().await.is_some() {}
         })
@@ -146,7 +154,8 @@ impl Worker {
             let cfg = self.cfg.clone();
             let span = span.clone();
             tokio::spawn(async move {
-                let lease = chrono::Duration::from_std(cfg.lease).unwrap_or(chrono::Duration::seconds(60));
+                let lease =
+                    chrono::Duration::from_std(cfg.lease).unwrap_or(chrono::Duration::seconds(60));
                 loop {
                     tokio::time::sleep(cfg.heartbeat).await;
                     match repo.heartbeat(&token, Utc::now() + lease).await {
@@ -189,18 +198,26 @@ impl Worker {
                 }
                 Err(e) => Err(e),
             },
-            Outcome::Done(Ok(outputs)) => self.repo.complete_job(&token, &outputs, now).await.map(|ok| {
-                if ok {
-                    tracing::info!(parent: &span, outputs = outputs.len(), "job completed");
-                } else {
-                    tracing::warn!(parent: &span, "completion refused: the lease was lost");
-                }
-            }),
+            Outcome::Done(Ok(outputs)) => {
+                self.repo
+                    .complete_job(&token, &outputs, now)
+                    .await
+                    .map(|ok| {
+                        if ok {
+                            tracing::info!(parent: &span, outputs = outputs.len(), "job completed");
+                        } else {
+                            tracing::warn!(parent: &span, "completion refused: the lease was lost");
+                        }
+                    })
+            }
             Outcome::Done(Err(e)) => self.record_failure(&span, &token, job.attempts, e).await,
             Outcome::TimedOut => {
                 let e = PipelineError::Retryable {
                     code: "timeout",
-                    message: format!("the job exceeded its time limit of {:?}", self.cfg.job_timeout),
+                    message: format!(
+                        "the job exceeded its time limit of {:?}",
+                        self.cfg.job_timeout
+                    ),
                 };
                 self.record_failure(&span, &token, job.attempts, e).await
             }
@@ -249,11 +266,15 @@ mod tests {
             let full = base.saturating_mul(1 << (attempt - 1)).min(max);
             for _ in 0..50 {
                 let d = backoff(attempt, base, max);
-                assert!(d <= full && d >= full / 2, "attempt {attempt}: {d:?} vs {full:?}");
+                assert!(
+                    d <= full && d >= full / 2,
+                    "attempt {attempt}: {d:?} vs {full:?}"
+                );
             }
         }
         assert!(backoff(1000, base, max) <= max);
-        let samples: std::collections::HashSet<_> = (0..20).map(|_| backoff(5, base, max)).collect();
+        let samples: std::collections::HashSet<_> =
+            (0..20).map(|_| backoff(5, base, max)).collect();
         assert!(samples.len() > 1, "jitter varies the delay");
     }
 }

@@ -6,7 +6,10 @@ use axum::response::Html;
 use std::sync::Arc;
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// Renders the operations of an OpenAPI document as a plain HTML page.
@@ -24,8 +27,14 @@ pub fn render(doc: &serde_json::Value) -> String {
         for (path, ops) in paths {
             let Some(ops) = ops.as_object() else { continue };
             for (method, op) in ops {
-                let summary = op.get("summary").and_then(|s| s.as_str()).unwrap_or_default();
-                let desc = op.get("description").and_then(|s| s.as_str()).unwrap_or_default();
+                let summary = op
+                    .get("summary")
+                    .and_then(|s| s.as_str())
+                    .unwrap_or_default();
+                let desc = op
+                    .get("description")
+                    .and_then(|s| s.as_str())
+                    .unwrap_or_default();
                 out.push_str(&format!(
                     "<h3><span class=\"m\">{}</span> <code>{}</code></h3><p>{} {}</p><ul>",
                     esc(method),
@@ -35,7 +44,10 @@ pub fn render(doc: &serde_json::Value) -> String {
                 ));
                 if let Some(rs) = op.get("responses").and_then(|r| r.as_object()) {
                     for (code, r) in rs {
-                        let d = r.get("description").and_then(|s| s.as_str()).unwrap_or_default();
+                        let d = r
+                            .get("description")
+                            .and_then(|s| s.as_str())
+                            .unwrap_or_default();
                         out.push_str(&format!("<li><code>{}</code> {}</li>", esc(code), esc(d)));
                     }
                 }

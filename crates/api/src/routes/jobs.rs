@@ -119,7 +119,8 @@ pub struct JobView {
 }
 
 fn view(st: &AppState, job: &Job) -> JobView {
-    let url_expires_at = Utc::now() + chrono::Duration::from_std(st.cfg.download_url_ttl).unwrap_or_default();
+    let url_expires_at =
+        Utc::now() + chrono::Duration::from_std(st.cfg.download_url_ttl).unwrap_or_default();
     let params = match serde_json::to_value(&job.spec) {
         Ok(serde_json::Value::Object(mut m)) => m.remove("params").unwrap_or_default(),
         _ => serde_json::Value::Null,
@@ -146,7 +147,9 @@ fn view(st: &AppState, job: &Job) -> JobView {
             .map(|o| OutputView {
                 name: o.name.clone(),
                 key: o.key.to_string(),
-                url: st.store.presign_get(Bucket::Processed, &o.key, url_expires_at),
+                url: st
+                    .store
+                    .presign_get(Bucket::Processed, &o.key, url_expires_at),
                 url_expires_at,
                 content_type: o.content_type.clone(),
                 width: o.width,
@@ -179,7 +182,10 @@ pub async fn submit(
     let job_type = JobType::parse(&req.job_type).ok_or_else(|| {
         unprocessable(
             ErrorCode::InvalidParameters,
-            format!("unknown job_type {:?}; use thumbnail or transform", req.job_type),
+            format!(
+                "unknown job_type {:?}; use thumbnail or transform",
+                req.job_type
+            ),
         )
     })?;
     let spec = JobSpec::parse(job_type, req.params)
@@ -191,9 +197,14 @@ pub async fn submit(
         ));
     }
     let Some(upload_id) = req.upload_id else {
-        return Err(unprocessable(ErrorCode::InvalidRequest, "upload_id is required"));
+        return Err(unprocessable(
+            ErrorCode::InvalidRequest,
+            "upload_id is required",
+        ));
     };
-    let upload_id: UploadId = upload_id.parse().map_err(|_| ApiError::not_found("upload"))?;
+    let upload_id: UploadId = upload_id
+        .parse()
+        .map_err(|_| ApiError::not_found("upload"))?;
     let up = st
         .repo
         .get_upload(Some(&caller.tenant), upload_id)
@@ -312,19 +323,30 @@ pub async fn list(
 ) -> ApiResult<Json<JobPage>> {
     let status = q
         .status
-        .map(|s| JobStatus::parse(&s).ok_or_else(|| ApiError::bad_request(format!("unknown status {s:?}"))))
+        .map(|s| {
+            JobStatus::parse(&s)
+                .ok_or_else(|| ApiError::bad_request(format!("unknown status {s:?}")))
+        })
         .transpose()?;
     let job_type = q
         .job_type
-        .map(|s| JobType::parse(&s).ok_or_else(|| ApiError::bad_request(format!("unknown job_type {s:?}"))))
+        .map(|s| {
+            JobType::parse(&s)
+                .ok_or_else(|| ApiError::bad_request(format!("unknown job_type {s:?}")))
+        })
         .transpose()?;
     let before_id = q
         .cursor
-        .map(|c| c.parse::<JobId>().map_err(|_| ApiError::bad_request("invalid cursor")))
+        .map(|c| {
+            c.parse::<JobId>()
+                .map_err(|_| ApiError::bad_request("invalid cursor"))
+        })
         .transpose()?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::bad_request(format!("limit must be between 1 and {MAX_PAGE}")));
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
     }
     let jobs = st
         .repo
@@ -341,7 +363,11 @@ pub async fn list(
         )
         .await?;
     let more = jobs.len() > limit as usize;
-    let page: Vec<_> = jobs.iter().take(limit as usize).map(|j| view(&st, j)).collect();
+    let page: Vec<_> = jobs
+        .iter()
+        .take(limit as usize)
+        .map(|j| view(&st, j))
+        .collect();
     let next_cursor = if more {
         page.last().map(|j| j.job_id.clone())
     } else {

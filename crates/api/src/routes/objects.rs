@@ -46,7 +46,10 @@ pub async fn download(
     };
     let bucket = Bucket::parse(&bucket).ok_or_else(bad_sig)?;
     let key = ObjectKey::parse(&key).map_err(|_| bad_sig())?;
-    if !st.signer.verify(&download_fields(bucket, &key, &q.expires), &q.sig) {
+    if !st
+        .signer
+        .verify(&download_fields(bucket, &key, &q.expires), &q.sig)
+    {
         return Err(bad_sig());
     }
     let expires: i64 = q.expires.parse().map_err(|_| bad_sig())?;
@@ -67,9 +70,15 @@ pub async fn download(
     };
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(obj.meta.size));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=3600"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=3600"),
+    );
     if bucket == Bucket::Raw {
-        h.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment"));
+        h.insert(
+            header::CONTENT_DISPOSITION,
+            HeaderValue::from_static("attachment"),
+        );
     }
     Ok(res)
 }

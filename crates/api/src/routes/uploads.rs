@@ -121,10 +121,12 @@ pub async fn init(
     let upload_id = UploadId::new();
     let key = ObjectKey::raw_upload(&caller.tenant, upload_id);
     let now = Utc::now();
-    let url_expires_at = now + chrono::Duration::from_std(st.cfg.presign_expires).unwrap_or_default();
+    let url_expires_at =
+        now + chrono::Duration::from_std(st.cfg.presign_expires).unwrap_or_default();
     let expires_at = now + chrono::Duration::from_std(st.cfg.raw_ttl).unwrap_or_default();
     // Signatures use whole seconds; truncate so the stored and signed expiry agree.
-    let url_expires_at = DateTime::from_timestamp(url_expires_at.timestamp(), 0).unwrap_or(url_expires_at);
+    let url_expires_at =
+        DateTime::from_timestamp(url_expires_at.timestamp(), 0).unwrap_or(url_expires_at);
     st.repo
         .insert_upload(&NewUpload {
             upload_id,
@@ -189,7 +191,12 @@ fn policy_violation(detail: impl Into<String>) -> ApiError {
 
 /// Verifies an upload URL for `up`: signature first (so nothing about the upload leaks to a
 /// forger), then expiry.
-fn verify_upload_url(st: &AppState, up: &Upload, q: &SignedQuery, now: DateTime<Utc>) -> ApiResult<()> {
+fn verify_upload_url(
+    st: &AppState,
+    up: &Upload,
+    q: &SignedQuery,
+    now: DateTime<Utc>,
+) -> ApiResult<()> {
     let id = up.upload_id.to_string();
     let max = up.max_bytes.to_string();
     let fields = upload_fields(&id, up.key.as_str(), up.declared.mime(), &max, &q.expires);
@@ -200,7 +207,10 @@ fn verify_upload_url(st: &AppState, up: &Upload, q: &SignedQuery, now: DateTime<
             "the upload URL's signature does not match; request a new URL with POST /uploads/init",
         ));
     }
-    let expires: i64 = q.expires.parse().map_err(|_| ApiError::bad_request("bad expires"))?;
+    let expires: i64 = q
+        .expires
+        .parse()
+        .map_err(|_| ApiError::bad_request("bad expires"))?;
     if now.timestamp() > expires {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -241,7 +251,10 @@ pub async fn put_object(
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             ErrorCode::UploadState,
-            format!("the upload is {} and no longer accepts bytes", up.status.as_str()),
+            format!(
+                "the upload is {} and no longer accepts bytes",
+                up.status.as_str()
+            ),
         ));
     }
     let bad_form = |e: axum::extract::multipart::MultipartError| {
@@ -271,7 +284,9 @@ pub async fn put_object(
                         return Err(ApiError::new(
                             StatusCode::PAYLOAD_TOO_LARGE,
                             ErrorCode::UploadTooLarge,
-                            format!("the file is larger than the signed limit of {limit} bytes; nothing was stored"),
+                            format!(
+                                "the file is larger than the signed limit of {limit} bytes; nothing was stored"
+                            ),
                         ));
                     }
                     Err(StoreError::Body(e)) => {
@@ -329,7 +344,9 @@ pub async fn put_object(
                 while let Some(chunk) = f.chunk().await.map_err(bad_form)? {
                     n += chunk.len();
                     if n > 8 * 1024 {
-                        return Err(ApiError::bad_request(format!("form field {name:?} is too large")));
+                        return Err(ApiError::bad_request(format!(
+                            "form field {name:?} is too large"
+                        )));
                     }
                 }
             }
@@ -395,10 +412,14 @@ fn rejected_error(u: &Upload) -> ApiError {
         .and_then(ErrorCode::parse)
         .unwrap_or(ErrorCode::InvalidRequest);
     let reason = u.reason.clone().unwrap_or_default();
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, format!("upload rejected: {reason}"))
-        .with("upload_id", u.upload_id.to_string())
-        .with("status", "rejected")
-        .with("reason", reason)
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        code,
+        format!("upload rejected: {reason}"),
+    )
+    .with("upload_id", u.upload_id.to_string())
+    .with("status", "rejected")
+    .with("reason", reason)
 }
 
 /// Checks what was uploaded: size, type by magic bytes (never the declared type), and the image
@@ -448,7 +469,13 @@ pub async fn complete(
         .repo
         .complete_upload(id, &outcome, Utc::now())
         .await?
-        .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, ErrorCode::UploadState, "the upload changed state concurrently; retry"))?;
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::UploadState,
+                "the upload changed state concurrently; retry",
+            )
+        })?;
     match done.status {
         UploadStatus::Ready => {
             tracing::info!(upload_id = %id, "upload ready");
@@ -471,7 +498,10 @@ async fn check_object(st: &AppState, up: &Upload) -> ApiResult<UploadOutcome> {
         })
     };
     let Some(meta) = st.store.head(Bucket::Raw, &up.key).await? else {
-        return reject(ErrorCode::UploadMissing, "the uploaded object is missing".into());
+        return reject(
+            ErrorCode::UploadMissing,
+            "the uploaded object is missing".into(),
+        );
     };
     if meta.size == 0 {
         return reject(ErrorCode::EmptyUpload, "the file is empty".into());
@@ -479,10 +509,16 @@ async fn check_object(st: &AppState, up: &Upload) -> ApiResult<UploadOutcome> {
     if meta.size > up.max_bytes {
         return reject(
             ErrorCode::UploadTooLarge,
-            format!("{} bytes stored, above the signed limit of {}", meta.size, up.max_bytes),
+            format!(
+                "{} bytes stored, above the signed limit of {}",
+                meta.size, up.max_bytes
+            ),
         );
     }
-    let prefix = st.store.get_prefix(Bucket::Raw, &up.key, PROBE_BYTES).await?;
+    let prefix = st
+        .store
+        .get_prefix(Bucket::Raw, &up.key, PROBE_BYTES)
+        .await?;
     let limits = st.cfg.limits;
     // Header parsing only (no pixel decoding happens in the API process).
     let info = match photo_imaging::probe(&prefix, &limits) {
@@ -492,7 +528,8 @@ async fn check_object(st: &AppState, up: &Upload) -> ApiResult<UploadOutcome> {
             return reject(code, e.to_string());
         }
     };
-    let sniffed = ContentType::parse(info.format.mime()).map_err(|e| ApiError::internal("sniffed type", &e))?;
+    let sniffed = ContentType::parse(info.format.mime())
+        .map_err(|e| ApiError::internal("sniffed type", &e))?;
     if sniffed != up.declared {
         return reject(
             ErrorCode::ContentTypeMismatch,

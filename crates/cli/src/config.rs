@@ -1,0 +1,358 @@
+//! Layered configuration: defaults → config file → environment → command-line flags.
+//!
+//! Every setting is an `Option` in [`Settings`], which clap fills from flags and env vars and
+//! serde fills from the TOML file; [`Settings::resolve`] merges them (flag/env beats file) and
+//! applies defaults, producing a typed [`Config`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use photo_core::ByteSize;
+use serde::{Deserialize, Serialize};
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 5m, 48h)"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+/// Where `serve` runs workers.
+pub enum WorkerMode {
+    /// A supervised child process (default): a codec crash costs one attempt, never the API.
+    Process,
+    /// Tasks inside the API process.
+    InProcess,
+    /// None; run `photo-api worker` elsewhere.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+/// Log output format.
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Every setting; each has a flag, an env var and a config-file key (the field name).
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Address to listen on.
+    #[arg(long, global = true, env = "PHOTO_API_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Base URL clients use to reach this server (for signed URLs); default http://<listen>.
+    #[arg(long, global = true, env = "PHOTO_API_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Directory for the SQLite database, objects and the signing key.
+    #[arg(long, global = true, env = "PHOTO_API_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL; default sqlite://<data_dir>/photo-api.db.
+    #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Bootstrap admin API key (otherwise one is generated on first start).
+    #[arg(long, global = true, env = "API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Secret for signed URLs; default: generated once into <data_dir>/signing.key.
+    #[arg(
+        long,
+        global = true,
+        env = "PHOTO_API_SIGNING_KEY",
+        hide_env_values = true
+    )]
+    pub signing_key: Option<String>,
+    /// Lifetime of upload URLs, seconds (default 300).
+    #[arg(long, global = true, env = "PRESIGN_EXPIRES_SECONDS")]
+    pub presign_expires_seconds: Option<u64>,
+    /// Largest upload (default 25000000; units like 25MB accepted).
+    #[arg(long, global = true, env = "MAX_UPLOAD_SIZE")]
+    pub max_upload_size: Option<ByteSize>,
+    /// How long raw uploads are kept (default 48h).
+    #[arg(long, global = true, env = "PHOTO_API_RAW_TTL", value_parser = parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    pub raw_ttl: Option<Duration>,
+    /// How often `serve` sweeps expired uploads (default 5m).
+    #[arg(long, global = true, env = "PHOTO_API_SWEEP_INTERVAL", value_parser = parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    pub sweep_interval: Option<Duration>,
+    /// Lifetime of signed download URLs (default 1h).
+    #[arg(long, global = true, env = "PHOTO_API_DOWNLOAD_URL_TTL", value_parser = parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    pub download_url_ttl: Option<Duration>,
+    /// Largest image in pixels (default 100000000).
+    #[arg(long, global = true, env = "PHOTO_API_MAX_PIXELS")]
+    pub max_pixels: Option<u64>,
+    /// Largest image side in pixels (default 16384).
+    #[arg(long, global = true, env = "PHOTO_API_MAX_SIDE")]
+    pub max_side: Option<u32>,
+    /// Where `serve` runs workers (default process).
+    #[arg(long, global = true, env = "PHOTO_API_WORKER_MODE", value_enum)]
+    pub worker_mode: Option<WorkerMode>,
+    /// Jobs run at once per worker process (default: number of CPUs).
+    #[arg(long, global = true, env = "PHOTO_API_WORKER_CONCURRENCY")]
+    pub worker_concurrency: Option<usize>,
+    /// Job lease; a worker silent for this long loses its job (default 30s).
+    #[arg(long, global = true, env = "PHOTO_API_JOB_LEASE", value_parser = parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    pub job_lease: Option<Duration>,
+    /// Time limit of one job attempt (default 120s).
+    #[arg(long, global = true, env = "PHOTO_API_JOB_TIMEOUT", value_parser = parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    pub job_timeout: Option<Duration>,
+    /// Attempts before a job is dead (default 3).
+    #[arg(long, global = true, env = "PHOTO_API_MAX_ATTEMPTS")]
+    pub max_attempts: Option<u32>,
+    /// First retry delay, doubled per attempt, with jitter (default 2s).
+    #[arg(long, global = true, env = "PHOTO_API_RETRY_BACKOFF", value_parser = parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    pub retry_backoff: Option<Duration>,
+    /// Idle poll interval of workers (default 250ms).
+    #[arg(long, global = true, env = "PHOTO_API_POLL_INTERVAL", value_parser = parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    pub poll_interval: Option<Duration>,
+    /// Timeout of ordinary requests (default 30s).
+    #[arg(long, global = true, env = "PHOTO_API_REQUEST_TIMEOUT", value_parser = parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    pub request_timeout: Option<Duration>,
+    /// How long shutdown waits for running jobs before releasing them (default 20s).
+    #[arg(long, global = true, env = "PHOTO_API_SHUTDOWN_GRACE", value_parser = parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    pub shutdown_grace: Option<Duration>,
+    /// Log level or filter (default info).
+    #[arg(long, global = true, env = "LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Log format (default text).
+    #[arg(long, global = true, env = "PHOTO_API_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Debug logging (same as LOG_LEVEL=debug).
+    #[arg(long, global = true, env = "DEBUG")]
+    pub debug: Option<bool>,
+}
+
+mod opt_duration {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s: Option<String> = Option::deserialize(d)?;
+        s.map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+/// The resolved, typed configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub public_url: Option<String>,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub api_key: Option<String>,
+    pub signing_key: Option<String>,
+    pub presign_expires: Duration,
+    pub max_upload_size: u64,
+    pub raw_ttl: Duration,
+    pub sweep_interval: Duration,
+    pub download_url_ttl: Duration,
+    pub max_pixels: u64,
+    pub max_side: u32,
+    pub worker_mode: WorkerMode,
+    pub worker_concurrency: usize,
+    pub job_lease: Duration,
+    pub job_timeout: Duration,
+    pub max_attempts: u32,
+    pub retry_backoff: Duration,
+    pub poll_interval: Duration,
+    pub request_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub log_level: String,
+    pub log_format: LogFormat,
+}
+
+macro_rules! merge {
+    ($cli:expr, $file:expr; $($f:ident),* $(,)?) => {
+        Settings { $($f: $cli.$f.or($file.$f),)* }
+    };
+}
+
+impl Settings {
+    /// Reads the optional TOML file.
+    pub fn from_file(path: &std::path::Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+    }
+
+    /// Flag/env values win over file values.
+    pub fn over(self, file: Settings) -> Settings {
+        merge!(self, file; listen, public_url, data_dir, database_url, api_key, signing_key,
+            presign_expires_seconds, max_upload_size, raw_ttl, sweep_interval, download_url_ttl,
+            max_pixels, max_side, worker_mode, worker_concurrency, job_lease, job_timeout,
+            max_attempts, retry_backoff, poll_interval, request_timeout, shutdown_grace,
+            log_level, log_format, debug)
+    }
+
+    /// Applies defaults and checks ranges.
+    pub fn resolve(self) -> anyhow::Result<Config> {
+        let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from("./data"));
+        let database_url = match self.database_url {
+            Some(u) => normalise_database_url(&u)?,
+            None => format!("sqlite://{}", data_dir.join("photo-api.db").display()),
+        };
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        let c = Config {
+            listen: self
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            public_url: self.public_url.map(|u| u.trim_end_matches('/').to_owned()),
+            data_dir,
+            database_url,
+            api_key: self.api_key.filter(|k| !k.is_empty()),
+            signing_key: self.signing_key.filter(|k| !k.is_empty()),
+            presign_expires: Duration::from_secs(self.presign_expires_seconds.unwrap_or(300)),
+            max_upload_size: self.max_upload_size.map_or(25_000_000, ByteSize::bytes),
+            raw_ttl: self.raw_ttl.unwrap_or(Duration::from_secs(48 * 3600)),
+            sweep_interval: self.sweep_interval.unwrap_or(Duration::from_secs(300)),
+            download_url_ttl: self.download_url_ttl.unwrap_or(Duration::from_secs(3600)),
+            max_pixels: self.max_pixels.unwrap_or(100_000_000),
+            max_side: self.max_side.unwrap_or(16_384),
+            worker_mode: self.worker_mode.unwrap_or(WorkerMode::Process),
+            worker_concurrency: self.worker_concurrency.unwrap_or(cpus),
+            job_lease: self.job_lease.unwrap_or(Duration::from_secs(30)),
+            job_timeout: self.job_timeout.unwrap_or(Duration::from_secs(120)),
+            max_attempts: self.max_attempts.unwrap_or(3),
+            retry_backoff: self.retry_backoff.unwrap_or(Duration::from_secs(2)),
+            poll_interval: self.poll_interval.unwrap_or(Duration::from_millis(250)),
+            request_timeout: self.request_timeout.unwrap_or(Duration::from_secs(30)),
+            shutdown_grace: self.shutdown_grace.unwrap_or(Duration::from_secs(20)),
+            log_level: match (self.log_level, self.debug) {
+                (Some(l), _) => l.to_ascii_lowercase(),
+                (None, Some(true)) => "debug".into(),
+                _ => "info".into(),
+            },
+            log_format: self.log_format.unwrap_or(LogFormat::Text),
+        };
+        c.check()?;
+        Ok(c)
+    }
+}
+
+/// Accepts the design documents' `postgresql+asyncpg://` form as `postgres://`.
+pub fn normalise_database_url(u: &str) -> anyhow::Result<String> {
+    let u = u.trim();
+    if let Some(rest) = u.strip_prefix("postgresql+asyncpg://") {
+        return Ok(format!("postgres://{rest}"));
+    }
+    if u.starts_with("sqlite:") || u.starts_with("postgres://") || u.starts_with("postgresql://") {
+        return Ok(u.to_owned());
+    }
+    bail!("DATABASE_URL must start with sqlite://, postgres:// or postgresql+asyncpg://")
+}
+
+impl Config {
+    fn check(&self) -> anyhow::Result<()> {
+        let positive = [
+            ("PRESIGN_EXPIRES_SECONDS", self.presign_expires),
+            ("PHOTO_API_JOB_LEASE", self.job_lease),
+            ("PHOTO_API_JOB_TIMEOUT", self.job_timeout),
+            ("PHOTO_API_SWEEP_INTERVAL", self.sweep_interval),
+            ("PHOTO_API_POLL_INTERVAL", self.poll_interval),
+            ("PHOTO_API_REQUEST_TIMEOUT", self.request_timeout),
+        ];
+        for (name, d) in positive {
+            if d.is_zero() {
+                bail!("{name} must be greater than zero");
+            }
+        }
+        if self.max_upload_size == 0 {
+            bail!("MAX_UPLOAD_SIZE must be greater than zero");
+        }
+        if self.max_attempts == 0 {
+            bail!("PHOTO_API_MAX_ATTEMPTS must be at least 1");
+        }
+        if self.worker_concurrency == 0 || self.worker_concurrency > 256 {
+            bail!("PHOTO_API_WORKER_CONCURRENCY must be between 1 and 256");
+        }
+        if self.database_url.starts_with("postgres") {
+            bail!(
+                "PostgreSQL is not supported by this build yet; unset DATABASE_URL to use the embedded SQLite database"
+            );
+        }
+        if let Some(k) = &self.api_key
+            && k.len() < 16
+        {
+            bail!("API_KEY must be at least 16 characters");
+        }
+        Ok(())
+    }
+
+    /// Decoder limits.
+    pub fn limits(&self) -> photo_imaging::Limits {
+        photo_imaging::Limits {
+            max_width: self.max_side,
+            max_height: self.max_side,
+            max_pixels: self.max_pixels,
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![expect(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn flags_beat_file_and_defaults_fill_the_rest() {
+        let file: Settings = toml::from_str(
+            "listen = \"0.0.0.0:9000\"\nmax_upload_size = \"10MB\"\nraw_ttl = \"2h\"\nmax_attempts = 5",
+        )
+        .unwrap();
+        let cli = Settings {
+            max_attempts: Some(7),
+            ..Default::default()
+        };
+        let c = cli.over(file).resolve().unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(c.max_upload_size, 10_000_000);
+        assert_eq!(c.raw_ttl, Duration::from_secs(7200));
+        assert_eq!(c.max_attempts, 7);
+        assert_eq!(c.presign_expires, Duration::from_secs(300));
+        assert!(c.database_url.starts_with("sqlite://./data/"));
+    }
+
+    #[test]
+    fn bad_values_fail_with_the_setting_name() {
+        let e = Settings {
+            max_attempts: Some(0),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(e.to_string().contains("PHOTO_API_MAX_ATTEMPTS"), "{e}");
+        assert!(
+            toml::from_str::<Settings>("bogus = 1").is_err(),
+            "unknown keys are refused"
+        );
+        assert!(toml::from_str::<Settings>("raw_ttl = \"forever\"").is_err());
+        assert!(normalise_database_url("mysql://x").is_err());
+        assert_eq!(
+            normalise_database_url("postgresql+asyncpg://u:p@h:5432/db").unwrap(),
+            "postgres://u:p@h:5432/db"
+        );
+    }
+}

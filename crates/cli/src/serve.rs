@@ -1,0 +1,357 @@
+//! The subcommands.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use photo_api_http::auth::{generate_key, key_sha256};
+use photo_api_http::{ApiConfig, AppState, RouterConfig, WorkerHealth, WorkerState};
+use photo_db::{ApiKeyRecord, Repo};
+use photo_jobs::{SweepConfig, Worker, WorkerConfig};
+use photo_storage::ObjectStore;
+use tokio::sync::watch;
+
+use crate::CHILD_SETTINGS_ENV;
+use crate::config::{Config, Settings, WorkerMode};
+use crate::wiring;
+
+/// Resolves when SIGTERM or SIGINT arrives.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn worker_config(cfg: &Config, name: &str) -> WorkerConfig {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".into());
+    WorkerConfig {
+        worker_id: format!("{host}:{}:{name}", std::process::id()),
+        concurrency: cfg.worker_concurrency,
+        lease: cfg.job_lease,
+        heartbeat: cfg.job_lease / 3,
+        poll_interval: cfg.poll_interval,
+        backoff_base: cfg.retry_backoff,
+        backoff_max: Duration::from_secs(300).max(cfg.retry_backoff),
+        job_timeout: cfg.job_timeout,
+        shutdown_grace: cfg.shutdown_grace,
+        limits: cfg.limits(),
+        max_source_bytes: cfg.max_upload_size,
+    }
+}
+
+async fn ensure_admin_key(cfg: &Config, repo: &dyn Repo) -> anyhow::Result<()> {
+    if cfg.api_key.is_some() || repo.count_api_keys().await? > 0 {
+        return Ok(());
+    }
+    let k = generate_key();
+    repo.insert_api_key(&ApiKeyRecord {
+        key_id: k.key_id.clone(),
+        tenant: photo_core::TenantId::default_tenant(),
+        name: "admin (created on first start)".into(),
+        secret_sha256: hex::encode(key_sha256(&k.key)),
+        scopes: vec!["admin".into(), "read".into(), "write".into()],
+        created_at: Utc::now(),
+        expires_at: None,
+        revoked_at: None,
+        last_used_at: None,
+    })
+    .await?;
+    // Printed once, to stdout only; only its hash is stored.
+    println!("Created an admin API key. It is shown only this once; store it now:");
+    println!("API key: {}", k.key);
+    Ok(())
+}
+
+/// `photo-api serve`.
+pub async fn serve(cfg: Config, cli_settings: Settings) -> anyhow::Result<()> {
+    let repo = wiring::open_repo(&cfg).await?;
+    ensure_admin_key(&cfg, repo.as_ref()).await?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "listening on {} (set PHOTO_API_LISTEN or --listen)",
+                cfg.listen
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    let public_url = cfg
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let local = wiring::local_store(&cfg, &public_url).await?;
+    let signer = local.signer().clone();
+    let store: Arc<dyn ObjectStore> = Arc::new(local);
+
+    let workers = WorkerHealth::default();
+    let state = AppState {
+        repo: repo.clone(),
+        store: store.clone(),
+        signer,
+        cfg: Arc::new(ApiConfig {
+            max_upload_size: cfg.max_upload_size,
+            presign_expires: cfg.presign_expires,
+            download_url_ttl: cfg.download_url_ttl,
+            raw_ttl: cfg.raw_ttl,
+            limits: cfg.limits(),
+            max_attempts: cfg.max_attempts,
+            bootstrap_key_sha256: cfg.api_key.as_deref().map(key_sha256),
+            report_workers: true,
+        }),
+        workers: workers.clone(),
+    };
+    let app = photo_api_http::app(
+        state,
+        RouterConfig {
+            request_timeout: cfg.request_timeout,
+            upload_body_limit: usize::try_from(cfg.max_upload_size)
+                .unwrap_or(usize::MAX)
+                .saturating_add(1 << 20),
+        },
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let workers_task = match cfg.worker_mode {
+        WorkerMode::Process => {
+            let child_settings = child_settings(&cfg, cli_settings)?;
+            Some(tokio::spawn(supervise(
+                cfg.clone(),
+                child_settings,
+                workers.clone(),
+                stop_rx.clone(),
+            )))
+        }
+        WorkerMode::InProcess => {
+            workers.set(WorkerState::Up);
+            let w = Worker::new(
+                repo.clone(),
+                store.clone(),
+                worker_config(&cfg, "in-process"),
+            );
+            Some(tokio::spawn(w.run(stop_rx.clone())))
+        }
+        WorkerMode::None => {
+            workers.set(WorkerState::External);
+            None
+        }
+    };
+    let sweeper = tokio::spawn(sweep_loop(
+        cfg.clone(),
+        repo.clone(),
+        store.clone(),
+        stop_rx.clone(),
+    ));
+
+    println!("photo-api listening on {public_url} (docs: {public_url}/docs)");
+    tracing::info!(%addr, data_dir = %cfg.data_dir.display(), worker_mode = ?cfg.worker_mode, "serving");
+
+    let stop = stop_tx.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: finishing in-flight requests and jobs");
+            let _ = stop.send(true);
+        })
+        .await
+        .context("HTTP server failed")?;
+    let _ = stop_tx.send(true);
+    if let Some(t) = workers_task {
+        let _ = t.await;
+    }
+    sweeper.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Settings handed to the worker child: everything merged from flags and file, minus secrets it
+/// does not need.
+fn child_settings(_cfg: &Config, cli: Settings) -> anyhow::Result<String> {
+    let mut s = cli;
+    s.api_key = None;
+    s.worker_mode = None;
+    Ok(serde_json::to_string(&s)?)
+}
+
+#[expect(unsafe_code, reason = "kill(2) has no safe wrapper in std")]
+fn send_sigterm(pid: u32) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    // SAFETY: kill has no memory-safety preconditions; pid is our own child's.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+}
+
+/// Starts the worker process and restarts it whenever it exits, with backoff, until stopped.
+async fn supervise(
+    cfg: Config,
+    child_settings: String,
+    health: WorkerHealth,
+    mut stop: watch::Receiver<bool>,
+) {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot find our own executable; no workers will run");
+            return;
+        }
+    };
+    let mut delay = Duration::from_millis(500);
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let mut cmd = tokio::process::Command::new(&exe);
+        cmd.arg("worker")
+            .env(CHILD_SETTINGS_ENV, &child_settings)
+            .env("PHOTO_API_SUPERVISED", "1")
+            .kill_on_drop(true);
+        if let Some(c) = std::env::var_os("PHOTO_API_CONFIG") {
+            cmd.env("PHOTO_API_CONFIG", c);
+        }
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "starting the worker process failed");
+                health.set(WorkerState::Restarting);
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        };
+        health.set(WorkerState::Up);
+        let pid = child.id();
+        tracing::info!(pid, "worker process started");
+        let started = std::time::Instant::now();
+        tokio::select! {
+            status = child.wait() => {
+                health.set(WorkerState::Restarting);
+                tracing::error!(?status, "worker process exited; restarting it (its running jobs are retried when their leases expire)");
+                if started.elapsed() > Duration::from_secs(60) {
+                    delay = Duration::from_millis(500);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.changed() => return,
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            _ = stop.changed() => {
+                if let Some(pid) = pid {
+                    send_sigterm(pid);
+                }
+                let grace = cfg.shutdown_grace + Duration::from_secs(5);
+                if tokio::time::timeout(grace, child.wait()).await.is_err() {
+                    tracing::warn!("worker process did not stop in time; killing it");
+                    let _ = child.kill().await;
+                }
+                return;
+            }
+        }
+    }
+}
+
+async fn sweep_loop(
+    cfg: Config,
+    repo: Arc<dyn Repo>,
+    store: Arc<dyn ObjectStore>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let sc = SweepConfig {
+        staging_max_age: chrono::Duration::hours(1),
+        batch: 500,
+    };
+    loop {
+        match photo_jobs::sweep_once(repo.as_ref(), store.as_ref(), &sc, Utc::now()).await {
+            Ok(r) if r.uploads_expired + r.staging_removed > 0 => {
+                tracing::info!(
+                    uploads_expired = r.uploads_expired,
+                    staging_removed = r.staging_removed,
+                    "sweep done"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "sweep failed; will retry"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(cfg.sweep_interval) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// `photo-api worker`.
+pub async fn worker(cfg: Config) -> anyhow::Result<()> {
+    let repo = wiring::open_repo(&cfg).await?;
+    let store: Arc<dyn ObjectStore> =
+        Arc::new(wiring::local_store(&cfg, "http://worker.invalid").await?);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    if std::env::var_os("PHOTO_API_SUPERVISED").is_some() {
+        // If the supervising server dies (even by SIGKILL), stop at once: its replacement
+        // starts its own worker, and leases hand our jobs over.
+        let parent = std::os::unix::process::parent_id();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if std::os::unix::process::parent_id() != parent {
+                    tracing::warn!("supervising server is gone; exiting");
+                    std::process::exit(70);
+                }
+            }
+        });
+    }
+    let w = Worker::new(repo, store, worker_config(&cfg, "w"));
+    let run = tokio::spawn(w.run(stop_rx));
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    let _ = run.await;
+    Ok(())
+}
+
+/// `photo-api migrate`.
+pub async fn migrate(cfg: Config, down: Option<usize>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.data_dir)?;
+    let repo = photo_db::SqliteRepo::open_url(&cfg.database_url).await?;
+    match down {
+        Some(n) => println!("reverted {} migration(s)", repo.migrate_down(n).await?),
+        None => println!(
+            "database is up to date ({} migration(s) applied now)",
+            repo.migrate().await?
+        ),
+    }
+    Ok(())
+}
+
+/// `photo-api sweep`.
+pub async fn sweep(cfg: Config) -> anyhow::Result<()> {
+    let repo = wiring::open_repo(&cfg).await?;
+    let store = wiring::local_store(&cfg, "http://sweep.invalid").await?;
+    let r = photo_jobs::sweep_once(
+        repo.as_ref(),
+        &store,
+        &SweepConfig {
+            staging_max_age: chrono::Duration::hours(1),
+            batch: 500,
+        },
+        Utc::now(),
+    )
+    .await?;
+    println!(
+        "expired {} upload(s), removed {} staging file(s)",
+        r.uploads_expired, r.staging_removed
+    );
+    Ok(())
+}

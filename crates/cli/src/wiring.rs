@@ -1,0 +1,91 @@
+//! Building the adapters from the configuration.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use photo_db::{Repo, SqliteRepo};
+use photo_storage::{LocalStore, UrlSigner};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Config, LogFormat};
+
+/// Logs go to stderr; stdout carries only the start-up announcements (address, first key).
+pub fn init_logging(cfg: &Config) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(&cfg.log_level).with_context(|| {
+        format!(
+            "LOG_LEVEL {:?} is not a valid level or filter",
+            cfg.log_level
+        )
+    })?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let res = match cfg.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+    res.map_err(|e| anyhow::anyhow!("initialising logging: {e}"))
+}
+
+/// Opens the database named by the configuration, running migrations.
+pub async fn open_repo(cfg: &Config) -> anyhow::Result<Arc<dyn Repo>> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
+    let repo = SqliteRepo::open_url(&cfg.database_url)
+        .await
+        .with_context(|| format!("opening the database {}", cfg.database_url))?;
+    Ok(Arc::new(repo))
+}
+
+/// The URL-signing secret: configured, or generated once into the data directory (0600).
+pub fn signer(cfg: &Config) -> anyhow::Result<UrlSigner> {
+    if let Some(k) = &cfg.signing_key {
+        if k.len() < 32 {
+            anyhow::bail!("PHOTO_API_SIGNING_KEY must be at least 32 characters");
+        }
+        return Ok(UrlSigner::new(k.as_bytes().to_vec()));
+    }
+    let path = cfg.data_dir.join("signing.key");
+    Ok(UrlSigner::new(load_or_create_secret(&path)?))
+}
+
+fn load_or_create_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut secret = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut secret);
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(mut f) => {
+            f.write_all(hex::encode(secret).as_bytes())?;
+            f.sync_all()?;
+            Ok(hex::encode(secret).into_bytes())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let text = text.trim();
+            if text.len() < 32 {
+                anyhow::bail!(
+                    "{} is too short; delete it to generate a new one",
+                    path.display()
+                );
+            }
+            Ok(text.as_bytes().to_vec())
+        }
+        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+    }
+}
+
+/// The local object store under `<data_dir>/objects`.
+pub async fn local_store(cfg: &Config, public_url: &str) -> anyhow::Result<LocalStore> {
+    let root = cfg.data_dir.join("objects");
+    LocalStore::open(&root, public_url, signer(cfg)?)
+        .await
+        .with_context(|| format!("opening the object directory {}", root.display()))
+}
