@@ -102,6 +102,9 @@ pub struct JobView {
     pub error_code: Option<String>,
     /// Last error.
     pub error_message: Option<String>,
+    /// The worker holding the job's lease (while `started`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
     /// Source upload.
     pub upload_id: Option<String>,
     /// Source key.
@@ -137,6 +140,7 @@ fn view(st: &AppState, job: &Job) -> JobView {
         next_attempt_at: (job.status == JobStatus::Retrying).then_some(job.run_at),
         error_code: job.error_code.clone(),
         error_message: job.error_message.clone(),
+        worker: job.lease_owner.clone(),
         upload_id: job.upload_id.map(|u| u.to_string()),
         s3_key: job.s3_key.as_ref().map(ToString::to_string),
         filename: job.filename.clone(),

@@ -1,0 +1,238 @@
+//! The quick-start flow over HTTP against the real binary.
+#![expect(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn quick_start_thumbnail_and_transform() {
+    let s = Server::start().await;
+    assert!(s.data_dir.join("photo-api.db").exists(), "SQLite database under the data dir");
+    assert!(s.data_dir.join("objects").is_dir(), "object directory under the data dir");
+
+    // The exact request of the design documents.
+    let init = s.init_upload("image/jpeg", 5_000_000).await;
+    for field in ["upload_id", "key", "method", "url", "fields", "headers", "expires_at"] {
+        assert!(init.get(field).is_some(), "init response has {field}: {init}");
+    }
+    assert!(init["url"].as_str().unwrap().starts_with(&s.base), "local URL points at the server");
+    assert!(init["url"].as_str().unwrap().contains("sig="));
+    let photo = jpeg(1200, 800);
+    let r = s.send_upload(&init, photo.clone(), "image/jpeg").await;
+    assert_eq!(r.status(), 201);
+    let up: Value = r.json().await.unwrap();
+    assert_eq!(up["size"], photo.len() as u64);
+    let id = init["upload_id"].as_str().unwrap();
+    let r = s.complete(id).await;
+    assert_eq!(r.status(), 200);
+    let done: Value = r.json().await.unwrap();
+    assert_eq!(done["status"], "ready");
+    assert_eq!(done["content_type"], "image/jpeg");
+    assert_eq!((done["width"].as_u64(), done["height"].as_u64()), (Some(1200), Some(800)));
+    // Completing again answers the same.
+    let again: Value = s.complete(id).await.json().await.unwrap();
+    assert_eq!(again["status"], "ready");
+
+    let job = s
+        .submit(json!({"job_type": "thumbnail", "upload_id": id,
+            "params": {"width": 256, "height": 256, "format": "jpeg", "quality": 80}}))
+        .await;
+    assert_eq!(job["status"], "submitted");
+    let jid = job["job_id"].as_str().unwrap().to_owned();
+    let done = s.wait_job(&jid, Duration::from_secs(60)).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["attempts"], 1);
+    for f in ["created_at", "started_at", "completed_at"] {
+        assert!(done[f].is_string(), "{f} set: {done}");
+    }
+    let statuses: Vec<&str> = done["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["submitted", "started", "completed"]);
+    let out = &done["outputs"][0];
+    assert_eq!((out["width"].as_u64(), out["height"].as_u64()), (Some(256), Some(171)));
+    assert_eq!(out["content_type"], "image/jpeg");
+    let (status, ct, bytes) = download(out["url"].as_str().unwrap()).await;
+    assert_eq!((status, ct.as_str()), (200, "image/jpeg"));
+    assert_eq!(bytes.len() as u64, out["size"].as_u64().unwrap());
+    let img = image::load_from_memory(&bytes).unwrap();
+    assert_eq!((img.width(), img.height()), (256, 171));
+
+    // transform: cover crop to an exact box, WebP.
+    let t = s
+        .submit(json!({"job_type": "transform", "upload_id": id,
+            "params": {"width": 300, "height": 300, "fit": "cover", "format": "webp", "quality": 70}}))
+        .await;
+    let t = s.wait_job(t["job_id"].as_str().unwrap(), Duration::from_secs(60)).await;
+    assert_eq!(t["status"], "completed", "{t}");
+    let (status, ct, bytes) = download(t["outputs"][0]["url"].as_str().unwrap()).await;
+    assert_eq!((status, ct.as_str()), (200, "image/webp"));
+    let img = image::load_from_memory(&bytes).unwrap();
+    assert_eq!((img.width(), img.height()), (300, 300));
+
+    // transform: PNG, inside, only a width.
+    let p = s
+        .submit(json!({"job_type": "transform", "upload_id": id,
+            "params": {"width": 600, "format": "png"}}))
+        .await;
+    let p = s.wait_job(p["job_id"].as_str().unwrap(), Duration::from_secs(60)).await;
+    assert_eq!(p["status"], "completed", "{p}");
+    assert_eq!(p["outputs"][0]["height"], 400);
+    let (_, ct, bytes) = download(p["outputs"][0]["url"].as_str().unwrap()).await;
+    assert_eq!(ct, "image/png");
+    assert_eq!(image::guess_format(&bytes).unwrap(), image::ImageFormat::Png);
+}
+
+#[tokio::test]
+async fn list_jobs_filters_and_paginates() {
+    let s = Server::start_with(Opts::default().arg("--worker-mode").arg("none")).await;
+    let id = s.upload_ready(jpeg(64, 48), "image/jpeg").await;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let job_type = if i % 2 == 0 { "thumbnail" } else { "transform" };
+        let params = if i % 2 == 0 { json!({"width": 10, "height": 10}) } else { json!({"width": 10}) };
+        let j = s.submit(json!({"job_type": job_type, "upload_id": id, "params": params})).await;
+        ids.push(j["job_id"].as_str().unwrap().to_owned());
+    }
+    // Cursor pagination: newest first, every job exactly once.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = match &cursor {
+            Some(c) => format!("/jobs?limit=3&cursor={c}"),
+            None => "/jobs?limit=3".to_owned(),
+        };
+        let page: Value = s.get(&q).await.json().await.unwrap();
+        let jobs = page["jobs"].as_array().unwrap();
+        assert!(jobs.len() <= 3);
+        seen.extend(jobs.iter().map(|j| j["job_id"].as_str().unwrap().to_owned()));
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    let mut newest_first = ids.clone();
+    newest_first.reverse();
+    assert_eq!(seen, newest_first);
+
+    let thumbs: Value = s.get("/jobs?job_type=thumbnail").await.json().await.unwrap();
+    assert_eq!(thumbs["jobs"].as_array().unwrap().len(), 4);
+    let submitted: Value = s.get("/jobs?status=submitted&job_type=transform").await.json().await.unwrap();
+    assert_eq!(submitted["jobs"].as_array().unwrap().len(), 3);
+    let none: Value = s.get("/jobs?status=completed").await.json().await.unwrap();
+    assert_eq!(none["jobs"].as_array().unwrap().len(), 0);
+    let future = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let after: Value = s
+        .get(&format!("/jobs?created_after={}", future.replace('+', "%2B")))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(after["jobs"].as_array().unwrap().len(), 0);
+    let before: Value = s
+        .get(&format!("/jobs?created_before={}", future.replace('+', "%2B")))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(before["jobs"].as_array().unwrap().len(), 7);
+    expect_problem(s.get("/jobs?status=bogus").await, 400, "invalid_request").await;
+    expect_problem(s.get("/jobs?limit=0").await, 400, "invalid_request").await;
+    expect_problem(s.get("/jobs?cursor=zzz").await, 400, "invalid_request").await;
+}
+
+#[tokio::test]
+async fn configured_api_key_works_and_no_key_is_generated() {
+    let key = "k".repeat(40);
+    let s = Server::start_with(Opts::default().env("API_KEY", &key)).await;
+    assert_eq!(s.key, key);
+    let r = s.get("/jobs").await;
+    assert_eq!(r.status(), 200);
+    let r = reqwest::Client::new()
+        .get(s.url("/jobs"))
+        .bearer_auth("k".repeat(41))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(r, 401, "invalid_credentials").await;
+}
+
+#[tokio::test]
+async fn generated_admin_key_is_printed_once_and_stored_hashed() {
+    let dir = tempdir();
+    let mut first = Server::start_with(Opts { data_dir: Some(dir.clone()), ..Default::default() }).await;
+    let key = first.key.clone();
+    assert!(key.starts_with("pk_"));
+    first.signal("TERM");
+    let _ = first.child.wait();
+    let db = std::fs::read(dir.join("photo-api.db")).unwrap();
+    let secret = key.rsplit('_').next().unwrap();
+    assert!(
+        !db.windows(secret.len()).any(|w| w == secret.as_bytes()),
+        "the key's secret is not stored in the database"
+    );
+    // A restart prints no new key and the old one still works.
+    let second = Server::start_with(Opts {
+        data_dir: Some(dir.clone()),
+        key: Some(key.clone()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(second.get("/jobs").await.status(), 200);
+}
+
+#[tokio::test]
+async fn health_openapi_and_docs() {
+    let s = Server::start().await;
+    let r = reqwest::get(s.url("/healthz")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = reqwest::get(s.url("/health")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let h: Value = r.json().await.unwrap();
+    assert_eq!(h["status"], "ok");
+    assert_eq!(h["checks"]["database"]["status"], "up");
+    assert_eq!(h["checks"]["storage"]["status"], "up");
+
+    let doc: Value = reqwest::get(s.url("/openapi.json")).await.unwrap().json().await.unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/healthz", "get"),
+        ("/health", "get"),
+        ("/uploads/init", "post"),
+        ("/uploads/{upload_id}", "get"),
+        ("/uploads/{upload_id}/object", "post"),
+        ("/uploads/{upload_id}/complete", "post"),
+        ("/jobs", "post"),
+        ("/jobs", "get"),
+        ("/jobs/{job_id}", "get"),
+        ("/objects/{bucket}/{key}", "get"),
+    ] {
+        let op = &paths.get(path).unwrap_or_else(|| panic!("{path} documented"))[method];
+        assert!(op.is_object(), "{method} {path} documented");
+        assert!(op["responses"].as_object().is_some_and(|r| !r.is_empty()), "{method} {path} has responses");
+    }
+    let page = reqwest::get(s.url("/docs")).await.unwrap().text().await.unwrap();
+    assert!(page.contains("/uploads/init") && page.contains("/jobs/{job_id}"));
+}
+
+#[tokio::test]
+async fn sigterm_stops_gracefully() {
+    let mut s = Server::start().await;
+    s.signal("TERM");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = s.child.try_wait().unwrap() {
+            assert!(status.success(), "clean exit: {status:?}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "server did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

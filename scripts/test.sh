@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, then every test of the workspace.
+# Works on a fresh Debian machine with a Rust toolchain; uses cargo-nextest when installed.
+# Honours CARGO_TARGET_DIR (cargo reads it from the environment).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+section() { printf '\n==> %s\n' "$*"; }
+
+# ---------------------------------------------------------------------------
+# Tools the tests need.
+# Right now only the Rust toolchain (cargo, rustfmt, clippy). The README's
+# quick start also uses curl and jq, but the tests do not.
+# ---------------------------------------------------------------------------
+section "Toolchain"
+command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    if command -v rustup >/dev/null; then
+        rustup component add rustfmt clippy
+    else
+        echo "cargo fmt and cargo clippy are required (rustup component add rustfmt clippy)" >&2
+        exit 1
+    fi
+fi
+cargo --version
+echo "target dir: ${CARGO_TARGET_DIR:-target}"
+
+# ---------------------------------------------------------------------------
+# Services the tests need.
+# None yet: the embedded default (SQLite, local directory) needs no service.
+# Later: PostgreSQL, an S3-compatible test server, a Temporal dev server —
+# start them here and export their URLs (DATABASE_URL, ...) for the tests.
+# ---------------------------------------------------------------------------
+
+section "Formatting (cargo fmt --all --check)"
+cargo fmt --all --check
+
+section "Lints (cargo clippy --workspace --all-targets --locked -- -D warnings)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+if cargo nextest --version >/dev/null 2>&1; then
+    section "Tests (cargo nextest run --workspace --locked --no-fail-fast)"
+    cargo nextest run --workspace --locked --no-fail-fast
+else
+    section "Tests (cargo test --workspace --locked --no-fail-fast; install cargo-nextest for faster runs)"
+    cargo test --workspace --locked --no-fail-fast
+fi
+
+section "All checks passed"
