@@ -41,6 +41,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 if cargo nextest --version >/dev/null 2>&1; then
     section "Tests (cargo nextest run --workspace --locked --no-fail-fast)"
     cargo nextest run --workspace --locked --no-fail-fast
+    section "Doc tests (nextest does not run them)"
+    cargo test --workspace --locked --doc
 else
     section "Tests (cargo test --workspace --locked --no-fail-fast; install cargo-nextest for faster runs)"
     cargo test --workspace --locked --no-fail-fast

@@ -13,6 +13,16 @@ use clap::Args;
 use photo_core::ByteSize;
 use serde::{Deserialize, Serialize};
 
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        other => Err(format!(
+            "{other:?} is not a boolean (use true/false, 1/0, yes/no)"
+        )),
+    }
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 5m, 48h)"))
 }
@@ -129,8 +139,8 @@ pub struct Settings {
     /// Log format (default text).
     #[arg(long, global = true, env = "PHOTO_API_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
-    /// Debug logging (same as LOG_LEVEL=debug).
-    #[arg(long, global = true, env = "DEBUG")]
+    /// Debug logging (same as LOG_LEVEL=debug); accepts true/false/1/0/yes/no.
+    #[arg(long, global = true, env = "DEBUG", value_parser = parse_bool)]
     pub debug: Option<bool>,
 }
 

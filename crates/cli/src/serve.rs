@@ -217,7 +217,8 @@ async fn supervise(
         let mut cmd = tokio::process::Command::new(&exe);
         cmd.arg("worker")
             .env(CHILD_SETTINGS_ENV, &child_settings)
-            .env("PHOTO_API_SUPERVISED", "1")
+            .env("PHOTO_API_SUPERVISOR_PID", std::process::id().to_string())
+            .stdout(std::process::Stdio::null())
             .kill_on_drop(true);
         if let Some(c) = std::env::var_os("PHOTO_API_CONFIG") {
             cmd.env("PHOTO_API_CONFIG", c);
@@ -299,17 +300,20 @@ pub async fn worker(cfg: Config) -> anyhow::Result<()> {
     let store: Arc<dyn ObjectStore> =
         Arc::new(wiring::local_store(&cfg, "http://worker.invalid").await?);
     let (stop_tx, stop_rx) = watch::channel(false);
-    if std::env::var_os("PHOTO_API_SUPERVISED").is_some() {
+    if let Some(parent) = std::env::var("PHOTO_API_SUPERVISOR_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+    {
         // If the supervising server dies (even by SIGKILL), stop at once: its replacement
-        // starts its own worker, and leases hand our jobs over.
-        let parent = std::os::unix::process::parent_id();
+        // starts its own worker, and leases hand our jobs over. Compared with the pid the
+        // server passed, so a server that died before we started is noticed too.
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(Duration::from_millis(200)).await;
                 if std::os::unix::process::parent_id() != parent {
                     tracing::warn!("supervising server is gone; exiting");
                     std::process::exit(70);
                 }
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
         });
     }
@@ -324,7 +328,7 @@ pub async fn worker(cfg: Config) -> anyhow::Result<()> {
 /// `photo-api migrate`.
 pub async fn migrate(cfg: Config, down: Option<usize>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir)?;
-    let repo = photo_db::SqliteRepo::open_url(&cfg.database_url).await?;
+    let repo = photo_db::SqliteRepo::connect_url(&cfg.database_url).await?;
     match down {
         Some(n) => println!("reverted {} migration(s)", repo.migrate_down(n).await?),
         None => println!(

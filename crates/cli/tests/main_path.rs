@@ -11,15 +11,35 @@ use serde_json::{Value, json};
 #[tokio::test]
 async fn quick_start_thumbnail_and_transform() {
     let s = Server::start().await;
-    assert!(s.data_dir.join("photo-api.db").exists(), "SQLite database under the data dir");
-    assert!(s.data_dir.join("objects").is_dir(), "object directory under the data dir");
+    assert!(
+        s.data_dir.join("photo-api.db").exists(),
+        "SQLite database under the data dir"
+    );
+    assert!(
+        s.data_dir.join("objects").is_dir(),
+        "object directory under the data dir"
+    );
 
     // The exact request of the design documents.
     let init = s.init_upload("image/jpeg", 5_000_000).await;
-    for field in ["upload_id", "key", "method", "url", "fields", "headers", "expires_at"] {
-        assert!(init.get(field).is_some(), "init response has {field}: {init}");
+    for field in [
+        "upload_id",
+        "key",
+        "method",
+        "url",
+        "fields",
+        "headers",
+        "expires_at",
+    ] {
+        assert!(
+            init.get(field).is_some(),
+            "init response has {field}: {init}"
+        );
     }
-    assert!(init["url"].as_str().unwrap().starts_with(&s.base), "local URL points at the server");
+    assert!(
+        init["url"].as_str().unwrap().starts_with(&s.base),
+        "local URL points at the server"
+    );
     assert!(init["url"].as_str().unwrap().contains("sig="));
     let photo = jpeg(1200, 800);
     let r = s.send_upload(&init, photo.clone(), "image/jpeg").await;
@@ -32,7 +52,10 @@ async fn quick_start_thumbnail_and_transform() {
     let done: Value = r.json().await.unwrap();
     assert_eq!(done["status"], "ready");
     assert_eq!(done["content_type"], "image/jpeg");
-    assert_eq!((done["width"].as_u64(), done["height"].as_u64()), (Some(1200), Some(800)));
+    assert_eq!(
+        (done["width"].as_u64(), done["height"].as_u64()),
+        (Some(1200), Some(800))
+    );
     // Completing again answers the same.
     let again: Value = s.complete(id).await.json().await.unwrap();
     assert_eq!(again["status"], "ready");
@@ -57,7 +80,10 @@ async fn quick_start_thumbnail_and_transform() {
         .collect();
     assert_eq!(statuses, ["submitted", "started", "completed"]);
     let out = &done["outputs"][0];
-    assert_eq!((out["width"].as_u64(), out["height"].as_u64()), (Some(256), Some(171)));
+    assert_eq!(
+        (out["width"].as_u64(), out["height"].as_u64()),
+        (Some(256), Some(171))
+    );
     assert_eq!(out["content_type"], "image/jpeg");
     let (status, ct, bytes) = download(out["url"].as_str().unwrap()).await;
     assert_eq!((status, ct.as_str()), (200, "image/jpeg"));
@@ -70,7 +96,9 @@ async fn quick_start_thumbnail_and_transform() {
         .submit(json!({"job_type": "transform", "upload_id": id,
             "params": {"width": 300, "height": 300, "fit": "cover", "format": "webp", "quality": 70}}))
         .await;
-    let t = s.wait_job(t["job_id"].as_str().unwrap(), Duration::from_secs(60)).await;
+    let t = s
+        .wait_job(t["job_id"].as_str().unwrap(), Duration::from_secs(60))
+        .await;
     assert_eq!(t["status"], "completed", "{t}");
     let (status, ct, bytes) = download(t["outputs"][0]["url"].as_str().unwrap()).await;
     assert_eq!((status, ct.as_str()), (200, "image/webp"));
@@ -82,12 +110,17 @@ async fn quick_start_thumbnail_and_transform() {
         .submit(json!({"job_type": "transform", "upload_id": id,
             "params": {"width": 600, "format": "png"}}))
         .await;
-    let p = s.wait_job(p["job_id"].as_str().unwrap(), Duration::from_secs(60)).await;
+    let p = s
+        .wait_job(p["job_id"].as_str().unwrap(), Duration::from_secs(60))
+        .await;
     assert_eq!(p["status"], "completed", "{p}");
     assert_eq!(p["outputs"][0]["height"], 400);
     let (_, ct, bytes) = download(p["outputs"][0]["url"].as_str().unwrap()).await;
     assert_eq!(ct, "image/png");
-    assert_eq!(image::guess_format(&bytes).unwrap(), image::ImageFormat::Png);
+    assert_eq!(
+        image::guess_format(&bytes).unwrap(),
+        image::ImageFormat::Png
+    );
 }
 
 #[tokio::test]
@@ -97,8 +130,14 @@ async fn list_jobs_filters_and_paginates() {
     let mut ids = Vec::new();
     for i in 0..7 {
         let job_type = if i % 2 == 0 { "thumbnail" } else { "transform" };
-        let params = if i % 2 == 0 { json!({"width": 10, "height": 10}) } else { json!({"width": 10}) };
-        let j = s.submit(json!({"job_type": job_type, "upload_id": id, "params": params})).await;
+        let params = if i % 2 == 0 {
+            json!({"width": 10, "height": 10})
+        } else {
+            json!({"width": 10})
+        };
+        let j = s
+            .submit(json!({"job_type": job_type, "upload_id": id, "params": params}))
+            .await;
         ids.push(j["job_id"].as_str().unwrap().to_owned());
     }
     // Cursor pagination: newest first, every job exactly once.
@@ -112,7 +151,10 @@ async fn list_jobs_filters_and_paginates() {
         let page: Value = s.get(&q).await.json().await.unwrap();
         let jobs = page["jobs"].as_array().unwrap();
         assert!(jobs.len() <= 3);
-        seen.extend(jobs.iter().map(|j| j["job_id"].as_str().unwrap().to_owned()));
+        seen.extend(
+            jobs.iter()
+                .map(|j| j["job_id"].as_str().unwrap().to_owned()),
+        );
         match page["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_owned()),
             None => break,
@@ -122,22 +164,38 @@ async fn list_jobs_filters_and_paginates() {
     newest_first.reverse();
     assert_eq!(seen, newest_first);
 
-    let thumbs: Value = s.get("/jobs?job_type=thumbnail").await.json().await.unwrap();
+    let thumbs: Value = s
+        .get("/jobs?job_type=thumbnail")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(thumbs["jobs"].as_array().unwrap().len(), 4);
-    let submitted: Value = s.get("/jobs?status=submitted&job_type=transform").await.json().await.unwrap();
+    let submitted: Value = s
+        .get("/jobs?status=submitted&job_type=transform")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(submitted["jobs"].as_array().unwrap().len(), 3);
     let none: Value = s.get("/jobs?status=completed").await.json().await.unwrap();
     assert_eq!(none["jobs"].as_array().unwrap().len(), 0);
     let future = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
     let after: Value = s
-        .get(&format!("/jobs?created_after={}", future.replace('+', "%2B")))
+        .get(&format!(
+            "/jobs?created_after={}",
+            future.replace('+', "%2B")
+        ))
         .await
         .json()
         .await
         .unwrap();
     assert_eq!(after["jobs"].as_array().unwrap().len(), 0);
     let before: Value = s
-        .get(&format!("/jobs?created_before={}", future.replace('+', "%2B")))
+        .get(&format!(
+            "/jobs?created_before={}",
+            future.replace('+', "%2B")
+        ))
         .await
         .json()
         .await
@@ -167,7 +225,11 @@ async fn configured_api_key_works_and_no_key_is_generated() {
 #[tokio::test]
 async fn generated_admin_key_is_printed_once_and_stored_hashed() {
     let dir = tempdir();
-    let mut first = Server::start_with(Opts { data_dir: Some(dir.clone()), ..Default::default() }).await;
+    let mut first = Server::start_with(Opts {
+        data_dir: Some(dir.clone()),
+        ..Default::default()
+    })
+    .await;
     let key = first.key.clone();
     assert!(key.starts_with("pk_"));
     first.signal("TERM");
@@ -200,7 +262,12 @@ async fn health_openapi_and_docs() {
     assert_eq!(h["checks"]["database"]["status"], "up");
     assert_eq!(h["checks"]["storage"]["status"], "up");
 
-    let doc: Value = reqwest::get(s.url("/openapi.json")).await.unwrap().json().await.unwrap();
+    let doc: Value = reqwest::get(s.url("/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let paths = doc["paths"].as_object().unwrap();
     for (path, method) in [
         ("/healthz", "get"),
@@ -214,11 +281,21 @@ async fn health_openapi_and_docs() {
         ("/jobs/{job_id}", "get"),
         ("/objects/{bucket}/{key}", "get"),
     ] {
-        let op = &paths.get(path).unwrap_or_else(|| panic!("{path} documented"))[method];
+        let op = &paths
+            .get(path)
+            .unwrap_or_else(|| panic!("{path} documented"))[method];
         assert!(op.is_object(), "{method} {path} documented");
-        assert!(op["responses"].as_object().is_some_and(|r| !r.is_empty()), "{method} {path} has responses");
+        assert!(
+            op["responses"].as_object().is_some_and(|r| !r.is_empty()),
+            "{method} {path} has responses"
+        );
     }
-    let page = reqwest::get(s.url("/docs")).await.unwrap().text().await.unwrap();
+    let page = reqwest::get(s.url("/docs"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(page.contains("/uploads/init") && page.contains("/jobs/{job_id}"));
 }
 
@@ -232,7 +309,10 @@ async fn sigterm_stops_gracefully() {
             assert!(status.success(), "clean exit: {status:?}");
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "server did not stop on SIGTERM");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server did not stop on SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -80,7 +80,7 @@ impl JobStatus {
             (Started, Completed | Failed | Retrying | Dead) => true,
             // Released on graceful shutdown without counting the attempt.
             (Started, Submitted) => true,
-            // A lease expired with no attempts left.
+            // Cancellation (the cancel route lands with batches and webhooks).
             (Started, Cancelled) | (Submitted | Retrying, Cancelled) => true,
             // Manual retry of a failed or dead job.
             (Failed | Dead, Submitted) => true,

@@ -38,6 +38,13 @@ fn corrupt(what: &str, v: impl std::fmt::Display) -> DbError {
 impl SqliteRepo {
     /// Opens (creating if needed) the database file and runs pending migrations.
     pub async fn open(path: &Path) -> DbResult<Self> {
+        let repo = Self::connect(path).await?;
+        repo.migrate().await?;
+        Ok(repo)
+    }
+
+    /// Opens the database file without migrating (for `photo-api migrate`).
+    pub async fn connect(path: &Path) -> DbResult<Self> {
         let opts = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -50,18 +57,17 @@ impl SqliteRepo {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(opts)
             .await?;
-        let repo = Self { pool };
-        repo.migrate().await?;
-        Ok(repo)
+        Ok(Self { pool })
     }
 
     /// Opens a database from a `sqlite://` URL (tests and `DATABASE_URL=sqlite://…`).
     pub async fn open_url(url: &str) -> DbResult<Self> {
-        let path = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-            .unwrap_or(url);
-        Self::open(Path::new(path)).await
+        Self::open(Path::new(sqlite_path(url))).await
+    }
+
+    /// [`SqliteRepo::connect`] from a URL.
+    pub async fn connect_url(url: &str) -> DbResult<Self> {
+        Self::connect(Path::new(sqlite_path(url))).await
     }
 
     /// Applies pending migrations.
@@ -78,6 +84,12 @@ impl SqliteRepo {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+}
+
+fn sqlite_path(url: &str) -> &str {
+    url.strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url)
 }
 
 fn parse<T: FromStr>(what: &str, s: &str) -> DbResult<T>

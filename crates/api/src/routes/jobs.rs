@@ -308,7 +308,7 @@ pub struct ListQuery {
 pub struct JobPage {
     /// Newest first.
     pub jobs: Vec<JobView>,
-    /// Pass as `cursor` for the next page; absent on the last page.
+    /// Pass as `cursor` for the next page; `null` on the last page.
     pub next_cursor: Option<String>,
 }
 

@@ -87,7 +87,9 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(60);
         let base = loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).expect("server did not announce its address");
+            let line = rx
+                .recv_timeout(left)
+                .expect("server did not announce its address");
             if let Some(k) = line.strip_prefix("API key: ") {
                 key = Some(k.trim().to_owned());
             }
@@ -96,7 +98,12 @@ impl Server {
             }
         };
         let key = key
-            .or_else(|| opts.env.iter().find(|(k, _)| k == "API_KEY").map(|(_, v)| v.clone()))
+            .or_else(|| {
+                opts.env
+                    .iter()
+                    .find(|(k, _)| k == "API_KEY")
+                    .map(|(_, v)| v.clone())
+            })
             .expect("no API key printed or configured");
         Server {
             child,
@@ -132,14 +139,22 @@ impl Server {
 
     pub async fn init_upload(&self, content_type: &str, max_bytes: u64) -> Value {
         let r = self
-            .post("/uploads/init", json!({"content_type": content_type, "max_bytes": max_bytes}))
+            .post(
+                "/uploads/init",
+                json!({"content_type": content_type, "max_bytes": max_bytes}),
+            )
             .await;
         assert_eq!(r.status(), 201, "init: {}", r.text().await.unwrap());
         r.json().await.unwrap()
     }
 
     /// Sends `bytes` to the upload target as the README describes: every field, then `file`.
-    pub async fn send_upload(&self, init: &Value, bytes: Vec<u8>, part_type: &str) -> reqwest::Response {
+    pub async fn send_upload(
+        &self,
+        init: &Value,
+        bytes: Vec<u8>,
+        part_type: &str,
+    ) -> reqwest::Response {
         let mut form = reqwest::multipart::Form::new();
         for (k, v) in init["fields"].as_object().unwrap() {
             form = form.text(k.clone(), v.as_str().unwrap().to_owned());
@@ -199,7 +214,10 @@ impl Server {
             if ["completed", "failed", "dead", "cancelled"].contains(&s.as_str()) {
                 return j;
             }
-            assert!(Instant::now() < deadline, "job {id} still {s} after {timeout:?}: {j}");
+            assert!(
+                Instant::now() < deadline,
+                "job {id} still {s} after {timeout:?}: {j}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -251,7 +269,11 @@ pub async fn expect_problem(r: reqwest::Response, status: u16, code: &str) -> Va
     assert_eq!(v["code"], code, "{text}");
     assert_eq!(v["status"], status);
     assert!(v["detail"].as_str().is_some_and(|d| !d.is_empty()));
-    assert_eq!(v["request_id"].as_str(), rid.as_deref(), "request id in body and header");
+    assert_eq!(
+        v["request_id"].as_str(),
+        rid.as_deref(),
+        "request id in body and header"
+    );
     v
 }
 
@@ -302,7 +324,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc

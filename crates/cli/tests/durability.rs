@@ -1,0 +1,217 @@
+//! Jobs survive crashes: kill -9 of the server mid-work, and a worker that stops heartbeating.
+#![expect(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+fn history_count(job: &Value, status: &str) -> usize {
+    job["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["status"] == status)
+        .count()
+}
+
+async fn jobs_in(s: &Server, status: &str) -> Vec<Value> {
+    let v: Value = s
+        .get(&format!("/jobs?status={status}&limit=200"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    v["jobs"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn kill_9_mid_work_then_restart_completes_every_job_exactly_once() {
+    let dir = tempdir();
+    let opts = Opts {
+        data_dir: Some(dir.clone()),
+        ..Opts::default()
+    }
+    .env("PHOTO_API_JOB_LEASE", "2s")
+    .env("PHOTO_API_WORKER_CONCURRENCY", "2");
+    let mut first = Server::start_with(opts.clone()).await;
+    let photo = jpeg(2400, 1600);
+    let id = first.upload_ready(photo, "image/jpeg").await;
+    let mut expected: HashMap<String, (u64, u64)> = HashMap::new();
+    for i in 0..24u32 {
+        let (body, dims) = if i % 2 == 0 {
+            (
+                json!({"job_type": "thumbnail", "upload_id": id,
+                "params": {"width": 200 + i, "height": 200 + i, "format": "png"}}),
+                (200 + i, (f64::from(200 + i) * 2.0 / 3.0).round() as u32),
+            )
+        } else {
+            (
+                json!({"job_type": "transform", "upload_id": id,
+                "params": {"width": 300 + i, "height": 300 + i, "fit": "fill", "format": "jpeg"}}),
+                (300 + i, 300 + i),
+            )
+        };
+        let j = first.submit(body).await;
+        expected.insert(
+            j["job_id"].as_str().unwrap().to_owned(),
+            (u64::from(dims.0), u64::from(dims.1)),
+        );
+    }
+    // Kill while a worker holds a job, after some jobs completed.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let in_flight = loop {
+        let started = jobs_in(&first, "started").await;
+        let completed = jobs_in(&first, "completed").await;
+        if completed.len() >= 2 && !started.is_empty() {
+            break started;
+        }
+        assert!(Instant::now() < deadline, "workers made no progress");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    first.kill9();
+    let interrupted: Vec<String> = in_flight
+        .iter()
+        .map(|j| j["job_id"].as_str().unwrap().to_owned())
+        .collect();
+
+    let key = first.key.clone();
+    let second = Server::start_with(Opts {
+        key: Some(key),
+        ..opts
+    })
+    .await;
+    for (job_id, (w, h)) in &expected {
+        let j = second.wait_job(job_id, Duration::from_secs(180)).await;
+        assert_eq!(j["status"], "completed", "{j}");
+        assert_eq!(
+            history_count(&j, "completed"),
+            1,
+            "completed exactly once: {j}"
+        );
+        let out = &j["outputs"][0];
+        assert_eq!(
+            (
+                out["width"].as_u64().unwrap(),
+                out["height"].as_u64().unwrap()
+            ),
+            (*w, *h),
+            "{j}"
+        );
+        let (status, _, bytes) = download(out["url"].as_str().unwrap()).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            bytes.len() as u64,
+            out["size"].as_u64().unwrap(),
+            "output intact"
+        );
+        let img = image::load_from_memory(&bytes).unwrap();
+        assert_eq!((u64::from(img.width()), u64::from(img.height())), (*w, *h));
+    }
+    // The jobs that were running at the kill were taken over after their lease expired.
+    let mut retried = 0;
+    for id in &interrupted {
+        let j = second.job(id).await;
+        if j["attempts"].as_u64().unwrap() >= 2 {
+            retried += 1;
+            assert_eq!(
+                history_count(&j, "started"),
+                j["attempts"].as_u64().unwrap() as usize
+            );
+        }
+    }
+    assert!(
+        retried >= 1,
+        "at least one interrupted job was re-run: {interrupted:?}"
+    );
+}
+
+fn spawn_worker(data_dir: &std::path::Path, name: &str) -> Child {
+    let mut c = command(data_dir);
+    c.arg("worker")
+        .env("PHOTO_API_JOB_LEASE", "2s")
+        .env("PHOTO_API_WORKER_CONCURRENCY", "1")
+        .env("HOSTNAME_HINT", name)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    c.spawn().unwrap()
+}
+
+struct KillOnDrop(Child);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        signal(self.0.id(), "CONT");
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_worker_that_stops_heartbeating_loses_its_job_to_another() {
+    let s = Server::start_with(
+        Opts::default()
+            .arg("--worker-mode")
+            .arg("none")
+            .env("MAX_UPLOAD_SIZE", "60MB"),
+    )
+    .await;
+    // A large noisy image re-encoded as PNG takes seconds: a wide window to freeze the worker.
+    let id = s.upload_ready(noisy_jpeg(4000, 3000), "image/jpeg").await;
+    let a = KillOnDrop(spawn_worker(&s.data_dir, "a"));
+    let job = s
+        .submit(json!({"job_type": "transform", "upload_id": id, "params": {"format": "png"}}))
+        .await;
+    let jid = job["job_id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let owner_a = loop {
+        let j = s.job(&jid).await;
+        if j["status"] == "started" {
+            break j["worker"].as_str().unwrap().to_owned();
+        }
+        assert_ne!(
+            j["status"], "completed",
+            "finished before the worker could be frozen"
+        );
+        assert!(Instant::now() < deadline, "worker A never claimed the job");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    // Freeze A: no heartbeats, no progress.
+    signal(a.0.id(), "STOP");
+    assert!(
+        owner_a.contains(&format!(":{}:", a.0.id())),
+        "A holds the lease: {owner_a}"
+    );
+    let b = KillOnDrop(spawn_worker(&s.data_dir, "b"));
+    let done = s.wait_job(&jid, Duration::from_secs(120)).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(
+        done["attempts"], 2,
+        "B took it over as a second attempt: {done}"
+    );
+    assert_eq!(history_count(&done, "started"), 2);
+    assert_eq!(history_count(&done, "completed"), 1);
+    let url = done["outputs"][0]["url"].as_str().unwrap().to_owned();
+    let (_, _, bytes) = download(&url).await;
+    // Let A resume: it must not be able to record a result for a job it no longer owns.
+    signal(a.0.id(), "CONT");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let after = s.job(&jid).await;
+    assert_eq!(after["status"], "completed");
+    assert_eq!(after["attempts"], 2);
+    assert_eq!(
+        after["history"], done["history"],
+        "A's late result changed nothing"
+    );
+    let (_, _, bytes_after) = download(&url).await;
+    assert_eq!(
+        bytes_after.len(),
+        bytes.len(),
+        "output intact (deterministic key, same bytes)"
+    );
+    assert!(image::load_from_memory(&bytes_after).is_ok());
+    drop(b);
+}
