@@ -215,3 +215,103 @@ async fn a_worker_that_stops_heartbeating_loses_its_job_to_another() {
     assert!(image::load_from_memory(&bytes_after).is_ok());
     drop(b);
 }
+
+#[tokio::test]
+async fn a_crashing_worker_process_costs_one_attempt_and_never_the_api() {
+    let s = Server::start_with(
+        Opts::default()
+            .env("PHOTO_API_JOB_LEASE", "2s")
+            .env("MAX_UPLOAD_SIZE", "60MB"),
+    )
+    .await;
+    let id = s.upload_ready(noisy_jpeg(4000, 3000), "image/jpeg").await;
+    let job = s
+        .submit(json!({"job_type": "transform", "upload_id": id, "params": {"format": "png"}}))
+        .await;
+    let jid = job["job_id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let worker_pid: u32 = loop {
+        let j = s.job(&jid).await;
+        if j["status"] == "started" {
+            // lease_owner is host:pid:name
+            break j["worker"]
+                .as_str()
+                .unwrap()
+                .split(':')
+                .nth(1)
+                .unwrap()
+                .parse()
+                .unwrap();
+        }
+        assert!(Instant::now() < deadline, "never started: {j}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_ne!(
+        worker_pid,
+        s.child.id(),
+        "the job runs in a separate worker process"
+    );
+    // What a codec crash does to the process: it dies at once.
+    signal(worker_pid, "KILL");
+    let r = reqwest::get(s.url("/healthz")).await.unwrap();
+    assert_eq!(r.status(), 200, "the API is unaffected");
+    let done = s.wait_job(&jid, Duration::from_secs(120)).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(
+        done["attempts"], 2,
+        "the crash cost exactly one attempt: {done}"
+    );
+    let h: Value = reqwest::get(s.url("/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        h["checks"]["workers"]["status"], "up",
+        "the supervisor restarted the worker: {h}"
+    );
+}
+
+#[tokio::test]
+async fn the_sweeper_expires_raw_uploads_and_uncompleted_uploads() {
+    let s = Server::start_with(
+        Opts::default()
+            .env("PHOTO_API_RAW_TTL", "1s")
+            .env("PHOTO_API_SWEEP_INTERVAL", "200ms")
+            .arg("--worker-mode")
+            .arg("none"),
+    )
+    .await;
+    let ready = s.upload_ready(jpeg(32, 32), "image/jpeg").await;
+    let never_completed = s.init_upload("image/jpeg", 10_000).await;
+    let r = s
+        .send_upload(&never_completed, jpeg(16, 16), "image/jpeg")
+        .await;
+    assert_eq!(r.status(), 201);
+    let raw = |key: &str| s.data_dir.join("objects/raw").join(key);
+    let never_key = never_completed["key"].as_str().unwrap().to_owned();
+    assert!(raw(&never_key).exists());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for id in [
+        ready.as_str(),
+        never_completed["upload_id"].as_str().unwrap(),
+    ] {
+        loop {
+            let v: Value = s.get(&format!("/uploads/{id}")).await.json().await.unwrap();
+            if v["status"] == "expired" {
+                assert!(
+                    !raw(v["key"].as_str().unwrap()).exists(),
+                    "raw object deleted"
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "upload {id} never expired: {v}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let r = s
+        .post("/jobs", json!({"job_type": "thumbnail", "upload_id": ready, "params": {"width": 8, "height": 8}}))
+        .await;
+    expect_problem(r, 409, "upload_not_ready").await;
+}
