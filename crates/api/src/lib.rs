@@ -100,7 +100,12 @@ pub fn app(state: AppState, cfg: RouterConfig) -> Router {
             "/uploads/{upload_id}/object",
             axum::routing::post(routes::uploads::put_object),
         )
-        .layer(DefaultBodyLimit::max(cfg.upload_body_limit));
+        .layer(DefaultBodyLimit::max(cfg.upload_body_limit))
+        // Bounded by size, but a client trickling bytes must not hold a connection forever.
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            cfg.request_timeout * 20,
+        ));
     let objects: Router<AppState> = Router::new()
         .route("/objects/{bucket}/{*key}", get(routes::objects::download))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(

@@ -316,3 +316,57 @@ async fn sigterm_stops_gracefully() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[test]
+fn json_logs_when_asked() {
+    let dir = tempdir();
+    let out = command(&dir)
+        .arg("migrate")
+        .env("PHOTO_API_LOG_FORMAT", "json")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(!lines.is_empty(), "the migration is logged");
+    for line in lines {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
+    }
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("1 migration(s) applied now"), "{stdout}");
+}
+
+#[test]
+fn bad_configuration_fails_at_start_with_a_clear_message() {
+    let dir = tempdir();
+    for (var, value, expect) in [
+        ("PHOTO_API_MAX_ATTEMPTS", "0", "PHOTO_API_MAX_ATTEMPTS"),
+        ("PHOTO_API_JOB_LEASE", "soon", "job-lease"),
+        ("MAX_UPLOAD_SIZE", "lots", "max-upload-size"),
+        ("DATABASE_URL", "mysql://x", "DATABASE_URL"),
+        ("API_KEY", "short", "API_KEY"),
+    ] {
+        let out = command(&dir).arg("serve").env(var, value).output().unwrap();
+        assert!(!out.status.success(), "{var}={value} must fail");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains(expect), "{var}={value}: {err}");
+    }
+    let cfg = dir.join("bad.toml");
+    std::fs::write(&cfg, "no_such_setting = 1\n").unwrap();
+    let out = command(&dir)
+        .arg("serve")
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("bad.toml") && err.contains("no_such_setting"),
+        "{err}"
+    );
+}
