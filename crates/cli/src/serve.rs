@@ -16,20 +16,18 @@ use crate::CHILD_SETTINGS_ENV;
 use crate::config::{Config, Settings, WorkerMode};
 use crate::wiring;
 
-/// Resolves when SIGTERM or SIGINT arrives.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Installs the SIGTERM/SIGINT handlers now (so a signal that arrives during start-up is not
+/// lost to the default action) and returns a future that resolves when one arrives.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = term => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    })
 }
 
 fn worker_config(cfg: &Config, name: &str) -> WorkerConfig {
@@ -76,6 +74,7 @@ async fn ensure_admin_key(cfg: &Config, repo: &dyn Repo) -> anyhow::Result<()> {
 
 /// `photo-api serve`.
 pub async fn serve(cfg: Config, cli_settings: Settings) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal()?;
     let repo = wiring::open_repo(&cfg).await?;
     ensure_admin_key(&cfg, repo.as_ref()).await?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -160,7 +159,7 @@ pub async fn serve(cfg: Config, cli_settings: Settings) -> anyhow::Result<()> {
     let stop = stop_tx.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
-            shutdown_signal().await;
+            shutdown.await;
             tracing::info!("shutting down: finishing in-flight requests and jobs");
             let _ = stop.send(true);
         })
@@ -296,6 +295,7 @@ async fn sweep_loop(
 
 /// `photo-api worker`.
 pub async fn worker(cfg: Config) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal()?;
     let repo = wiring::open_repo(&cfg).await?;
     let store: Arc<dyn ObjectStore> =
         Arc::new(wiring::local_store(&cfg, "http://worker.invalid").await?);
@@ -319,7 +319,7 @@ pub async fn worker(cfg: Config) -> anyhow::Result<()> {
     }
     let w = Worker::new(repo, store, worker_config(&cfg, "w"));
     let run = tokio::spawn(w.run(stop_rx));
-    shutdown_signal().await;
+    shutdown.await;
     let _ = stop_tx.send(true);
     let _ = run.await;
     Ok(())

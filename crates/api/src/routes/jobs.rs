@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use chrono::{DateTime, Utc};
-use photo_core::{ErrorCode, JobId, JobSpec, JobStatus, JobType, UploadId};
+use photo_core::{ErrorCode, JobId, JobSpec, JobStatus, JobType};
 use photo_db::{Job, JobFilter, NewJob, UploadStatus};
 use photo_storage::Bucket;
 use serde::{Deserialize, Serialize};
@@ -206,14 +206,7 @@ pub async fn submit(
             "upload_id is required",
         ));
     };
-    let upload_id: UploadId = upload_id
-        .parse()
-        .map_err(|_| ApiError::not_found("upload"))?;
-    let up = st
-        .repo
-        .get_upload(Some(&caller.tenant), upload_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("upload"))?;
+    let up = crate::routes::uploads::tenant_upload(&st, &caller, &upload_id).await?;
     if up.status != UploadStatus::Ready {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

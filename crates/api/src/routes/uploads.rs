@@ -66,6 +66,19 @@ fn parse_upload_id(s: &str) -> ApiResult<UploadId> {
     s.parse().map_err(|_| ApiError::not_found("upload"))
 }
 
+/// The caller's upload with this id; 404 whether it is absent, malformed or another tenant's.
+pub(crate) async fn tenant_upload(
+    st: &AppState,
+    caller: &Caller,
+    upload_id: &str,
+) -> ApiResult<Upload> {
+    let id = parse_upload_id(upload_id)?;
+    st.repo
+        .get_upload(Some(&caller.tenant), id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("upload"))
+}
+
 fn validate_filename(f: Option<String>) -> ApiResult<Option<String>> {
     match f {
         Some(f) if f.is_empty() || f.len() > MAX_FILENAME || f.chars().any(char::is_control) => {
@@ -439,12 +452,8 @@ pub async fn complete(
     caller: Caller,
     Path(upload_id): Path<String>,
 ) -> ApiResult<Json<UploadView>> {
-    let id = parse_upload_id(&upload_id)?;
-    let up = st
-        .repo
-        .get_upload(Some(&caller.tenant), id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("upload"))?;
+    let up = tenant_upload(&st, &caller, &upload_id).await?;
+    let id = up.upload_id;
     match up.status {
         UploadStatus::Ready => return Ok(Json(UploadView::from(&up))),
         UploadStatus::Rejected => return Err(rejected_error(&up)),
@@ -557,11 +566,6 @@ pub async fn get(
     caller: Caller,
     Path(upload_id): Path<String>,
 ) -> ApiResult<Json<UploadView>> {
-    let id = parse_upload_id(&upload_id)?;
-    let up = st
-        .repo
-        .get_upload(Some(&caller.tenant), id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("upload"))?;
+    let up = tenant_upload(&st, &caller, &upload_id).await?;
     Ok(Json(UploadView::from(&up)))
 }
