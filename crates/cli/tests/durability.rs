@@ -315,3 +315,132 @@ async fn the_sweeper_expires_raw_uploads_and_uncompleted_uploads() {
         .await;
     expect_problem(r, 409, "upload_not_ready").await;
 }
+
+#[tokio::test]
+async fn retryable_failures_back_off_then_dead_letter_with_the_last_error() {
+    // Every attempt exceeds the time limit: a retryable failure.
+    let s = Server::start_with(
+        Opts::default()
+            .env("PHOTO_API_JOB_TIMEOUT", "1ms")
+            .env("PHOTO_API_RETRY_BACKOFF", "300ms")
+            .env("MAX_UPLOAD_SIZE", "60MB"),
+    )
+    .await;
+    let id = s.upload_ready(jpeg(3000, 2000), "image/jpeg").await;
+    let j = s
+        .submit(json!({"job_type": "transform", "upload_id": id, "params": {"format": "png"}}))
+        .await;
+    let jid = j["job_id"].as_str().unwrap().to_owned();
+    let mut saw_retrying = false;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let j = s.job(&jid).await;
+        if j["status"] == "retrying" {
+            saw_retrying = true;
+            assert!(j["next_attempt_at"].is_string(), "{j}");
+            assert_eq!(j["error_code"], "timeout");
+        }
+        if j["status"] == "dead" {
+            break j;
+        }
+        assert!(Instant::now() < deadline, "never dead: {j}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(saw_retrying);
+    assert_eq!(
+        done["attempts"], 3,
+        "dead after the default 3 attempts: {done}"
+    );
+    assert_eq!(done["error_code"], "timeout");
+    assert!(
+        done["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("time limit")
+    );
+    let statuses: Vec<&str> = done["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "submitted",
+            "started",
+            "retrying",
+            "started",
+            "retrying",
+            "started",
+            "dead"
+        ]
+    );
+    // Backoff: each retry waited at least half the (doubling) delay.
+    let at = |i: usize| {
+        chrono::DateTime::parse_from_rfc3339(done["history"][i]["at"].as_str().unwrap()).unwrap()
+    };
+    assert!(
+        (at(3) - at(2)).num_milliseconds() >= 150,
+        "first backoff ≥ 300ms/2"
+    );
+    assert!(
+        (at(5) - at(4)).num_milliseconds() >= 300,
+        "second backoff ≥ 600ms/2"
+    );
+    let dead: Value = s.get("/jobs?status=dead").await.json().await.unwrap();
+    assert_eq!(
+        dead["jobs"][0]["job_id"],
+        jid.as_str(),
+        "listed in the dead-letter filter"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_releases_running_jobs_without_counting_an_attempt() {
+    let dir = tempdir();
+    let opts = Opts {
+        data_dir: Some(dir.clone()),
+        ..Opts::default()
+    }
+    .env("PHOTO_API_SHUTDOWN_GRACE", "100ms")
+    .env("MAX_UPLOAD_SIZE", "60MB");
+    let mut first = Server::start_with(opts.clone()).await;
+    let id = first
+        .upload_ready(noisy_jpeg(4000, 3000), "image/jpeg")
+        .await;
+    let j = first
+        .submit(json!({"job_type": "transform", "upload_id": id, "params": {"format": "png"}}))
+        .await;
+    let jid = j["job_id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while first.job(&jid).await["status"] != "started" {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    first.signal("TERM");
+    let status = first.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let second = Server::start_with(Opts {
+        key: Some(first.key.clone()),
+        ..opts
+    })
+    .await;
+    let done = second.wait_job(&jid, Duration::from_secs(120)).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let statuses: Vec<&str> = done["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["submitted", "started", "submitted", "started", "completed"],
+        "{done}"
+    );
+    assert_eq!(
+        done["attempts"], 1,
+        "a released job does not use up an attempt"
+    );
+}

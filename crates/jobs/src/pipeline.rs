@@ -1,10 +1,13 @@
 //! One job's work: read the source, transform, write the output.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use photo_core::{Fit, JobSpec, ObjectKey, OutputFormat};
 use photo_db::{Job, JobOutput};
 use photo_imaging as img;
 use photo_storage::{Bucket, ObjectStore, StoreError};
+use tokio::sync::Semaphore;
 
 /// Why an attempt failed, and whether retrying can help.
 #[derive(Debug, thiserror::Error)]
@@ -89,11 +92,15 @@ fn output_format(spec: &JobSpec) -> OutputFormat {
 
 /// Runs a job's pipeline: read the raw object, transform on the blocking pool, write the output
 /// to its deterministic key. Returns the outputs to record.
+///
+/// The transform holds a permit of `cpu` until it really ends: a job abandoned by its time
+/// limit keeps its thread busy until the codec returns, and must keep counting against the pool.
 pub async fn run_pipeline(
     store: &dyn ObjectStore,
     job: &Job,
     limits: img::Limits,
     max_source_bytes: u64,
+    cpu: Arc<Semaphore>,
 ) -> Result<Vec<JobOutput>, PipelineError> {
     let Some(source) = job.s3_key.clone() else {
         return Err(PipelineError::Permanent {
@@ -127,9 +134,18 @@ pub async fn run_pipeline(
     };
     let op = operation(&job.spec);
     let span = tracing::Span::current();
+    let permit = cpu
+        .acquire_owned()
+        .await
+        .map_err(|_| PipelineError::Retryable {
+            code: "shutting_down",
+            message: "the worker is shutting down".into(),
+        })?;
     let encoded = tokio::task::spawn_blocking(move || {
         let _enter = span.enter();
-        img::transform(&bytes, &op, &limits)
+        let out = img::transform(&bytes, &op, &limits);
+        drop(permit);
+        out
     })
     .await
     .map_err(|e| PipelineError::Retryable {

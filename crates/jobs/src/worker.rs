@@ -55,6 +55,8 @@ pub struct Worker {
     repo: Arc<dyn Repo>,
     store: Arc<dyn ObjectStore>,
     cfg: Arc<WorkerConfig>,
+    /// Threads doing image work, including ones abandoned by a time limit.
+    cpu: Arc<Semaphore>,
 }
 
 enum Outcome {
@@ -69,6 +71,7 @@ impl Worker {
         Self {
             repo,
             store,
+            cpu: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
             cfg: Arc::new(cfg),
         }
     }
@@ -176,6 +179,7 @@ impl Worker {
             &job,
             self.cfg.limits,
             self.cfg.max_source_bytes,
+            self.cpu.clone(),
         );
         let outcome = tokio::select! {
             r = tokio::time::timeout(self.cfg.job_timeout, work) => match r {
