@@ -14,7 +14,8 @@ const JPEG_MAX_DIMENSION: u32 = 65535;
 /// JPEG chroma subsampling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ChromaSubsampling {
-    /// The encoder's choice (4:2:0 for the default encoder).
+    /// The existing behaviour: 4:4:4 (the `image` crate's encoder, used
+    /// when no other JPEG option is set, does not subsample).
     #[default]
     Auto,
     /// 4:2:0: chroma at half resolution on both axes (smaller files).
@@ -50,6 +51,11 @@ pub struct EncodeOptions {
     /// JPEG: chroma subsampling.
     pub jpeg_subsampling: ChromaSubsampling,
     /// JPEG: optimised Huffman tables (smaller files, one extra pass).
+    ///
+    /// Not allowed together with baseline (non-progressive) 4:2:0: the
+    /// encoder then writes non-interleaved scans, which are valid JPEG but
+    /// misdecoded by the `image` crate's decoder (zune-jpeg 0.5, see
+    /// zune-image issue #341). Use it with progressive or 4:4:4.
     pub jpeg_optimize_huffman: bool,
     /// PNG: deflate effort.
     pub png_compression: PngCompression,
@@ -94,6 +100,17 @@ impl EncodeOptions {
                 "quality must be 1..=100, got {}",
                 self.quality
             )));
+        }
+        if self.format == OutputFormat::Jpeg
+            && self.jpeg_optimize_huffman
+            && !self.jpeg_progressive
+            && self.jpeg_subsampling == ChromaSubsampling::Yuv420
+        {
+            return Err(ImagingError::InvalidParameters(
+                "optimised Huffman tables with baseline 4:2:0 JPEG are not supported; \
+                 use progressive or 4:4:4"
+                    .into(),
+            ));
         }
         Ok(())
     }
@@ -179,15 +196,12 @@ pub(crate) fn encode_image(
             let mut enc = jpeg_encoder::Encoder::new(&mut out, opts.quality);
             enc.set_progressive(opts.jpeg_progressive);
             enc.set_optimized_huffman_tables(opts.jpeg_optimize_huffman);
-            match opts.jpeg_subsampling {
-                ChromaSubsampling::Auto => {}
-                ChromaSubsampling::Yuv420 => {
-                    enc.set_sampling_factor(jpeg_encoder::SamplingFactor::R_4_2_0)
+            enc.set_sampling_factor(match opts.jpeg_subsampling {
+                ChromaSubsampling::Auto | ChromaSubsampling::Yuv444 => {
+                    jpeg_encoder::SamplingFactor::R_4_4_4
                 }
-                ChromaSubsampling::Yuv444 => {
-                    enc.set_sampling_factor(jpeg_encoder::SamplingFactor::R_4_4_4)
-                }
-            }
+                ChromaSubsampling::Yuv420 => jpeg_encoder::SamplingFactor::R_4_2_0,
+            });
             if let Some(icc) = icc {
                 // Unsupported ICC is not an error: the image is still valid.
                 let _ = enc.add_icc_profile(icc);

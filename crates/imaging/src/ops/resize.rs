@@ -57,10 +57,12 @@ pub(crate) fn resize_region(
             return resize_region(&converted, crop, dw, dh);
         }
     };
-    let src_view = fr::images::ImageRef::new(sw, sh, data, pixel_type).map_err(resize_err)?;
+    let full = fr::images::ImageRef::new(sw, sh, data, pixel_type).map_err(resize_err)?;
+    // A real crop (the kernel never sees pixels outside the window), unlike
+    // `ResizeOptions::crop`, which samples neighbours across the crop edge.
+    let src_view = fr::images::CroppedImage::new(&full, cx, cy, cw, ch).map_err(resize_err)?;
     let mut resizer = fr::Resizer::new();
-    let crop_opts =
-        fr::ResizeOptions::new().crop(f64::from(cx), f64::from(cy), f64::from(cw), f64::from(ch));
+    let crop_opts = fr::ResizeOptions::new();
     let lanczos = fr::ResizeAlg::Convolution(fr::FilterType::Lanczos3);
     let mut dst = fr::images::Image::new(dw, dh, pixel_type);
     if cw / 4 >= dw && ch / 4 >= dh {
