@@ -537,6 +537,37 @@ mod tests {
     }
 
     #[test]
+    fn webp_and_apng_frame_counts() {
+        let chunk = |kind: &[u8; 4], len: u32| {
+            let mut c = kind.to_vec();
+            c.extend_from_slice(&len.to_le_bytes());
+            c.extend(std::iter::repeat_n(0u8, (len + (len & 1)) as usize));
+            c
+        };
+        let mut webp = b"RIFF\0\0\0\0WEBP".to_vec();
+        webp.extend(chunk(b"VP8X", 10));
+        webp.extend(chunk(b"ANIM", 6));
+        for _ in 0..3 {
+            webp.extend(chunk(b"ANMF", 17)); // odd length: padded
+        }
+        assert_eq!(webp_frames(&webp), 3);
+        assert_eq!(frame_count(&webp[..webp.len() - 24], ImageFormat::Webp), 2);
+
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut push = |kind: &[u8; 4], data: &[u8]| {
+            png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            png.extend_from_slice(kind);
+            png.extend_from_slice(data);
+            png.extend_from_slice(&[0; 4]);
+        };
+        push(b"IHDR", &[0; 13]);
+        push(b"acTL", &[0, 0, 0, 7, 0, 0, 0, 0]);
+        push(b"IDAT", &[]);
+        assert_eq!(png_frames(&png), 7);
+        assert_eq!(frame_count(b"\x89PNG\r\n\x1a\n", ImageFormat::Png), 1);
+    }
+
+    #[test]
     fn frame_walkers_survive_garbage() {
         for n in 0..64usize {
             let junk: Vec<u8> = (0..n).map(|i| (i * 37 % 251) as u8).collect();

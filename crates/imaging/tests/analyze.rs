@@ -31,7 +31,7 @@ fn scene(w: u32, h: u32, seed: u32) -> RgbImage {
 
 fn stripes(w: u32, h: u32) -> RgbImage {
     RgbImage::from_fn(w, h, |x, y| {
-        if (x * 8 / w + y * 6 / h) % 2 == 0 {
+        if (x * 8 / w + y * 6 / h).is_multiple_of(2) {
             Rgb([240, 240, 240])
         } else {
             Rgb([10, 10, 10])

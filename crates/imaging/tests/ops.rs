@@ -439,7 +439,7 @@ fn rotations_and_mirrors_move_pixels_correctly() {
 #[test]
 fn blur_smooths_and_sharpen_overshoots() {
     let checker = RgbImage::from_fn(64, 64, |x, y| {
-        if (x + y) % 2 == 0 {
+        if (x + y).is_multiple_of(2) {
             Rgb([0, 0, 0])
         } else {
             Rgb([255, 255, 255])

@@ -86,13 +86,13 @@ pub(super) fn overlay(
                 1.0
             };
             let out_a = a + ba * (1.0 - a);
-            for c in 0..3 {
+            for (dst, &src) in px.iter_mut().zip(&p.0).take(3) {
                 let v = if out_a > 0.0 {
-                    (f32::from(p.0[c]) * a + f32::from(px[c]) * ba * (1.0 - a)) / out_a
+                    (f32::from(src) * a + f32::from(*dst) * ba * (1.0 - a)) / out_a
                 } else {
                     0.0
                 };
-                px[c] = v.round().clamp(0.0, 255.0) as u8;
+                *dst = v.round().clamp(0.0, 255.0) as u8;
             }
             if ch == 4 {
                 px[3] = (out_a * 255.0).round().clamp(0.0, 255.0) as u8;
