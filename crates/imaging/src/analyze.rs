@@ -310,7 +310,8 @@ fn read_exif(
     let mut decoder_limits = image::Limits::default();
     decoder_limits.max_image_width = Some(limits.max_width);
     decoder_limits.max_image_height = Some(limits.max_height);
-    decoder_limits.max_alloc = Some(limits.max_alloc_bytes.min(MAX_EXIF_BYTES as u64 * 4));
+    // Only headers are read here; the pixel decode has its own checks.
+    decoder_limits.max_alloc = Some(limits.max_alloc_bytes);
     let mut reader = ImageReader::with_format(Cursor::new(bytes), img_format);
     reader.limits(decoder_limits);
     let mut decoder = reader.into_decoder().ok()?;

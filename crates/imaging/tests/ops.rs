@@ -202,6 +202,30 @@ fn variants_reject_bad_specs_before_decoding() {
 }
 
 #[test]
+fn variants_keep_icc_only_where_asked() {
+    use image::ImageDecoder;
+    let icc = fake_rgb_icc();
+    let src = jpeg_with_icc(&gradient(64, 64), 90, Some(icc.clone()));
+    let keep = EncodeOptions {
+        keep_icc: true,
+        ..png_out()
+    };
+    let specs = [
+        VariantSpec::new("keep", Some(32), None, Fit::Inside, keep),
+        VariantSpec::new("strip", Some(32), None, Fit::Inside, png_out()),
+    ];
+    let out = variants(&src, &specs, &Limits::default()).unwrap();
+    let profile = |bytes: &[u8]| {
+        image::codecs::png::PngDecoder::new(std::io::Cursor::new(bytes))
+            .unwrap()
+            .icc_profile()
+            .unwrap()
+    };
+    assert_eq!(profile(&out[0].1.bytes), Some(icc));
+    assert_eq!(profile(&out[1].1.bytes), None);
+}
+
+#[test]
 fn variant_operations_run_after_the_resize() {
     let src = rgb_png(&bands(50, 50, &[RED, BLUE]));
     let mut spec = VariantSpec::new("r", Some(50), None, Fit::Inside, png_out());
