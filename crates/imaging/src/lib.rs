@@ -291,3 +291,18 @@ impl ImagingError {
         !matches!(self, ImagingError::Encode(_))
     }
 }
+
+// Pipeline, variants, encoder options and analysis (img-ops).
+mod analyze;
+mod encode;
+mod ops;
+
+pub use analyze::{
+    Analysis, AnalyzeOptions, DominantColor, ExifSummary, GpsPosition, MAX_DOMINANT_COLORS,
+    analyze, analyze_with, hamming_distance,
+};
+pub use encode::{ChromaSubsampling, EncodeOptions, PngCompression};
+pub use ops::{
+    CropStrategy, Gravity, MAX_OPERATIONS, MAX_SHARPEN_AMOUNT, MAX_SIGMA, MAX_VARIANTS, Operation,
+    Overlay, Pipeline, Resize, Rotation, VariantSpec, pipeline, variants,
+};

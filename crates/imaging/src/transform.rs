@@ -438,3 +438,38 @@ fn encode(raster: &Raster, op: &Transform, icc: Option<Vec<u8>>) -> Result<Vec<u
     }
     Ok(out)
 }
+
+/// Decode (with limits) + optional EXIF orientation, for the pipeline,
+/// variants and analysis APIs ([`crate::ops`], [`crate::analyze`]).
+///
+/// Returns 8-bit RGB or RGBA (alpha only when some pixel is not opaque) and,
+/// when `keep_icc`, the RGB ICC profile.
+pub(crate) fn decode_image(
+    bytes: &[u8],
+    limits: &Limits,
+    auto_orient: bool,
+    keep_icc: bool,
+) -> Result<(DynamicImage, Option<Vec<u8>>), ImagingError> {
+    let info = probe(bytes, limits)?;
+    let op = Transform {
+        auto_orient,
+        strip_metadata: !keep_icc,
+        ..Transform::default()
+    };
+    let Decoded { raster, icc } =
+        catch_unwind(AssertUnwindSafe(|| decode(bytes, info.format, &op, limits)))
+            .map_err(|_| ImagingError::Corrupt("decoder panicked".into()))??;
+    let Raster {
+        width,
+        height,
+        alpha,
+        data,
+    } = raster;
+    let bad = || ImagingError::Corrupt("decoded buffer has the wrong size".into());
+    let img = if alpha {
+        DynamicImage::ImageRgba8(image::RgbaImage::from_raw(width, height, data).ok_or_else(bad)?)
+    } else {
+        DynamicImage::ImageRgb8(image::RgbImage::from_raw(width, height, data).ok_or_else(bad)?)
+    };
+    Ok((img, icc))
+}
