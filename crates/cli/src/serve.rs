@@ -157,7 +157,9 @@ pub async fn serve(cfg: Config, cli_settings: Settings) -> anyhow::Result<()> {
     if cfg.api_key.is_some() {
         println!("Authenticate with 'Authorization: Bearer <the API_KEY you configured>'");
     } else {
-        println!("Authenticate with 'Authorization: Bearer <API key>' (the key printed on first start)");
+        println!(
+            "Authenticate with 'Authorization: Bearer <API key>' (the key printed on first start)"
+        );
     }
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), worker_mode = ?cfg.worker_mode, "serving");
 

@@ -370,3 +370,68 @@ fn bad_configuration_fails_at_start_with_a_clear_message() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn transform_with_crop_rotate_filters_and_encoder_options() {
+    let s = Server::start().await;
+    let id = s.upload_ready(jpeg(1200, 800), "image/jpeg").await;
+    let j = s
+        .submit(json!({"job_type": "transform", "upload_id": id, "params": {
+            "crop": {"x": 0, "y": 0, "width": 600, "height": 400},
+            "rotate": 90, "flop": true, "width": 200,
+            "sharpen": {"sigma": 1.0, "amount": 0.8},
+            "format": "jpeg", "progressive": true, "optimize_huffman": true, "quality": 85}}))
+        .await;
+    let j = s
+        .wait_job(j["job_id"].as_str().unwrap(), Duration::from_secs(60))
+        .await;
+    assert_eq!(j["status"], "completed", "{j}");
+    let out = &j["outputs"][0];
+    assert_eq!(
+        (out["width"].as_u64(), out["height"].as_u64()),
+        (Some(200), Some(300))
+    );
+    let (_, ct, bytes) = download(out["url"].as_str().unwrap()).await;
+    assert_eq!(ct, "image/jpeg");
+    assert!(
+        bytes.windows(2).any(|w| w == [0xFF, 0xC2]),
+        "progressive SOF2 marker"
+    );
+    let img = image::load_from_memory(&bytes).unwrap();
+    assert_eq!((img.width(), img.height()), (200, 300));
+
+    // Smart crop to a square, WebP lossless.
+    let j = s
+        .submit(json!({"job_type": "transform", "upload_id": id, "params": {
+            "width": 128, "height": 128, "fit": "cover", "position": "entropy",
+            "format": "webp", "lossless": true}}))
+        .await;
+    let j = s
+        .wait_job(j["job_id"].as_str().unwrap(), Duration::from_secs(60))
+        .await;
+    assert_eq!(j["status"], "completed", "{j}");
+    let (_, _, bytes) = download(j["outputs"][0]["url"].as_str().unwrap()).await;
+    assert!(
+        bytes.windows(4).any(|w| w == b"VP8L"),
+        "lossless WebP chunk"
+    );
+    // Out-of-bounds crop: a permanent failure with a clear code.
+    let j = s
+        .submit(json!({"job_type": "transform", "upload_id": id, "params": {
+            "crop": {"x": 1100, "y": 0, "width": 500, "height": 100}}}))
+        .await;
+    let j = s
+        .wait_job(j["job_id"].as_str().unwrap(), Duration::from_secs(60))
+        .await;
+    assert_eq!(j["status"], "failed", "{j}");
+    assert_eq!(j["error_code"], "invalid_parameters");
+    assert_eq!(j["attempts"], 1);
+    // Parameter errors are caught at submission.
+    let r = s
+        .post(
+            "/jobs",
+            json!({"job_type": "transform", "upload_id": id, "params": {"rotate": 45}}),
+        )
+        .await;
+    expect_problem(r, 422, "invalid_parameters").await;
+}

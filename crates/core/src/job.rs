@@ -237,6 +237,144 @@ pub struct TransformParams {
     /// GPS data is never kept.
     #[serde(default = "yes")]
     pub strip_metadata: bool,
+    /// Crop this box (source pixels, after auto-orient) before anything else.
+    #[serde(default)]
+    pub crop: Option<CropBox>,
+    /// Which part `cover` keeps and where `contain` places the image: a gravity (`centre`,
+    /// `north`, `south`, `east`, `west`, `northeast`, …) or `entropy` / `attention` (smart crop).
+    #[serde(default)]
+    pub position: Position,
+    /// Rotate clockwise by 0, 90, 180 or 270 degrees (after auto-orient and crop).
+    #[serde(default)]
+    pub rotate: u16,
+    /// Mirror top ↔ bottom.
+    #[serde(default)]
+    pub flip: bool,
+    /// Mirror left ↔ right.
+    #[serde(default)]
+    pub flop: bool,
+    /// Gaussian blur sigma (0 < sigma ≤ 50), after the resize.
+    #[serde(default)]
+    pub blur: Option<f32>,
+    /// Unsharp mask after the resize.
+    #[serde(default)]
+    pub sharpen: Option<Sharpen>,
+    /// Colour transparent pixels are flattened onto for JPEG and `contain` padding (`#rrggbb`,
+    /// default white).
+    #[serde(default)]
+    pub background: Option<String>,
+    /// JPEG: progressive scans (default false).
+    #[serde(default)]
+    pub progressive: bool,
+    /// JPEG: chroma subsampling `auto`, `420` or `444`.
+    #[serde(default)]
+    pub subsampling: Subsampling,
+    /// JPEG: optimised Huffman tables (needs `progressive` or `subsampling: 444`).
+    #[serde(default)]
+    pub optimize_huffman: bool,
+    /// PNG: `fast` (default), `balanced` or `best` compression.
+    #[serde(default)]
+    pub png_compression: PngCompression,
+    /// WebP: lossless instead of lossy.
+    #[serde(default)]
+    pub lossless: bool,
+}
+
+/// A crop box in source pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CropBox {
+    /// Left edge.
+    pub x: u32,
+    /// Top edge.
+    pub y: u32,
+    /// Width.
+    pub width: u32,
+    /// Height.
+    pub height: u32,
+}
+
+/// Unsharp-mask parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Sharpen {
+    /// Blur sigma of the mask (0 < sigma ≤ 50).
+    pub sigma: f32,
+    /// Strength (0 < amount ≤ 10, default 1).
+    #[serde(default = "one")]
+    pub amount: f32,
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+/// Where `cover` crops and `contain` places.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Position {
+    /// Centre (default).
+    #[default]
+    #[serde(alias = "center")]
+    Centre,
+    /// Top.
+    North,
+    /// Bottom.
+    South,
+    /// Right.
+    East,
+    /// Left.
+    West,
+    /// Top right.
+    Northeast,
+    /// Top left.
+    Northwest,
+    /// Bottom right.
+    Southeast,
+    /// Bottom left.
+    Southwest,
+    /// The window with the most detail (luminance entropy).
+    Entropy,
+    /// The window most likely to draw attention (saturation, skin tones, edges).
+    Attention,
+}
+
+/// JPEG chroma subsampling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub enum Subsampling {
+    /// Encoder default.
+    #[default]
+    #[serde(rename = "auto")]
+    Auto,
+    /// 4:2:0.
+    #[serde(rename = "420")]
+    Yuv420,
+    /// 4:4:4.
+    #[serde(rename = "444")]
+    Yuv444,
+}
+
+/// PNG compression effort.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PngCompression {
+    /// Fast (default).
+    #[default]
+    Fast,
+    /// Balanced.
+    Balanced,
+    /// Smallest files.
+    Best,
+}
+
+/// Parses `#rrggbb`.
+pub fn parse_hex_colour(s: &str) -> Option<[u8; 3]> {
+    let h = s.strip_prefix('#')?;
+    if h.len() != 6 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let c = |i: usize| u8::from_str_radix(&h[i..i + 2], 16).ok();
+    Some([c(0)?, c(2)?, c(4)?])
 }
 
 /// A validated job: its type and parameters.
@@ -307,6 +445,37 @@ impl JobSpec {
                 if needs_box && (p.width.is_none() || p.height.is_none()) {
                     return Err(InvalidJobSpec(
                         "fit contain, cover and fill need both width and height".into(),
+                    ));
+                }
+                if let Some(c) = p.crop {
+                    side("crop.width", Some(c.width))?;
+                    side("crop.height", Some(c.height))?;
+                }
+                if !matches!(p.rotate, 0 | 90 | 180 | 270) {
+                    return Err(InvalidJobSpec("rotate must be 0, 90, 180 or 270".into()));
+                }
+                let sigma_ok = |v: f32| v.is_finite() && v > 0.0 && v <= 50.0;
+                if p.blur.is_some_and(|b| !sigma_ok(b)) {
+                    return Err(InvalidJobSpec("blur must be in (0, 50]".into()));
+                }
+                if let Some(sh) = p.sharpen
+                    && (!sigma_ok(sh.sigma)
+                        || !(sh.amount.is_finite() && sh.amount > 0.0 && sh.amount <= 10.0))
+                {
+                    return Err(InvalidJobSpec(
+                        "sharpen.sigma must be in (0, 50] and sharpen.amount in (0, 10]".into(),
+                    ));
+                }
+                if let Some(bg) = &p.background
+                    && parse_hex_colour(bg).is_none()
+                {
+                    return Err(InvalidJobSpec(
+                        "background must be a colour like #ffffff".into(),
+                    ));
+                }
+                if p.optimize_huffman && !p.progressive && p.subsampling != Subsampling::Yuv444 {
+                    return Err(InvalidJobSpec(
+                        "optimize_huffman needs progressive: true or subsampling: \"444\"".into(),
                     ));
                 }
                 Ok(())

@@ -11,6 +11,9 @@ pub mod size;
 pub use content_type::ContentType;
 pub use error::ErrorCode;
 pub use ids::{JobId, TenantId, UploadId};
-pub use job::{Fit, JobSpec, JobStatus, JobType, OutputFormat, ThumbnailParams, TransformParams};
+pub use job::{
+    CropBox, Fit, JobSpec, JobStatus, JobType, OutputFormat, PngCompression, Position, Sharpen,
+    Subsampling, ThumbnailParams, TransformParams,
+};
 pub use key::ObjectKey;
 pub use size::ByteSize;

@@ -9,7 +9,7 @@ mod pipeline;
 mod sweep;
 mod worker;
 
-pub use pipeline::{PipelineError, run_pipeline};
+pub use pipeline::{PipelineError, extended_pipeline, render, run_pipeline};
 pub use sweep::errors::SweepError;
 pub use sweep::{SweepConfig, SweepReport, sweep_once};
 pub use worker::{Worker, WorkerConfig, backoff};

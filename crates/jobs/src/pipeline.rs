@@ -3,7 +3,10 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use photo_core::{Fit, JobSpec, ObjectKey, OutputFormat};
+use photo_core::job::parse_hex_colour;
+use photo_core::{
+    Fit, JobSpec, ObjectKey, OutputFormat, PngCompression, Position, Subsampling, TransformParams,
+};
 use photo_db::{Job, JobOutput};
 use photo_imaging as img;
 use photo_storage::{Bucket, ObjectStore, StoreError};
@@ -90,6 +93,124 @@ fn output_format(spec: &JobSpec) -> OutputFormat {
     }
 }
 
+fn position(p: Position) -> img::CropStrategy {
+    use img::{CropStrategy as C, Gravity as G};
+    match p {
+        Position::Centre => C::Gravity(G::Centre),
+        Position::North => C::Gravity(G::North),
+        Position::South => C::Gravity(G::South),
+        Position::East => C::Gravity(G::East),
+        Position::West => C::Gravity(G::West),
+        Position::Northeast => C::Gravity(G::NorthEast),
+        Position::Northwest => C::Gravity(G::NorthWest),
+        Position::Southeast => C::Gravity(G::SouthEast),
+        Position::Southwest => C::Gravity(G::SouthWest),
+        Position::Entropy => C::Entropy,
+        Position::Attention => C::Attention,
+    }
+}
+
+/// The full operation list of a `transform` that asks for more than resize + convert; `None`
+/// when the plain (fastest) path does everything asked.
+pub fn extended_pipeline(p: &TransformParams) -> Option<img::Pipeline> {
+    let plain = p.crop.is_none()
+        && p.position == Position::Centre
+        && p.rotate == 0
+        && !p.flip
+        && !p.flop
+        && p.blur.is_none()
+        && p.sharpen.is_none()
+        && p.background.is_none()
+        && !p.progressive
+        && p.subsampling == Subsampling::Auto
+        && !p.optimize_huffman
+        && p.png_compression == PngCompression::Fast
+        && !p.lossless;
+    if plain {
+        return None;
+    }
+    let mut ops = Vec::new();
+    if let Some(c) = p.crop {
+        ops.push(img::Operation::Crop {
+            x: c.x,
+            y: c.y,
+            width: c.width,
+            height: c.height,
+        });
+    }
+    match p.rotate {
+        90 => ops.push(img::Operation::Rotate(img::Rotation::Deg90)),
+        180 => ops.push(img::Operation::Rotate(img::Rotation::Deg180)),
+        270 => ops.push(img::Operation::Rotate(img::Rotation::Deg270)),
+        _ => {}
+    }
+    if p.flip {
+        ops.push(img::Operation::Flip);
+    }
+    if p.flop {
+        ops.push(img::Operation::Flop);
+    }
+    if p.width.is_some() || p.height.is_some() {
+        ops.push(img::Operation::Resize(img::Resize {
+            width: p.width,
+            height: p.height,
+            fit: fit(p.fit),
+            upscale: p.upscale,
+            position: position(p.position),
+        }));
+    }
+    if let Some(sigma) = p.blur {
+        ops.push(img::Operation::Blur { sigma });
+    }
+    if let Some(s) = p.sharpen {
+        ops.push(img::Operation::Sharpen {
+            sigma: s.sigma,
+            amount: s.amount,
+        });
+    }
+    let mut output = img::EncodeOptions {
+        format: format(p.format),
+        quality: p.quality,
+        jpeg_progressive: p.progressive,
+        jpeg_subsampling: match p.subsampling {
+            Subsampling::Auto => img::ChromaSubsampling::Auto,
+            Subsampling::Yuv420 => img::ChromaSubsampling::Yuv420,
+            Subsampling::Yuv444 => img::ChromaSubsampling::Yuv444,
+        },
+        jpeg_optimize_huffman: p.optimize_huffman,
+        png_compression: match p.png_compression {
+            PngCompression::Fast => img::PngCompression::Fast,
+            PngCompression::Balanced => img::PngCompression::Balanced,
+            PngCompression::Best => img::PngCompression::Best,
+        },
+        webp_lossless: p.lossless,
+        keep_icc: !p.strip_metadata,
+        ..img::EncodeOptions::default()
+    };
+    if let Some(bg) = p.background.as_deref().and_then(parse_hex_colour) {
+        output.background = bg;
+    }
+    Some(img::Pipeline {
+        auto_orient: p.auto_orient,
+        operations: ops,
+        output,
+    })
+}
+
+/// Runs the imaging work of a job spec (CPU-bound; call on a blocking thread).
+pub fn render(
+    bytes: &[u8],
+    spec: &JobSpec,
+    limits: &img::Limits,
+) -> Result<img::Encoded, img::ImagingError> {
+    if let JobSpec::Transform(p) = spec
+        && let Some(pipe) = extended_pipeline(p)
+    {
+        return img::pipeline(bytes, &pipe, limits);
+    }
+    img::transform(bytes, &operation(spec), limits)
+}
+
 /// Runs a job's pipeline: read the raw object, transform on the blocking pool, write the output
 /// to its deterministic key. Returns the outputs to record.
 ///
@@ -132,7 +253,7 @@ pub async fn run_pipeline(
             });
         }
     };
-    let op = operation(&job.spec);
+    let spec = job.spec.clone();
     let span = tracing::Span::current();
     let permit = cpu
         .acquire_owned()
@@ -143,7 +264,7 @@ pub async fn run_pipeline(
         })?;
     let encoded = tokio::task::spawn_blocking(move || {
         let _enter = span.enter();
-        let out = img::transform(&bytes, &op, &limits);
+        let out = render(&bytes, &spec, &limits);
         drop(permit);
         out
     })
