@@ -435,3 +435,28 @@ async fn transform_with_crop_rotate_filters_and_encoder_options() {
         .await;
     expect_problem(r, 422, "invalid_parameters").await;
 }
+
+#[tokio::test]
+async fn health_is_503_when_a_required_dependency_is_down() {
+    let s = Server::start().await;
+    // Break the object store: its staging directory disappears.
+    std::fs::remove_dir_all(s.data_dir.join("objects/.staging")).unwrap();
+    let r = reqwest::get(s.url("/health")).await.unwrap();
+    assert_eq!(r.status(), 503);
+    let h: Value = r.json().await.unwrap();
+    assert_eq!(h["status"], "unavailable");
+    assert_eq!(h["checks"]["storage"]["status"], "down");
+    assert!(h["checks"]["storage"]["error"].is_string());
+    assert_eq!(h["checks"]["database"]["status"], "up");
+    assert_eq!(
+        reqwest::get(s.url("/healthz")).await.unwrap().status(),
+        200,
+        "still alive"
+    );
+    std::fs::create_dir_all(s.data_dir.join("objects/.staging")).unwrap();
+    assert_eq!(
+        reqwest::get(s.url("/health")).await.unwrap().status(),
+        200,
+        "recovers by itself"
+    );
+}
