@@ -12,6 +12,7 @@
 //! have a bug) are caught and reported as [`ImagingError::Corrupt`] /
 //! [`ImagingError::Encode`].
 
+pub mod colour;
 mod geometry;
 mod probe;
 mod transform;
