@@ -12,6 +12,7 @@
 //! have a bug) are caught and reported as [`ImagingError::Corrupt`] /
 //! [`ImagingError::Encode`].
 
+mod decode;
 mod geometry;
 mod probe;
 mod transform;
