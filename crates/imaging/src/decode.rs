@@ -295,7 +295,15 @@ pub(crate) fn jpeg(bytes: &[u8], op: &Transform, limits: &Limits) -> Option<Fast
     if w == 0 || h == 0 || limits.check_source(w, h).is_err() {
         return None;
     }
-    if u64::from(w) * u64::from(h) * 3 > limits.max_alloc_bytes {
+    // RGB output, plus for progressive files libjpeg-turbo's whole-image
+    // coefficient buffer (2 bytes per coefficient, at most 3 full planes).
+    let px = u64::from(w) * u64::from(h);
+    let coefficients = if header.progressive {
+        px * 2 * u64::from(header.components)
+    } else {
+        0
+    };
+    if px * 3 + coefficients > limits.max_alloc_bytes {
         return None;
     }
     let orientation = if op.auto_orient {
