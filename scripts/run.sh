@@ -5,4 +5,5 @@
 # The first build takes several minutes on a 2-core machine; later runs start at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/build-deps.sh
 exec cargo run --release -p photo-api -- serve "$@"

@@ -22,6 +22,8 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
         exit 1
     fi
 fi
+# cmake and nasm: the turbojpeg crate builds libjpeg-turbo 3 from source.
+scripts/build-deps.sh
 cargo --version
 echo "target dir: ${CARGO_TARGET_DIR:-target}"
 

@@ -13,6 +13,7 @@
 //! [`ImagingError::Encode`].
 
 pub mod colour;
+mod decode;
 mod geometry;
 mod probe;
 mod transform;

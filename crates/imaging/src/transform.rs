@@ -172,6 +172,22 @@ fn decode(
     op: &Transform,
     limits: &Limits,
 ) -> Result<Decoded, ImagingError> {
+    // Fast path: libjpeg-turbo with shrink-on-load (see `crate::decode`);
+    // it declines (None) anything unusual, which then takes the path below.
+    if format == ImageFormat::Jpeg
+        && jpeg_has_eoi(bytes)
+        && let Some(fast) = crate::decode::jpeg(bytes, op, limits)
+    {
+        return Ok(Decoded {
+            raster: Raster {
+                width: fast.width,
+                height: fast.height,
+                alpha: false,
+                data: fast.rgb,
+            },
+            icc: fast.icc.filter(|p| is_rgb_icc(p)),
+        });
+    }
     let img_format = match format {
         ImageFormat::Jpeg => image::ImageFormat::Jpeg,
         ImageFormat::Png => image::ImageFormat::Png,
