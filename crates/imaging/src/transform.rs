@@ -417,6 +417,21 @@ fn encode(raster: &Raster, op: &Transform, icc: Option<Vec<u8>>) -> Result<Vec<u
     };
     let mut out = Vec::new();
     match op.format {
+        OutputFormat::Jpeg if icc.is_none() && !raster.alpha => {
+            // libjpeg-turbo with 4:2:0 chroma, as libvips writes: SIMD-fast and the same file
+            // sizes as the reference tools at the same quality.
+            let image = turbojpeg::Image {
+                pixels: raster.data.as_slice(),
+                width: raster.width as usize,
+                pitch: raster.width as usize * 3,
+                height: raster.height as usize,
+                format: turbojpeg::PixelFormat::RGB,
+            };
+            let jpeg =
+                turbojpeg::compress(image, i32::from(op.quality), turbojpeg::Subsamp::Sub2x2)
+                    .map_err(|e| ImagingError::Encode(format!("jpeg: {e}")))?;
+            out = jpeg.to_vec();
+        }
         OutputFormat::Jpeg => {
             let mut enc = JpegEncoder::new_with_quality(&mut out, op.quality);
             if let Some(icc) = icc {

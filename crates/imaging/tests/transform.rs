@@ -611,3 +611,26 @@ fn jpeg_with_trailing_bytes_after_eoi_is_fine() {
     let out = run(&src, &op(Some(32), None, Fit::Inside, OutputFormat::Png));
     assert_eq!((out.width, out.height), (32, 32));
 }
+
+/// JPEG output without a kept profile is 4:2:0 (luma sampled 2×2), like libvips, so file sizes
+/// match the reference tools at the same quality.
+#[test]
+fn jpeg_output_uses_420_chroma_subsampling() {
+    let src = jpeg(&gradient(640, 480), 95);
+    let op = Transform {
+        width: Some(320),
+        ..Transform::default()
+    };
+    let out = transform(&src, &op, &Limits::default()).unwrap();
+    let sof = out
+        .bytes
+        .windows(2)
+        .position(|w| w == [0xFF, 0xC0])
+        .unwrap();
+    // SOF0: marker, length(2), precision, height(2), width(2), components, then id + sampling.
+    let luma_sampling = out.bytes[sof + 11];
+    assert_eq!(luma_sampling, 0x22, "Y sampled 2x2");
+    assert_eq!(out.bytes[sof + 14], 0x11, "Cb 1x1");
+    let back = image::load_from_memory(&out.bytes).unwrap();
+    assert_eq!((back.width(), back.height()), (320, 240));
+}
