@@ -346,11 +346,8 @@ pub(crate) fn jpeg(bytes: &[u8], op: &Transform, limits: &Limits) -> Option<Fast
         let buf = img.into_rgb8();
         (buf.width(), buf.height(), buf.into_raw())
     };
-    let icc = if op.strip_metadata {
-        None
-    } else {
-        assemble_icc(header.icc_chunks)
-    };
+    // Always read: a stripped output is converted to sRGB with it (`crate::colour`).
+    let icc = assemble_icc(header.icc_chunks);
     Some(FastJpeg {
         width,
         height,

@@ -238,15 +238,12 @@ fn decode(
     } else {
         Orientation::NoTransforms
     };
-    let icc = if op.strip_metadata {
-        None
-    } else {
-        decoder
-            .icc_profile()
-            .ok()
-            .flatten()
-            .filter(|p| is_rgb_icc(p))
-    };
+    // Always read: a stripped output is converted to sRGB with it (`crate::colour`).
+    let icc = decoder
+        .icc_profile()
+        .ok()
+        .flatten()
+        .filter(|p| is_rgb_icc(p));
 
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| image_error(e, w, h))?;
     img.apply_orientation(orientation);
@@ -336,6 +333,15 @@ fn process(decoded: Decoded, op: &Transform, limits: &Limits) -> Result<Encoded,
     }
 
     let mut raster = resize(raster, &plan)?;
+    // Colour management on the (small) resized image: without a profile in the output, the
+    // pixels must be sRGB; with `strip_metadata: false` the profile travels with the pixels.
+    let icc = match icc {
+        Some(profile) if op.strip_metadata => {
+            crate::colour::to_srgb(&mut raster.data, raster.alpha, &profile);
+            None
+        }
+        other => other,
+    };
     if op.format == OutputFormat::Jpeg {
         raster = raster.flatten_on_white();
     }
@@ -494,8 +500,16 @@ pub(crate) fn decode_image(
         width,
         height,
         alpha,
-        data,
+        mut data,
     } = raster;
+    // Not keeping the profile: convert to sRGB now so every later step works in sRGB.
+    let icc = match icc {
+        Some(profile) if !keep_icc => {
+            crate::colour::to_srgb(&mut data, alpha, &profile);
+            None
+        }
+        other => other,
+    };
     let bad = || ImagingError::Corrupt("decoded buffer has the wrong size".into());
     let img = if alpha {
         DynamicImage::ImageRgba8(image::RgbaImage::from_raw(width, height, data).ok_or_else(bad)?)

@@ -634,3 +634,44 @@ fn jpeg_output_uses_420_chroma_subsampling() {
     let back = image::load_from_memory(&out.bytes).unwrap();
     assert_eq!((back.width(), back.height()), (320, 240));
 }
+
+/// A Display P3 photo without its profile in the output is converted to sRGB (its colours
+/// survive the stripping); with `strip_metadata: false` the pixels and profile are kept as-is.
+#[test]
+fn icc_tagged_images_are_converted_to_srgb_when_the_profile_is_stripped() {
+    let p3 = moxcms::ColorProfile::new_display_p3().encode().unwrap();
+    let src = jpeg_with_icc(&solid(64, 64, [200, 100, 100]), 100, Some(p3));
+    for format in [OutputFormat::Jpeg, OutputFormat::Png] {
+        let op = Transform {
+            width: Some(32),
+            format,
+            quality: 100,
+            ..Transform::default()
+        };
+        let out = transform(&src, &op, &Limits::default()).unwrap();
+        let px = image::load_from_memory(&out.bytes)
+            .unwrap()
+            .to_rgb8()
+            .get_pixel(16, 16)
+            .0;
+        assert!(
+            px[0] >= 212 && px[1] <= 100 && px[2] <= 100,
+            "{format:?}: P3 → sRGB is more saturated: {px:?}"
+        );
+
+        let keep = Transform {
+            strip_metadata: false,
+            ..op
+        };
+        let out = transform(&src, &keep, &Limits::default()).unwrap();
+        let px = image::load_from_memory(&out.bytes)
+            .unwrap()
+            .to_rgb8()
+            .get_pixel(16, 16)
+            .0;
+        assert!(
+            (i16::from(px[0]) - 200).abs() <= 4 && (i16::from(px[1]) - 100).abs() <= 4,
+            "{format:?}: kept as-is: {px:?}"
+        );
+    }
+}
