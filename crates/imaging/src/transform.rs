@@ -10,7 +10,7 @@ use image::metadata::Orientation;
 use image::{DynamicImage, ExtendedColorType, ImageDecoder, ImageEncoder, ImageReader};
 
 use crate::geometry::{self, Plan};
-use crate::{Encoded, ImageFormat, ImagingError, Limits, OutputFormat, Transform, probe};
+use crate::{Encoded, Fit, ImageFormat, ImagingError, Limits, OutputFormat, Transform, probe};
 
 /// Largest dimension libwebp can encode.
 const WEBP_MAX_DIMENSION: u32 = 16383;
@@ -487,10 +487,25 @@ pub(crate) fn decode_image(
     auto_orient: bool,
     keep_icc: bool,
 ) -> Result<(DynamicImage, Option<Vec<u8>>), ImagingError> {
+    decode_image_for(bytes, limits, auto_orient, keep_icc, None)
+}
+
+/// [`decode_image`], allowed to shrink a JPEG on load down to (not below) what `resize` needs.
+pub(crate) fn decode_image_for(
+    bytes: &[u8],
+    limits: &Limits,
+    auto_orient: bool,
+    keep_icc: bool,
+    resize: Option<&crate::ops::Resize>,
+) -> Result<(DynamicImage, Option<Vec<u8>>), ImagingError> {
     let info = probe(bytes, limits)?;
     let op = Transform {
         auto_orient,
         strip_metadata: !keep_icc,
+        width: resize.and_then(|r| r.width),
+        height: resize.and_then(|r| r.height),
+        fit: resize.map_or(Fit::Inside, |r| r.fit),
+        upscale: resize.is_some_and(|r| r.upscale),
         ..Transform::default()
     };
     let Decoded { raster, icc } =

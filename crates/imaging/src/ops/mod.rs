@@ -341,11 +341,18 @@ pub fn pipeline(
 ) -> Result<Encoded, ImagingError> {
     validate_ops(&pipeline.operations, limits)?;
     pipeline.output.validate()?;
-    let (img, icc) = crate::transform::decode_image(
+    // A leading resize lets JPEG sources shrink on load (the decoded image stays at least the
+    // resize's size, so the result is the same).
+    let shrink_hint = match pipeline.operations.first() {
+        Some(Operation::Resize(r)) => Some(*r),
+        _ => None,
+    };
+    let (img, icc) = crate::transform::decode_image_for(
         bytes,
         limits,
         pipeline.auto_orient,
         pipeline.output.keep_icc,
+        shrink_hint.as_ref(),
     )?;
     catch_unwind(AssertUnwindSafe(|| {
         let img = run_ops(img, &pipeline.operations, &pipeline.output, limits)?;
