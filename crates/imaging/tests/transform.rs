@@ -675,3 +675,31 @@ fn icc_tagged_images_are_converted_to_srgb_when_the_profile_is_stripped() {
         );
     }
 }
+
+/// CMYK JPEGs (print workflows, some stock photos) come out as RGB with the right colours.
+#[test]
+fn cmyk_jpeg_is_converted_to_rgb() {
+    let (w, h) = (48u16, 32u16);
+    // Pure red in CMYK: no cyan, full magenta and yellow, no black.
+    let data: Vec<u8> = (0..usize::from(w) * usize::from(h))
+        .flat_map(|_| [0u8, 255, 255, 0])
+        .collect();
+    let mut src = Vec::new();
+    jpeg_encoder::Encoder::new(&mut src, 95)
+        .encode(&data, w, h, jpeg_encoder::ColorType::Cmyk)
+        .unwrap();
+    for width in [None, Some(24)] {
+        let op = Transform {
+            width,
+            format: OutputFormat::Png,
+            ..Transform::default()
+        };
+        let out = transform(&src, &op, &Limits::default()).unwrap();
+        let img = image::load_from_memory(&out.bytes).unwrap().to_rgb8();
+        let px = img.get_pixel(img.width() / 2, img.height() / 2).0;
+        assert!(
+            px[0] > 200 && px[1] < 80 && px[2] < 80,
+            "red, got {px:?} (width {width:?})"
+        );
+    }
+}
