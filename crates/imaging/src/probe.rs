@@ -19,7 +19,7 @@ pub fn sniff(bytes: &[u8]) -> Option<ImageFormat> {
     }
 }
 
-/// Header only: sniff + dimensions (via `imagesize`) + limit checks.
+/// Header only: sniff + dimensions (via `imagesize`) + frame count + limit checks.
 ///
 /// Does not decode pixel data. `bytes` may be only a prefix of the file
 /// (e.g. the first 256 KiB); the dimensions must be within it. The reported
@@ -28,7 +28,12 @@ pub fn sniff(bytes: &[u8]) -> Option<ImageFormat> {
 /// Errors: [`ImagingError::UnsupportedFormat`] if the magic bytes are not a
 /// supported image, [`ImagingError::Corrupt`] if the header is truncated or
 /// invalid (or declares a zero dimension), [`ImagingError::TooLarge`] if the
-/// declared dimensions exceed `limits`.
+/// declared dimensions, a frame's dimensions, the frame count or the pixels
+/// summed over frames exceed `limits`.
+///
+/// Frames are counted by walking GIF blocks, PNG chunks (`acTL`/`fcTL`) and
+/// WebP `ANMF` chunks without decompressing anything; the walk is linear in
+/// `bytes.len()` and stops early once a limit is exceeded.
 pub fn probe(bytes: &[u8], limits: &Limits) -> Result<ImageInfo, ImagingError> {
     let format = sniff(bytes).ok_or(ImagingError::UnsupportedFormat)?;
     let size = std::panic::catch_unwind(|| imagesize::blob_size(bytes))
@@ -59,9 +64,11 @@ pub fn probe(bytes: &[u8], limits: &Limits) -> Result<ImageInfo, ImagingError> {
         )));
     }
     limits.check_source(width, height)?;
+    let frames = crate::frames::check(format, bytes, width, height, limits)?;
     Ok(ImageInfo {
         format,
         width,
         height,
+        frames: frames.count,
     })
 }
