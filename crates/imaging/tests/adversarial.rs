@@ -616,3 +616,56 @@ fn huge_icc_profile_is_bounded() {
             .run();
     }
 }
+
+// ---------------------------------------------------------------------------
+// Fuzz seeds.
+// ---------------------------------------------------------------------------
+
+/// Writes the fuzz seed corpus (tiny files) into `$FUZZ_SEEDS_DIR/<target>/`.
+///
+/// `FUZZ_SEEDS_DIR=crates/imaging/fuzz/seeds cargo test -p photo-imaging
+/// --test adversarial write_fuzz_seeds -- --ignored`
+#[test]
+#[ignore = "writes files; run by hand to regenerate fuzz/seeds"]
+fn write_fuzz_seeds() {
+    let Some(dir) = std::env::var_os("FUZZ_SEEDS_DIR") else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let img = DynamicImage::ImageRgb8(gradient(12, 8));
+    let mut j = jpeg(&gradient(12, 8), 60);
+    let mut seeds: Vec<(&str, Vec<u8>)> = vec![
+        ("jpeg", j.clone()),
+        ("png", common::encode(&img, image::ImageFormat::Png)),
+        ("webp", common::encode(&img, image::ImageFormat::WebP)),
+        ("gif", common::encode(&img, image::ImageFormat::Gif)),
+        ("gif_anim", gif_animation(4, 4, 3)),
+        ("apng", apng(4, 4, 2, 2)),
+        ("webp_anim", webp_animation(4, 4, 2, None)),
+        ("jpeg_exif", common::with_exif_orientation(&j, 6)),
+        ("jpeg_exif_loop", jpeg_insert_segment(&j, 0xE1, &exif_ifd_loop())),
+        (
+            "jpeg_icc",
+            common::jpeg_with_icc(&gradient(8, 8), 60, Some(common::fake_rgb_icc())),
+        ),
+        ("gif37", gif_37_bytes_claiming(300, 300)),
+        ("jpeg633", jpeg_633_bytes_claiming(64, 64)),
+        ("png_bomb", png_zero_bomb(256, 256, 6)),
+        ("png_iccp", png_insert_after_ihdr(&small_png(4, 4), &[(b"iCCP", iccp_bomb(4096))])),
+    ];
+    j.extend_from_slice(HTML);
+    seeds.push(("jpeg_html", j));
+    for target in ["sniff_probe", "decode", "pipeline"] {
+        let d = dir.join(target);
+        std::fs::create_dir_all(&d).unwrap();
+        for (name, bytes) in &seeds {
+            let mut data = Vec::new();
+            if target == "pipeline" {
+                // w=24, h=16, cover → webp (1 + 5*2 = 11), quality 70, orient + strip.
+                data.extend_from_slice(&[24, 0, 16, 0, 11, 70, 6, 0]);
+            }
+            data.extend_from_slice(bytes);
+            std::fs::write(d.join(name), data).unwrap();
+        }
+    }
+}
