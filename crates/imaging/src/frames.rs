@@ -85,14 +85,12 @@ impl Acc<'_> {
 
     /// Records one frame whose own rectangle is `w × h`.
     fn frame(&mut self, w: u32, h: u32) -> Result<(), ImagingError> {
-        self.limits
-            .check_source(w, h)
-            .map_err(|e| match e {
-                ImagingError::TooLarge { reason, .. } => {
-                    self.too_large(format!("frame {} is {w}x{h}: {reason}", self.count + 1))
-                }
-                other => other,
-            })?;
+        self.limits.check_source(w, h).map_err(|e| match e {
+            ImagingError::TooLarge { reason, .. } => {
+                self.too_large(format!("frame {} is {w}x{h}: {reason}", self.count + 1))
+            }
+            other => other,
+        })?;
         self.count = self.count.saturating_add(1);
         self.check_totals(u64::from(self.count))
     }

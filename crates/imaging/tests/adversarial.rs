@@ -219,7 +219,11 @@ fn check_transform(
 ) {
     match (got, want) {
         (Ok(out), Expect::Reencoded(w, h)) => {
-            assert_eq!((out.width, out.height, out.format), (w, h, format), "{name}");
+            assert_eq!(
+                (out.width, out.height, out.format),
+                (w, h, format),
+                "{name}"
+            );
             assert_valid_output(name, out);
         }
         (Ok(out), _) => panic!("{name}: transform expected {want:?}, got {out:?}"),
@@ -243,7 +247,10 @@ fn assert_valid_output(name: &str, out: &Encoded) {
         }
         OutputFormat::Webp => {
             assert_eq!(fmt, image::ImageFormat::WebP);
-            assert!(webp_exact_riff(b), "{name}: WebP RIFF size must cover the file");
+            assert!(
+                webp_exact_riff(b),
+                "{name}: WebP RIFF size must cover the file"
+            );
         }
     }
     for needle in [&b"<html"[..], b"<script", b"<svg", b"alert("] {
@@ -276,11 +283,16 @@ fn png_zlib_bomb_is_refused_within_the_allocation_limit() {
     let bomb = png_zero_bomb(10_000, 10_000, 0);
     assert!(bomb.len() < 700_000, "{}", bomb.len());
     let limit = 16 << 20;
-    Case::new("png zlib bomb", bomb, Info(F::Png, 10_000, 10_000, 1), TooLarge)
-        .limits(small_alloc(limit))
-        // Nothing near the decoded size may be allocated (the input itself is shared).
-        .max_peak(limit)
-        .run();
+    Case::new(
+        "png zlib bomb",
+        bomb,
+        Info(F::Png, 10_000, 10_000, 1),
+        TooLarge,
+    )
+    .limits(small_alloc(limit))
+    // Nothing near the decoded size may be allocated (the input itself is shared).
+    .max_peak(limit)
+    .run();
 }
 
 #[test]
@@ -296,12 +308,17 @@ fn png_zlib_bomb_over_the_pixel_limit_is_refused_by_the_header() {
 fn small_png_bomb_under_the_limits_is_reencoded() {
     // The same construction, small enough to be legitimate: decoded correctly.
     let bomb = png_zero_bomb(300, 200, 2);
-    Case::new("small zero png", bomb, Info(F::Png, 300, 200, 1), Reencoded(300, 200))
-        .op(Transform {
-            format: OutputFormat::Png,
-            ..Transform::default()
-        })
-        .run();
+    Case::new(
+        "small zero png",
+        bomb,
+        Info(F::Png, 300, 200, 1),
+        Reencoded(300, 200),
+    )
+    .op(Transform {
+        format: OutputFormat::Png,
+        ..Transform::default()
+    })
+    .run();
 }
 
 #[test]
@@ -332,10 +349,15 @@ fn the_37_byte_gif_is_refused() {
         .max_peak(1 << 20)
         .run();
     let gif = gif_37_bytes_claiming(8_000, 8_000);
-    Case::new("37-byte gif 64 MP, 16 MiB alloc", gif, Info(F::Gif, 8_000, 8_000, 1), TooLarge)
-        .limits(small_alloc(16 << 20))
-        .max_peak(16 << 20)
-        .run();
+    Case::new(
+        "37-byte gif 64 MP, 16 MiB alloc",
+        gif,
+        Info(F::Gif, 8_000, 8_000, 1),
+        TooLarge,
+    )
+    .limits(small_alloc(16 << 20))
+    .max_peak(16 << 20)
+    .run();
 }
 
 #[test]
@@ -358,10 +380,11 @@ fn the_633_byte_jpeg_is_refused() {
     Case::new("633-byte jpeg 65000²", j, TooLarge, TooLarge)
         .max_peak(1 << 20)
         .run();
-    // Within the pixel limits: the allocation limit refuses it before decoding.
-    let j = jpeg_633_bytes_claiming(10_000, 10_000);
+    // Within the pixel limits and padded to look dense (200 KB): the
+    // allocation limit refuses it before decoding.
+    let j = jpeg_padded_claiming(10_000, 10_000, 200_000);
     Case::new(
-        "633-byte jpeg 100 MP, 64 MiB alloc",
+        "padded jpeg 100 MP, 64 MiB alloc",
         j,
         Info(F::Jpeg, 10_000, 10_000, 1),
         TooLarge,
@@ -369,6 +392,31 @@ fn the_633_byte_jpeg_is_refused() {
     .limits(small_alloc(64 << 20))
     .max_peak(4 << 20)
     .run();
+    // With the default limits it is within every size limit, but 633 bytes
+    // cannot hold 1.56 M blocks (≥ 1 bit each): a truncated scan the decoder
+    // would fill in (≈ 40 s and 360 MB in a debug build). Refused by the header.
+    for (w, h) in [(10_000, 10_000), (16_384, 6_100), (1_000, 1_000)] {
+        let j = jpeg_633_bytes_claiming(w, h);
+        Case::new("633-byte jpeg, default limits", j, Corrupt, Corrupt)
+            .max_peak(1 << 20)
+            .run();
+    }
+    // The density rule does not touch real, highly compressible JPEGs (every
+    // 8×8 block costs a real encoder ≥ 6 bits), nor a prefix without EOI.
+    let solid = jpeg(&common::solid(1024, 1024, [200, 200, 200]), 50);
+    assert!(solid.len() * 8 >= 6 * 128 * 128, "{}", solid.len());
+    Case::new(
+        "solid jpeg",
+        solid.clone(),
+        Info(F::Jpeg, 1024, 1024, 1),
+        Reencoded(1024, 1024),
+    )
+    .run();
+    let big = jpeg(&gradient(1200, 900), 90);
+    assert_eq!(
+        probe(&big[..4096], &Limits::default()).map(|i| (i.width, i.height)),
+        Ok((1200, 900))
+    );
 }
 
 #[test]
@@ -376,15 +424,20 @@ fn png_iccp_bomb_is_bounded() {
     // iCCP inflating to 64 MiB with a 16 MiB budget: the decoder stops at the
     // budget, drops the profile and still decodes the (tiny) image.
     let png = png_insert_after_ihdr(&small_png(32, 24), &[(b"iCCP", iccp_bomb(64 << 20))]);
-    Case::new("png iCCP bomb", png, Info(F::Png, 32, 24, 1), Reencoded(32, 24))
-        .limits(small_alloc(16 << 20))
-        .op(Transform {
-            strip_metadata: false,
-            format: OutputFormat::Png,
-            ..Transform::default()
-        })
-        .max_peak(24 << 20)
-        .run();
+    Case::new(
+        "png iCCP bomb",
+        png,
+        Info(F::Png, 32, 24, 1),
+        Reencoded(32, 24),
+    )
+    .limits(small_alloc(16 << 20))
+    .op(Transform {
+        strip_metadata: false,
+        format: OutputFormat::Png,
+        ..Transform::default()
+    })
+    .max_peak(24 << 20)
+    .run();
 }
 
 // ---------------------------------------------------------------------------
@@ -402,9 +455,14 @@ fn gif_with_5000_frames_is_refused_by_the_header() {
         max_frames: 5000,
         ..Limits::default()
     };
-    Case::new("5000-frame gif, limit 5000", gif, Info(F::Gif, 64, 64, 5000), Reencoded(64, 64))
-        .limits(limits)
-        .run();
+    Case::new(
+        "5000-frame gif, limit 5000",
+        gif,
+        Info(F::Gif, 64, 64, 5000),
+        Reencoded(64, 64),
+    )
+    .limits(limits)
+    .run();
 }
 
 #[test]
@@ -422,13 +480,25 @@ fn pixels_summed_over_frames_are_limited() {
     Case::new("30 frames × 10000 px", gif.clone(), TooLarge, TooLarge)
         .limits(limits)
         .run();
-    Case::new("30 frames ok", gif, Info(F::Gif, 100, 100, 30), Reencoded(100, 100)).run();
+    Case::new(
+        "30 frames ok",
+        gif,
+        Info(F::Gif, 100, 100, 30),
+        Reencoded(100, 100),
+    )
+    .run();
 }
 
 #[test]
 fn apng_frame_counts() {
     let ok = apng(16, 16, 3, 3);
-    Case::new("apng 3 frames", ok, Info(F::Png, 16, 16, 3), Reencoded(16, 16)).run();
+    Case::new(
+        "apng 3 frames",
+        ok,
+        Info(F::Png, 16, 16, 3),
+        Reencoded(16, 16),
+    )
+    .run();
     // acTL declares a billion frames: refused on the declaration.
     let lying = apng(16, 16, 2, 1_000_000_000);
     Case::new("apng acTL 1e9", lying, TooLarge, TooLarge).run();
@@ -491,8 +561,13 @@ fn truncated_files_are_corrupt() {
 #[test]
 fn corrupt_files_are_corrupt() {
     let png = small_png(40, 30);
-    Case::new("png bad IDAT crc", png_break_crc(&png, b"IDAT"), Info(F::Png, 40, 30, 1), Corrupt)
-        .run();
+    Case::new(
+        "png bad IDAT crc",
+        png_break_crc(&png, b"IDAT"),
+        Info(F::Png, 40, 30, 1),
+        Corrupt,
+    )
+    .run();
     // Garbage instead of the LZW data.
     let mut gif = gif_animation(1, 1, 1);
     let at = gif.len() - 5;
@@ -517,14 +592,25 @@ const HTML: &[u8] = b"<html><body><script>alert(document.cookie)</script></body>
 fn polyglots_are_reencoded_without_the_trailing_payload() {
     let mut j = jpeg(&gradient(50, 40), 85);
     j.extend_from_slice(HTML);
-    Case::new("jpeg + html", j.clone(), Info(F::Jpeg, 50, 40, 1), Reencoded(50, 40)).run();
+    Case::new(
+        "jpeg + html",
+        j.clone(),
+        Info(F::Jpeg, 50, 40, 1),
+        Reencoded(50, 40),
+    )
+    .run();
     for format in [OutputFormat::Png, OutputFormat::Webp] {
-        Case::new("jpeg + html → png/webp", j.clone(), Info(F::Jpeg, 50, 40, 1), Reencoded(50, 40))
-            .op(Transform {
-                format,
-                ..Transform::default()
-            })
-            .run();
+        Case::new(
+            "jpeg + html → png/webp",
+            j.clone(),
+            Info(F::Jpeg, 50, 40, 1),
+            Reencoded(50, 40),
+        )
+        .op(Transform {
+            format,
+            ..Transform::default()
+        })
+        .run();
     }
     let mut p = small_png(30, 20);
     p.extend_from_slice(HTML);
@@ -536,12 +622,17 @@ fn polyglots_are_reencoded_without_the_trailing_payload() {
         .run();
     // HTML hidden in a JPEG comment segment: comments are never copied.
     let j = jpeg_insert_segment(&jpeg(&gradient(20, 20), 85), 0xFE, HTML);
-    Case::new("jpeg COM html", j, Info(F::Jpeg, 20, 20, 1), Reencoded(20, 20))
-        .op(Transform {
-            strip_metadata: false,
-            ..Transform::default()
-        })
-        .run();
+    Case::new(
+        "jpeg COM html",
+        j,
+        Info(F::Jpeg, 20, 20, 1),
+        Reencoded(20, 20),
+    )
+    .op(Transform {
+        strip_metadata: false,
+        ..Transform::default()
+    })
+    .run();
 }
 
 #[test]
@@ -577,9 +668,21 @@ fn lying_extensions_do_not_matter() {
     let png = small_png(12, 10);
     let named_jpg = png.clone(); // "photo.jpg"
     assert_eq!(sniff(&named_jpg), Some(F::Png));
-    Case::new("png named .jpg", named_jpg, Info(F::Png, 12, 10, 1), Reencoded(12, 10)).run();
+    Case::new(
+        "png named .jpg",
+        named_jpg,
+        Info(F::Png, 12, 10, 1),
+        Reencoded(12, 10),
+    )
+    .run();
     let gif = gif_animation(3, 2, 1); // "avatar.png"
-    Case::new("gif named .png", gif, Info(F::Gif, 3, 2, 1), Reencoded(3, 2)).run();
+    Case::new(
+        "gif named .png",
+        gif,
+        Info(F::Gif, 3, 2, 1),
+        Reencoded(3, 2),
+    )
+    .run();
     // "image.jpg" that is really HTML.
     Case::new("html named .jpg", HTML.to_vec(), Unsupported, Unsupported).run();
 }
@@ -591,14 +694,26 @@ fn lying_extensions_do_not_matter() {
 #[test]
 fn exif_with_absurd_counts_is_ignored() {
     let j = jpeg_insert_segment(&jpeg(&gradient(40, 20), 85), 0xE1, &exif_absurd_counts());
-    Case::new("exif absurd counts", j, Info(F::Jpeg, 40, 20, 1), Reencoded(40, 20)).run();
+    Case::new(
+        "exif absurd counts",
+        j,
+        Info(F::Jpeg, 40, 20, 1),
+        Reencoded(40, 20),
+    )
+    .run();
 }
 
 #[test]
 fn exif_ifd_loop_terminates() {
     // The orientation in the (looping) IFD0 is still honoured: 40×20 → 20×40.
     let j = jpeg_insert_segment(&jpeg(&gradient(40, 20), 85), 0xE1, &exif_ifd_loop());
-    Case::new("exif ifd loop", j, Info(F::Jpeg, 40, 20, 1), Reencoded(20, 40)).run();
+    Case::new(
+        "exif ifd loop",
+        j,
+        Info(F::Jpeg, 40, 20, 1),
+        Reencoded(20, 40),
+    )
+    .run();
 }
 
 #[test]
@@ -607,13 +722,18 @@ fn huge_icc_profile_is_bounded() {
     let j = jpeg_with_huge_icc(&jpeg(&gradient(16, 16), 85), 255, 65_000);
     assert!(j.len() > 16_000_000);
     for strip in [true, false] {
-        Case::new("huge icc", j.clone(), Info(F::Jpeg, 16, 16, 1), Reencoded(16, 16))
-            .op(Transform {
-                strip_metadata: strip,
-                ..Transform::default()
-            })
-            .max_peak(128 << 20)
-            .run();
+        Case::new(
+            "huge icc",
+            j.clone(),
+            Info(F::Jpeg, 16, 16, 1),
+            Reencoded(16, 16),
+        )
+        .op(Transform {
+            strip_metadata: strip,
+            ..Transform::default()
+        })
+        .max_peak(128 << 20)
+        .run();
     }
 }
 
@@ -643,7 +763,10 @@ fn write_fuzz_seeds() {
         ("apng", apng(4, 4, 2, 2)),
         ("webp_anim", webp_animation(4, 4, 2, None)),
         ("jpeg_exif", common::with_exif_orientation(&j, 6)),
-        ("jpeg_exif_loop", jpeg_insert_segment(&j, 0xE1, &exif_ifd_loop())),
+        (
+            "jpeg_exif_loop",
+            jpeg_insert_segment(&j, 0xE1, &exif_ifd_loop()),
+        ),
         (
             "jpeg_icc",
             common::jpeg_with_icc(&gradient(8, 8), 60, Some(common::fake_rgb_icc())),
@@ -651,7 +774,10 @@ fn write_fuzz_seeds() {
         ("gif37", gif_37_bytes_claiming(300, 300)),
         ("jpeg633", jpeg_633_bytes_claiming(64, 64)),
         ("png_bomb", png_zero_bomb(256, 256, 6)),
-        ("png_iccp", png_insert_after_ihdr(&small_png(4, 4), &[(b"iCCP", iccp_bomb(4096))])),
+        (
+            "png_iccp",
+            png_insert_after_ihdr(&small_png(4, 4), &[(b"iCCP", iccp_bomb(4096))]),
+        ),
     ];
     j.extend_from_slice(HTML);
     seeds.push(("jpeg_html", j));

@@ -358,16 +358,31 @@ pub fn jpeg_insert_segment(jpeg: &[u8], marker: u8, payload: &[u8]) -> Vec<u8> {
 /// A real, complete JPEG (tables, scan, EOI) of exactly 633 bytes whose SOF
 /// claims `w × h`: pads a tiny real JPEG with a COM segment.
 pub fn jpeg_633_bytes_claiming(w: u16, h: u16) -> Vec<u8> {
+    jpeg_padded_claiming(w, h, 633)
+}
+
+/// A tiny real JPEG whose SOF claims `w × h`, padded with COM segments to
+/// exactly `len` bytes (padding makes the file look dense enough).
+pub fn jpeg_padded_claiming(w: u16, h: u16, len: usize) -> Vec<u8> {
     let mut base = jpeg(&gradient(8, 8), 10);
     if base[2..4] == [0xFF, 0xE0] {
         // Drop the JFIF APP0 segment to make room for the padding.
-        let len = usize::from(u16::from_be_bytes([base[4], base[5]]));
-        base.drain(2..4 + len);
+        let seg = usize::from(u16::from_be_bytes([base[4], base[5]]));
+        base.drain(2..4 + seg);
     }
-    assert!(base.len() + 4 <= 633, "base JPEG is {} bytes", base.len());
-    let pad = 633 - base.len() - 4;
-    let out = jpeg_insert_segment(&jpeg_set_dims(&base, w, h), 0xFE, &vec![b' '; pad]);
-    assert_eq!(out.len(), 633);
+    let mut out = jpeg_set_dims(&base, w, h);
+    assert!(out.len() + 4 <= len, "base JPEG is {} bytes", out.len());
+    while out.len() < len {
+        let pad = (len - out.len() - 4).min(60_000);
+        // Leave room for one more segment header if this one does not finish.
+        let pad = if out.len() + 4 + pad < len && len - (out.len() + 4 + pad) < 4 {
+            pad - 4
+        } else {
+            pad
+        };
+        out = jpeg_insert_segment(&out, 0xFE, &vec![b' '; pad]);
+    }
+    assert_eq!(out.len(), len);
     out
 }
 
