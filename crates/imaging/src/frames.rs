@@ -97,22 +97,22 @@ impl Acc<'_> {
 }
 
 fn u16_le(b: &[u8], at: usize) -> Option<u32> {
-    b.get(at..at + 2)
+    b.get(at..at.checked_add(2)?)
         .map(|s| u32::from(u16::from_le_bytes([s[0], s[1]])))
 }
 
 fn u24_le(b: &[u8], at: usize) -> Option<u32> {
-    b.get(at..at + 3)
+    b.get(at..at.checked_add(3)?)
         .map(|s| u32::from_le_bytes([s[0], s[1], s[2], 0]))
 }
 
 fn u32_le(b: &[u8], at: usize) -> Option<u32> {
-    b.get(at..at + 4)
+    b.get(at..at.checked_add(4)?)
         .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
 }
 
 fn u32_be(b: &[u8], at: usize) -> Option<u32> {
-    b.get(at..at + 4)
+    b.get(at..at.checked_add(4)?)
         .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
 }
 
@@ -170,7 +170,11 @@ fn gif(b: &[u8], acc: &mut Acc<'_>) -> Result<(), ImagingError> {
 /// PNG / APNG: walks the chunks; counts `fcTL` and honours the `acTL` frame count.
 fn png(b: &[u8], acc: &mut Acc<'_>) -> Result<(), ImagingError> {
     let mut pos = 8usize;
-    while let (Some(len), Some(kind)) = (u32_be(b, pos), b.get(pos + 4..pos + 8)) {
+    // `pos < len` keeps the `pos + k` below from overflowing (even on 32 bits).
+    while pos < b.len() {
+        let (Some(len), Some(kind)) = (u32_be(b, pos), b.get(pos + 4..pos + 8)) else {
+            break;
+        };
         let data = pos + 8;
         match kind {
             b"acTL" => {
@@ -204,7 +208,10 @@ fn png(b: &[u8], acc: &mut Acc<'_>) -> Result<(), ImagingError> {
 /// WebP: walks the RIFF chunks and counts `ANMF` frames.
 fn webp(b: &[u8], acc: &mut Acc<'_>) -> Result<(), ImagingError> {
     let mut pos = 12usize;
-    while let (Some(kind), Some(size)) = (b.get(pos..pos + 4), u32_le(b, pos + 4)) {
+    while pos < b.len() {
+        let (Some(kind), Some(size)) = (b.get(pos..pos + 4), u32_le(b, pos + 4)) else {
+            break;
+        };
         let data = pos + 8;
         if kind == b"ANMF" {
             // X, Y (3 bytes each), then width-1 and height-1 (3 bytes each).

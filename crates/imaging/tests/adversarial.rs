@@ -447,6 +447,14 @@ fn png_iccp_bomb_is_bounded() {
 #[test]
 fn gif_with_5000_frames_is_refused_by_the_header() {
     let gif = gif_animation(64, 64, 5000);
+    // On a prefix (as the API probes) the count is a lower bound.
+    let info = probe(&gif[..4096], &Limits::default()).unwrap();
+    assert!((100..1000).contains(&info.frames), "{info:?}");
+    let info = probe(&gif[..40_000], &Limits::default());
+    assert!(
+        matches!(info, Err(ImagingError::TooLarge { .. })),
+        "{info:?}"
+    );
     Case::new("5000-frame gif", gif.clone(), TooLarge, TooLarge)
         .max_peak(1 << 20)
         .run();
