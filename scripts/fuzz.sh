@@ -9,7 +9,8 @@
 # timeout or out-of-memory; the reproducer is kept under
 # crates/imaging/fuzz/artifacts/<target>/ (replay it with
 # `cargo fuzz run -s none <target> <file>`). FUZZ_TARGETS="a b" limits the
-# targets. The build goes to crates/imaging/fuzz/target (cargo-fuzz's own).
+# targets. The build goes to crates/imaging/fuzz/target (cargo-fuzz's own;
+# target/asan for FUZZ_ASAN=1).
 set -euo pipefail
 cd "$(dirname "$0")/../crates/imaging/fuzz"
 
@@ -25,7 +26,8 @@ fi
 
 sanitizer=(-s none)
 if [ "${FUZZ_ASAN:-0}" = 1 ]; then
-    sanitizer=(-s address)
+    # Separate build dir: switching flags would otherwise rebuild everything.
+    sanitizer=(-s address --target-dir target/asan)
     export RUSTC_BOOTSTRAP=1
 fi
 # cargo-fuzz must not inherit the workspace's target directory.
