@@ -50,4 +50,9 @@ else
     cargo test --workspace --locked --no-fail-fast
 fi
 
+section "Fuzzing (scripts/fuzz.sh: every cargo-fuzz target for ${FUZZ_SECONDS:-20}s; FUZZ_SECONDS=0 skips)"
+if [ "${FUZZ_SECONDS:-20}" != 0 ]; then
+    scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
+fi
+
 section "All checks passed"

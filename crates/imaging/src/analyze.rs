@@ -129,7 +129,8 @@ pub fn analyze_with(
         read_exif(bytes, info.format, limits, opts.keep_gps)
     }))
     .unwrap_or(None);
-    let frames = catch_unwind(AssertUnwindSafe(|| frame_count(bytes, info.format))).unwrap_or(1);
+    // Counted by `probe` from the container structure, within the frame limits.
+    let frames = info.frames.max(1);
     let sha256 = Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -430,102 +431,6 @@ fn gps(exif: &exif::Exif) -> Option<GpsPosition> {
     })
 }
 
-fn be32(b: &[u8], at: usize) -> Option<u32> {
-    let s = b.get(at..at.checked_add(4)?)?;
-    Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
-}
-
-fn le32(b: &[u8], at: usize) -> Option<u32> {
-    let s = b.get(at..at.checked_add(4)?)?;
-    Some(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-}
-
-/// Counts frames by walking the container structure (no pixel decoding).
-fn frame_count(bytes: &[u8], format: ImageFormat) -> u32 {
-    let n = match format {
-        ImageFormat::Jpeg => 1,
-        ImageFormat::Gif => gif_frames(bytes),
-        ImageFormat::Webp => webp_frames(bytes),
-        ImageFormat::Png => png_frames(bytes),
-    };
-    n.max(1)
-}
-
-fn gif_frames(b: &[u8]) -> u32 {
-    let Some(&flags) = b.get(10) else {
-        return 1;
-    };
-    let mut pos = 13usize;
-    if flags & 0x80 != 0 {
-        pos += 3 * (1usize << ((flags & 7) + 1));
-    }
-    let skip_sub_blocks = |mut pos: usize| -> Option<usize> {
-        loop {
-            let len = usize::from(*b.get(pos)?);
-            pos += 1;
-            if len == 0 {
-                return Some(pos);
-            }
-            pos += len;
-        }
-    };
-    let mut frames = 0u32;
-    while let Some(&block) = b.get(pos) {
-        match block {
-            0x21 => match skip_sub_blocks(pos + 2) {
-                Some(p) => pos = p,
-                None => break,
-            },
-            0x2C => {
-                let Some(&f) = b.get(pos + 9) else { break };
-                pos += 10;
-                if f & 0x80 != 0 {
-                    pos += 3 * (1usize << ((f & 7) + 1));
-                }
-                frames = frames.saturating_add(1);
-                match skip_sub_blocks(pos + 1) {
-                    Some(p) => pos = p,
-                    None => break,
-                }
-            }
-            _ => break, // 0x3B trailer or garbage
-        }
-    }
-    frames
-}
-
-fn webp_frames(b: &[u8]) -> u32 {
-    let mut pos = 12usize;
-    let mut frames = 0u32;
-    while let (Some(kind), Some(len)) = (b.get(pos..pos + 4), le32(b, pos + 4)) {
-        if kind == b"ANMF" {
-            frames = frames.saturating_add(1);
-        }
-        let len = len as usize;
-        pos = match pos.checked_add(8 + len + (len & 1)) {
-            Some(p) => p,
-            None => break,
-        };
-    }
-    frames
-}
-
-fn png_frames(b: &[u8]) -> u32 {
-    let mut pos = 8usize;
-    while let (Some(len), Some(kind)) = (be32(b, pos), b.get(pos + 4..pos + 8)) {
-        match kind {
-            b"acTL" => return be32(b, pos + 8).unwrap_or(1),
-            b"IDAT" | b"IEND" => return 1,
-            _ => {}
-        }
-        pos = match pos.checked_add(12 + len as usize) {
-            Some(p) => p,
-            None => break,
-        };
-    }
-    1
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -535,46 +440,5 @@ mod tests {
         assert_eq!(hamming_distance(0, 0), 0);
         assert_eq!(hamming_distance(0, u64::MAX), 64);
         assert_eq!(hamming_distance(0b1011, 0b0001), 2);
-    }
-
-    #[test]
-    fn webp_and_apng_frame_counts() {
-        let chunk = |kind: &[u8; 4], len: u32| {
-            let mut c = kind.to_vec();
-            c.extend_from_slice(&len.to_le_bytes());
-            c.extend(std::iter::repeat_n(0u8, (len + (len & 1)) as usize));
-            c
-        };
-        let mut webp = b"RIFF\0\0\0\0WEBP".to_vec();
-        webp.extend(chunk(b"VP8X", 10));
-        webp.extend(chunk(b"ANIM", 6));
-        for _ in 0..3 {
-            webp.extend(chunk(b"ANMF", 17)); // odd length: padded
-        }
-        assert_eq!(webp_frames(&webp), 3);
-        assert_eq!(frame_count(&webp[..webp.len() - 24], ImageFormat::Webp), 2);
-
-        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-        let mut push = |kind: &[u8; 4], data: &[u8]| {
-            png.extend_from_slice(&(data.len() as u32).to_be_bytes());
-            png.extend_from_slice(kind);
-            png.extend_from_slice(data);
-            png.extend_from_slice(&[0; 4]);
-        };
-        push(b"IHDR", &[0; 13]);
-        push(b"acTL", &[0, 0, 0, 7, 0, 0, 0, 0]);
-        push(b"IDAT", &[]);
-        assert_eq!(png_frames(&png), 7);
-        assert_eq!(frame_count(b"\x89PNG\r\n\x1a\n", ImageFormat::Png), 1);
-    }
-
-    #[test]
-    fn frame_walkers_survive_garbage() {
-        for n in 0..64usize {
-            let junk: Vec<u8> = (0..n).map(|i| (i * 37 % 251) as u8).collect();
-            assert!(gif_frames(&junk) <= 64);
-            let _ = webp_frames(&junk);
-            let _ = png_frames(&junk);
-        }
     }
 }

@@ -14,6 +14,7 @@
 
 pub mod colour;
 mod decode;
+mod frames;
 mod geometry;
 mod probe;
 mod transform;
@@ -102,16 +103,25 @@ pub struct Limits {
     pub max_pixels: u64,
     /// Maximum bytes the decoder may allocate (passed to `image::Limits::max_alloc`).
     pub max_alloc_bytes: u64,
+    /// Maximum number of frames (GIF, APNG, animated WebP), counted from the
+    /// container structure (or the APNG `acTL` declaration) before decoding.
+    pub max_frames: u32,
+    /// Maximum pixels summed over all frames (`frames × canvas`), i.e. what
+    /// decoding the whole animation would produce.
+    pub max_total_pixels: u64,
 }
 
 impl Default for Limits {
-    /// 16384 × 16384, 100 megapixels, 1 GiB of decoder allocations.
+    /// 16384 × 16384, 100 megapixels, 1 GiB of decoder allocations,
+    /// 1000 frames and 500 megapixels summed over frames.
     fn default() -> Self {
         Limits {
             max_width: 16384,
             max_height: 16384,
             max_pixels: 100_000_000,
             max_alloc_bytes: 1 << 30,
+            max_frames: 1000,
+            max_total_pixels: 500_000_000,
         }
     }
 }
@@ -156,6 +166,10 @@ pub struct ImageInfo {
     pub width: u32,
     /// Stored height in pixels (before any EXIF orientation is applied).
     pub height: u32,
+    /// Number of frames (1 for still images). Counted from the container
+    /// structure within the bytes given, so on a prefix it is a lower bound
+    /// (an APNG's declared `acTL` count is taken as is).
+    pub frames: u32,
 }
 
 /// How to fit the source into a `width × height` box (sharp/libvips semantics).

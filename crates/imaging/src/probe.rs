@@ -19,7 +19,7 @@ pub fn sniff(bytes: &[u8]) -> Option<ImageFormat> {
     }
 }
 
-/// Header only: sniff + dimensions (via `imagesize`) + limit checks.
+/// Header only: sniff + dimensions (via `imagesize`) + frame count + limit checks.
 ///
 /// Does not decode pixel data. `bytes` may be only a prefix of the file
 /// (e.g. the first 256 KiB); the dimensions must be within it. The reported
@@ -28,7 +28,19 @@ pub fn sniff(bytes: &[u8]) -> Option<ImageFormat> {
 /// Errors: [`ImagingError::UnsupportedFormat`] if the magic bytes are not a
 /// supported image, [`ImagingError::Corrupt`] if the header is truncated or
 /// invalid (or declares a zero dimension), [`ImagingError::TooLarge`] if the
-/// declared dimensions exceed `limits`.
+/// declared dimensions, a frame's dimensions, the frame count or the pixels
+/// summed over frames exceed `limits`.
+///
+/// Frames are counted by walking GIF blocks, PNG chunks (`acTL`/`fcTL`) and
+/// WebP `ANMF` chunks without decompressing anything; the walk is linear in
+/// `bytes.len()` and stops early once a limit is exceeded.
+///
+/// A JPEG whose end (EOI after the first scan) is within `bytes` and that
+/// has less than one bit per 8×8 block of its declared size is
+/// [`ImagingError::Corrupt`]: no Huffman-coded JPEG can be that small (each
+/// block needs at least a DC code), so it is a truncated scan that the
+/// decoder would silently fill in — the classic few-hundred-byte JPEG
+/// that decodes to 100 megapixels.
 pub fn probe(bytes: &[u8], limits: &Limits) -> Result<ImageInfo, ImagingError> {
     let format = sniff(bytes).ok_or(ImagingError::UnsupportedFormat)?;
     let size = std::panic::catch_unwind(|| imagesize::blob_size(bytes))
@@ -59,9 +71,62 @@ pub fn probe(bytes: &[u8], limits: &Limits) -> Result<ImageInfo, ImagingError> {
         )));
     }
     limits.check_source(width, height)?;
+    if format == ImageFormat::Jpeg {
+        jpeg_check_density(bytes, width, height)?;
+    }
+    let frames = crate::frames::check(format, bytes, width, height, limits)?;
     Ok(ImageInfo {
         format,
         width,
         height,
+        frames: frames.count,
     })
+}
+
+/// Refuses a complete JPEG with fewer bits than 8×8 blocks (see [`probe`]).
+///
+/// Walks the marker segments to the first SOS (so an EXIF thumbnail's EOI
+/// does not count); without an EOI after it, `bytes` is a prefix and nothing
+/// can be said.
+fn jpeg_check_density(bytes: &[u8], width: u32, height: u32) -> Result<(), ImagingError> {
+    let mut pos = 2usize;
+    let scan = loop {
+        if bytes.get(pos) != Some(&0xFF) {
+            return Ok(());
+        }
+        while bytes.get(pos) == Some(&0xFF) {
+            pos += 1;
+        }
+        let Some(&marker) = bytes.get(pos) else {
+            return Ok(());
+        };
+        pos += 1;
+        match marker {
+            0x01 | 0xD0..=0xD7 => continue,
+            0xD8 | 0xD9 => return Ok(()),
+            _ => {}
+        }
+        let Some(len) = bytes
+            .get(pos..pos + 2)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+        else {
+            return Ok(());
+        };
+        pos += len;
+        if marker == 0xDA {
+            break pos;
+        }
+    };
+    let complete = bytes
+        .get(scan..)
+        .is_some_and(|rest| rest.windows(2).any(|w| w == [0xFF, 0xD9]));
+    let blocks = u64::from(width.div_ceil(8)) * u64::from(height.div_ceil(8));
+    let bits = (bytes.len() as u64).saturating_mul(8);
+    if complete && bits < blocks {
+        return Err(ImagingError::Corrupt(format!(
+            "{} bytes cannot encode a {width}x{height} JPEG ({blocks} blocks): truncated scan data",
+            bytes.len()
+        )));
+    }
+    Ok(())
 }
