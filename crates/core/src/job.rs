@@ -459,8 +459,10 @@ impl JobSpec {
                     return Err(InvalidJobSpec("blur must be in (0, 50]".into()));
                 }
                 if let Some(sh) = p.sharpen
-                    && (!sigma_ok(sh.sigma)
-                        || !(sh.amount.is_finite() && sh.amount > 0.0 && sh.amount <= 10.0))
+                    && !(sigma_ok(sh.sigma)
+                        && sh.amount.is_finite()
+                        && sh.amount > 0.0
+                        && sh.amount <= 10.0)
                 {
                     return Err(InvalidJobSpec(
                         "sharpen.sigma must be in (0, 50] and sharpen.amount in (0, 10]".into(),
