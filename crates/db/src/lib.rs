@@ -1,15 +1,20 @@
 //! Repositories of photo-api over SQL databases: API keys, uploads and the durable job queue.
 //! The [`Repo`] trait is what the rest of the service sees; [`SqliteRepo`] is the embedded
-//! default.
+//! default, [`PgRepo`] the scaled-out one. [`open`] picks one by the URL's scheme.
 
 mod migrate;
 mod models;
+mod open;
+mod postgres;
+mod rows;
 mod sqlite;
 
 use chrono::{DateTime, Utc};
 use photo_core::{JobId, JobStatus, TenantId, UploadId};
 
 pub use models::*;
+pub use open::{Database, connect, is_postgres_url, open};
+pub use postgres::{PgOptions, PgRepo};
 pub use sqlite::SqliteRepo;
 
 /// Database failures. Constraint violations the caller can act on get their own variants.
@@ -18,6 +23,9 @@ pub enum DbError {
     /// The database could not be reached or answered with an error.
     #[error("database error: {0}")]
     Sqlx(#[from] sqlx::Error),
+    /// The database URL is not one this build understands.
+    #[error("invalid database URL: {0}")]
+    BadUrl(String),
     /// A stored value could not be read back (a bug or a hand-edited row).
     #[error("corrupt row: {0}")]
     Corrupt(String),
@@ -32,14 +40,38 @@ pub enum DbError {
 }
 
 impl DbError {
-    /// The database could not be reached (as opposed to refusing a statement): callers answer
-    /// 503 and retry.
+    /// The database could not be reached, is shutting down or restarting, or is too busy to
+    /// answer in time (as opposed to refusing a statement): callers answer 503 and retry.
+    /// Statement timeouts count too — see [`DbError::is_timeout`].
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            Self::Sqlx(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_))
-        )
+        let Self::Sqlx(e) = self else { return false };
+        match e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(d) => d.code().is_some_and(|c| unavailable_sqlstate(&c)),
+            _ => false,
+        }
     }
+
+    /// A statement ran past the database's `statement_timeout` (SQLSTATE 57014) or the pool
+    /// had no connection within its acquire timeout.
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            Self::Sqlx(sqlx::Error::PoolTimedOut) => true,
+            Self::Sqlx(sqlx::Error::Database(d)) => d.code().is_some_and(|c| c == "57014"),
+            _ => false,
+        }
+    }
+}
+
+/// SQLSTATEs meaning "the server is not there for you right now": connection exceptions
+/// (class 08), admin/crash shutdown and cannot-connect-now (57P01..57P03), too many connections
+/// (53300), and query_canceled (57014: our statement timeout, a busy database).
+fn unavailable_sqlstate(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300" | "57014")
 }
 
 /// Result alias.
@@ -126,4 +158,12 @@ pub trait Repo: Send + Sync + std::fmt::Debug {
     async fn release_job(&self, claim: &ClaimToken, now: DateTime<Utc>) -> DbResult<bool>;
     /// Counts of jobs per status (for health and metrics).
     async fn job_counts(&self) -> DbResult<Vec<(JobStatus, u64)>>;
+
+    /// Waits until a job may have become claimable, or `max` at most. Idle workers call it
+    /// between claims. The default just sleeps `max` (polling); PostgreSQL wakes waiters early
+    /// through `LISTEN/NOTIFY`. A wake-up is a hint, never a promise: callers claim and wait
+    /// again when there is nothing.
+    async fn wait_for_work(&self, max: std::time::Duration) {
+        tokio::time::sleep(max).await;
+    }
 }

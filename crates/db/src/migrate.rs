@@ -1,7 +1,7 @@
 //! A small embedded migration runner: versioned up/down scripts compiled into the binary, each
 //! applied in its own transaction and recorded in `schema_migrations`.
 
-use sqlx::SqlitePool;
+use sqlx::{PgPool, SqlitePool};
 
 use crate::{DbError, DbResult};
 
@@ -19,6 +19,18 @@ pub(crate) const SQLITE: &[Migration] = &[Migration {
     up: include_str!("../migrations/sqlite/0001_init.up.sql"),
     down: include_str!("../migrations/sqlite/0001_init.down.sql"),
 }];
+
+pub(crate) const POSTGRES: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    up: include_str!("../migrations/postgres/0001_init.up.sql"),
+    down: include_str!("../migrations/postgres/0001_init.down.sql"),
+}];
+
+/// The newest schema version of a migration list (names the test template database).
+pub(crate) fn latest(migrations: &[Migration]) -> i64 {
+    migrations.iter().map(|m| m.version).max().unwrap_or(0)
+}
 
 async fn applied(pool: &SqlitePool) -> DbResult<Vec<i64>> {
     sqlx::query(
@@ -98,6 +110,99 @@ pub(crate) async fn down(
             .await
             .map_err(fail)?;
         tx.commit().await.map_err(fail)?;
+        reverted += 1;
+    }
+    Ok(reverted)
+}
+
+/// Key of the PostgreSQL advisory lock that serialises migrations across processes
+/// ("photo-mg" in ASCII). Transaction-scoped, so a crashed migrator cannot leave it held.
+const PG_LOCK: i64 = 0x7068_6f74_6f2d_6d67;
+
+const PG_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
+    version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())";
+
+/// Opens a transaction holding the migration lock, with `schema_migrations` present; returns it
+/// and the applied versions, ascending.
+async fn pg_locked(
+    pool: &PgPool,
+) -> DbResult<(sqlx::Transaction<'static, sqlx::Postgres>, Vec<i64>)> {
+    let mut tx = pool.begin().await?;
+    // Waits for any other process migrating the same database. Migrations may legitimately
+    // take longer than the pool's statement timeout.
+    sqlx::query("SET LOCAL statement_timeout = 0")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(PG_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::raw_sql(PG_TABLE).execute(&mut *tx).await?;
+    let done = sqlx::query_scalar("SELECT version FROM schema_migrations ORDER BY version")
+        .fetch_all(&mut *tx)
+        .await?;
+    Ok((tx, done))
+}
+
+/// Applies every pending PostgreSQL migration, each in its own transaction under the advisory
+/// lock, so processes starting together run each migration once; returns how many ran.
+pub(crate) async fn pg_up(pool: &PgPool, migrations: &[Migration]) -> DbResult<usize> {
+    let mut ran = 0;
+    for m in migrations {
+        let fail = |source| DbError::Migration {
+            version: m.version,
+            source,
+        };
+        let (mut tx, done) = pg_locked(pool).await?;
+        if done.contains(&m.version) {
+            continue;
+        }
+        sqlx::raw_sql(m.up).execute(&mut *tx).await.map_err(fail)?;
+        sqlx::query("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)")
+            .bind(m.version)
+            .bind(m.name)
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+        tx.commit().await.map_err(fail)?;
+        tracing::info!(version = m.version, name = m.name, "applied migration");
+        ran += 1;
+    }
+    Ok(ran)
+}
+
+/// Reverts the newest `steps` applied PostgreSQL migrations; returns how many were reverted.
+pub(crate) async fn pg_down(
+    pool: &PgPool,
+    migrations: &[Migration],
+    steps: usize,
+) -> DbResult<usize> {
+    let mut reverted = 0;
+    for _ in 0..steps {
+        let (mut tx, done) = pg_locked(pool).await?;
+        let Some(version) = done.last().copied() else {
+            break;
+        };
+        let Some(m) = migrations.iter().find(|m| m.version == version) else {
+            return Err(DbError::Corrupt(format!(
+                "unknown applied migration {version}"
+            )));
+        };
+        let fail = |source| DbError::Migration {
+            version: m.version,
+            source,
+        };
+        sqlx::raw_sql(m.down)
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+        sqlx::query("DELETE FROM schema_migrations WHERE version = $1")
+            .bind(m.version)
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+        tx.commit().await.map_err(fail)?;
+        tracing::info!(version = m.version, name = m.name, "reverted migration");
         reverted += 1;
     }
     Ok(reverted)

@@ -1,0 +1,6 @@
+DROP TABLE IF EXISTS job_events;
+DROP TABLE IF EXISTS job_logs;
+DROP FUNCTION IF EXISTS job_logs_notify();
+DROP FUNCTION IF EXISTS job_logs_event();
+DROP TABLE IF EXISTS uploads;
+DROP TABLE IF EXISTS api_keys;

@@ -1,0 +1,670 @@
+//! The PostgreSQL repository: the scaled-out backend. API and worker processes on any number of
+//! hosts share one database. Each queue transition is one statement: a claim picks its row with
+//! `FOR UPDATE SKIP LOCKED` (concurrent claimers pass over each other's rows instead of waiting
+//! or taking the same one) and every later transition is fenced by the claim's random lease
+//! token. Idle workers are woken by `LISTEN photo_jobs`, which a trigger notifies whenever a job
+//! becomes claimable; polling remains the fallback.
+
+use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use photo_core::{ContentType, JobId, JobSpec, JobStatus, JobType, ObjectKey, TenantId, UploadId};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
+use sqlx::{PgPool, Row};
+use tokio::sync::Notify;
+
+use crate::migrate;
+use crate::models::*;
+use crate::rows::{corrupt, from_ms, ms, parse};
+use crate::{DbError, DbResult, Repo};
+
+/// The channel the `job_logs_notify` trigger notifies.
+const CHANNEL: &str = "photo_jobs";
+
+/// Connection pool settings of [`PgRepo`].
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// Most connections this process holds.
+    pub max_connections: u32,
+    /// How long a query waits for a free (or new) connection before failing with an
+    /// "unavailable" error; keeps requests from hanging while the database is down.
+    pub acquire_timeout: Duration,
+    /// Server-side limit of one statement (`statement_timeout`); zero disables it.
+    pub statement_timeout: Duration,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The PostgreSQL repository. Clones share the pool and the notification listener.
+#[derive(Debug, Clone)]
+pub struct PgRepo {
+    pool: PgPool,
+    wake: Arc<Wake>,
+}
+
+/// Accepts `postgres://`, `postgresql://` and the design documents' `postgresql+asyncpg://`.
+fn connect_options(url: &str) -> DbResult<PgConnectOptions> {
+    let url = url.trim();
+    let normalised = match url.strip_prefix("postgresql+asyncpg://") {
+        Some(rest) => format!("postgres://{rest}"),
+        None => url.to_owned(),
+    };
+    if !(normalised.starts_with("postgres://") || normalised.starts_with("postgresql://")) {
+        return Err(DbError::BadUrl(
+            "a PostgreSQL URL starts with postgres://, postgresql:// or postgresql+asyncpg://"
+                .to_owned(),
+        ));
+    }
+    Ok(PgConnectOptions::from_str(&normalised)?)
+}
+
+impl PgRepo {
+    /// Connects to `url` (one connection is opened now, so a wrong URL or a database that is
+    /// down fails here) without migrating.
+    pub async fn connect_url(url: &str, opts: &PgOptions) -> DbResult<Self> {
+        let connect = connect_options(url)?.application_name("photo-api");
+        let timeout_ms = opts.statement_timeout.as_millis().to_string();
+        let pooled = connect
+            .clone()
+            .options([("statement_timeout", timeout_ms.as_str())]);
+        let pool = PgPoolOptions::new()
+            .max_connections(opts.max_connections.max(1))
+            .acquire_timeout(opts.acquire_timeout)
+            // A connection that died with the server (restart, failover) is noticed and
+            // replaced before use, so the pool recovers by itself.
+            .test_before_acquire(true)
+            .connect_with(pooled)
+            .await?;
+        Ok(Self {
+            pool,
+            wake: Arc::new(Wake {
+                notify: Arc::new(Notify::new()),
+                task: OnceLock::new(),
+                connect,
+                acquire_timeout: opts.acquire_timeout,
+            }),
+        })
+    }
+
+    /// Connects and runs pending migrations.
+    pub async fn open_url(url: &str, opts: &PgOptions) -> DbResult<Self> {
+        let repo = Self::connect_url(url, opts).await?;
+        repo.migrate().await?;
+        Ok(repo)
+    }
+
+    /// Applies pending migrations under an advisory lock, so processes starting together
+    /// run each one once.
+    pub async fn migrate(&self) -> DbResult<usize> {
+        migrate::pg_up(&self.pool, migrate::POSTGRES).await
+    }
+
+    /// Reverts the newest `steps` migrations.
+    pub async fn migrate_down(&self, steps: usize) -> DbResult<usize> {
+        migrate::pg_down(&self.pool, migrate::POSTGRES, steps).await
+    }
+
+    /// The newest schema version this build knows (test template databases are named by it).
+    pub fn schema_version() -> i64 {
+        migrate::latest(migrate::POSTGRES)
+    }
+
+    /// The pool, for tests.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Closes the pool and stops the listener.
+    pub async fn close(&self) {
+        self.wake.stop();
+        self.pool.close().await;
+    }
+}
+
+/// Wakes the waiters of one repository (and its clones) on `NOTIFY photo_jobs`. The listener
+/// runs on its own one-connection pool so it never takes a connection queries need; it is
+/// started by the first waiter, reconnects by itself, and stops when the last clone is dropped.
+#[derive(Debug)]
+struct Wake {
+    notify: Arc<Notify>,
+    task: OnceLock<tokio::task::AbortHandle>,
+    connect: PgConnectOptions,
+    acquire_timeout: Duration,
+}
+
+impl Wake {
+    fn ensure_started(&self) {
+        self.task.get_or_init(|| {
+            let pool = PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(self.acquire_timeout)
+                .connect_lazy_with(self.connect.clone());
+            tokio::spawn(listen(pool, self.notify.clone())).abort_handle()
+        });
+    }
+
+    fn stop(&self) {
+        if let Some(task) = self.task.get() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Wake {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Wakes every current waiter, and leaves one permit so a worker that is between its empty
+/// claim and its wait does not sleep through the news.
+fn wake_all(notify: &Notify) {
+    notify.notify_waiters();
+    notify.notify_one();
+}
+
+async fn listen(pool: PgPool, notify: Arc<Notify>) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(error = %e, "job notification listener cannot connect; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(CHANNEL).await {
+            tracing::debug!(error = %e, "LISTEN failed; retrying");
+            tokio::time::sleep(backoff).await;
+            continue;
+        }
+        backoff = Duration::from_millis(250);
+        // Anything sent while we were not listening is lost: let waiters look for themselves.
+        wake_all(&notify);
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(_)) => wake_all(&notify),
+                // The connection dropped and was re-established (and re-subscribed).
+                Ok(None) => wake_all(&notify),
+                Err(e) => {
+                    tracing::debug!(error = %e, "job notification listener lost its connection");
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+crate::rows::decoders!(PgRow);
+
+#[async_trait::async_trait]
+impl Repo for PgRepo {
+    async fn health(&self) -> DbResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn insert_api_key(&self, k: &ApiKeyRecord) -> DbResult<()> {
+        sqlx::query(
+            "INSERT INTO api_keys (key_id, tenant_id, name, secret_sha256, scopes, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&k.key_id)
+        .bind(k.tenant.as_str())
+        .bind(&k.name)
+        .bind(&k.secret_sha256)
+        .bind(k.scopes.join(","))
+        .bind(k.created_at)
+        .bind(k.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn find_api_key(&self, key_id: &str) -> DbResult<Option<ApiKeyRecord>> {
+        sqlx::query("SELECT * FROM api_keys WHERE key_id = $1")
+            .bind(key_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(api_key_from_row)
+            .transpose()
+    }
+
+    async fn touch_api_key(&self, key_id: &str, at: DateTime<Utc>) -> DbResult<()> {
+        sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE key_id = $2")
+            .bind(at)
+            .bind(key_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn count_api_keys(&self) -> DbResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n.max(0) as u64)
+    }
+
+    async fn insert_upload(&self, u: &NewUpload) -> DbResult<()> {
+        sqlx::query(
+            "INSERT INTO uploads (upload_id, tenant_id, object_key, declared_content_type, max_bytes,
+                 filename, status, created_at, url_expires_at, expires_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9)",
+        )
+        .bind(u.upload_id.to_string())
+        .bind(u.tenant.as_str())
+        .bind(u.key.as_str())
+        .bind(u.declared.mime())
+        .bind(i64::try_from(u.max_bytes).unwrap_or(i64::MAX))
+        .bind(&u.filename)
+        .bind(u.created_at)
+        .bind(u.url_expires_at)
+        .bind(ms(u.expires_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_upload(
+        &self,
+        tenant: Option<&TenantId>,
+        id: UploadId,
+    ) -> DbResult<Option<Upload>> {
+        let row = match tenant {
+            Some(t) => {
+                sqlx::query("SELECT * FROM uploads WHERE upload_id = $1 AND tenant_id = $2")
+                    .bind(id.to_string())
+                    .bind(t.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query("SELECT * FROM uploads WHERE upload_id = $1")
+                    .bind(id.to_string())
+                    .fetch_optional(&self.pool)
+                    .await?
+            }
+        };
+        row.as_ref().map(upload_from_row).transpose()
+    }
+
+    async fn mark_uploaded(&self, id: UploadId, size: u64, at: DateTime<Utc>) -> DbResult<bool> {
+        let r = sqlx::query(
+            "UPDATE uploads SET status = 'uploaded', size = $1, uploaded_at = $2
+             WHERE upload_id = $3 AND status IN ('pending', 'uploaded')",
+        )
+        .bind(i64::try_from(size).unwrap_or(i64::MAX))
+        .bind(at)
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn complete_upload(
+        &self,
+        id: UploadId,
+        outcome: &UploadOutcome,
+        at: DateTime<Utc>,
+    ) -> DbResult<Option<Upload>> {
+        let q = match outcome {
+            UploadOutcome::Ready {
+                content_type,
+                size,
+                width,
+                height,
+            } => sqlx::query(
+                "UPDATE uploads SET status = 'ready', content_type = $1, size = $2, width = $3,
+                     height = $4, completed_at = $5
+                 WHERE upload_id = $6 AND status = 'uploaded' RETURNING *",
+            )
+            .bind(content_type.mime())
+            .bind(i64::try_from(*size).unwrap_or(i64::MAX))
+            .bind(i64::from(*width))
+            .bind(i64::from(*height))
+            .bind(at)
+            .bind(id.to_string()),
+            UploadOutcome::Rejected { code, reason } => sqlx::query(
+                "UPDATE uploads SET status = 'rejected', reject_code = $1, reason = $2,
+                     completed_at = $3
+                 WHERE upload_id = $4 AND status = 'uploaded' RETURNING *",
+            )
+            .bind(code)
+            .bind(reason)
+            .bind(at)
+            .bind(id.to_string()),
+        };
+        q.fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(upload_from_row)
+            .transpose()
+    }
+
+    async fn expired_uploads(&self, now: DateTime<Utc>, limit: u32) -> DbResult<Vec<Upload>> {
+        sqlx::query(
+            "SELECT * FROM uploads WHERE expires_at_ms <= $1 AND status <> 'expired'
+             ORDER BY expires_at_ms LIMIT $2",
+        )
+        .bind(ms(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(upload_from_row)
+        .collect()
+    }
+
+    async fn mark_upload_expired(&self, id: UploadId) -> DbResult<()> {
+        sqlx::query("UPDATE uploads SET status = 'expired' WHERE upload_id = $1")
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_job(&self, j: &NewJob, now: DateTime<Utc>) -> DbResult<Job> {
+        let id = j.job_id.to_string();
+        let meta = serde_json::to_string(&j.spec).map_err(|e| corrupt("spec", e))?;
+        // The `job_logs_notify` trigger wakes listening workers when this commits.
+        let row = sqlx::query(
+            "INSERT INTO job_logs (id, job_id, job_type, filename, s3_key, content_type, job_metadata,
+                 created_at, status, tenant_id, upload_id, attempts, max_attempts, run_at_ms, updated_at)
+             VALUES ($1, $1, $2, $3, $4, $5, $6, $7, 'submitted', $8, $9, 0, $10, $11, $7)
+             RETURNING *",
+        )
+        .bind(&id)
+        .bind(j.spec.job_type().as_str())
+        .bind(&j.filename)
+        .bind(j.s3_key.as_ref().map(ObjectKey::as_str))
+        .bind(j.content_type.map(ContentType::mime))
+        .bind(meta)
+        .bind(now)
+        .bind(j.tenant.as_str())
+        .bind(j.upload_id.map(|u| u.to_string()))
+        .bind(i64::from(j.max_attempts))
+        .bind(ms(now))
+        .fetch_one(&self.pool)
+        .await?;
+        job_from_row(&row)
+    }
+
+    async fn get_job(&self, tenant: &TenantId, id: JobId) -> DbResult<Option<Job>> {
+        sqlx::query("SELECT * FROM job_logs WHERE job_id = $1 AND tenant_id = $2")
+            .bind(id.to_string())
+            .bind(tenant.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(job_from_row)
+            .transpose()
+    }
+
+    async fn get_job_any_tenant(&self, id: JobId) -> DbResult<Option<Job>> {
+        sqlx::query("SELECT * FROM job_logs WHERE job_id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(job_from_row)
+            .transpose()
+    }
+
+    async fn list_jobs(&self, tenant: &TenantId, f: &JobFilter) -> DbResult<Vec<Job>> {
+        // UUIDv7 ids sort by creation time, so the id alone is a stable cursor (`job_id` is
+        // `COLLATE "C"`: byte order, as on SQLite, whatever the database's locale).
+        let mut qb =
+            sqlx::QueryBuilder::<sqlx::Postgres>::new("SELECT * FROM job_logs WHERE tenant_id = ");
+        qb.push_bind(tenant.as_str());
+        if let Some(s) = f.status {
+            qb.push(" AND status = ").push_bind(s.as_str());
+        }
+        if let Some(t) = f.job_type {
+            qb.push(" AND job_type = ").push_bind(t.as_str());
+        }
+        if let Some(a) = f.created_after {
+            qb.push(" AND created_at >= ").push_bind(a);
+        }
+        if let Some(b) = f.created_before {
+            qb.push(" AND created_at < ").push_bind(b);
+        }
+        if let Some(c) = f.before_id {
+            qb.push(" AND job_id < ").push_bind(c.to_string());
+        }
+        qb.push(" ORDER BY job_id DESC LIMIT ")
+            .push_bind(i64::from(f.limit));
+        qb.build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(job_from_row)
+            .collect()
+    }
+
+    async fn job_events(&self, id: JobId) -> DbResult<Vec<JobEvent>> {
+        let rows = sqlx::query(
+            "SELECT seq, status, attempt, message,
+                 to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS at
+             FROM job_events WHERE job_id = $1 ORDER BY seq",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(JobEvent {
+                    seq: r.try_get("seq")?,
+                    status: r.try_get("status")?,
+                    attempt: r.try_get::<i64, _>("attempt")?.clamp(0, u32::MAX as i64) as u32,
+                    message: r.try_get("message")?,
+                    at: r.try_get("at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn claim_job(
+        &self,
+        worker: &str,
+        lease: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> DbResult<Option<Claim>> {
+        // A lease that expired on the job's last allowed attempt: the worker died every time.
+        // SKIP LOCKED: a row another claimer is taking right now is its business.
+        sqlx::query(
+            "UPDATE job_logs SET status = 'dead', error_code = 'worker_lost',
+                 error_message = 'the worker running the job stopped responding on every attempt',
+                 completed_at = $1, lease_owner = NULL, lease_token = NULL,
+                 lease_expires_at_ms = NULL, updated_at = $1
+             WHERE job_id IN (
+                 SELECT job_id FROM job_logs
+                 WHERE status = 'started' AND lease_expires_at_ms < $2
+                   AND attempts >= max_attempts
+                 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(now)
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await?;
+
+        // One statement: lock the oldest due row nobody else has locked, then take it. Under
+        // READ COMMITTED a row changed by a claimer that committed meanwhile is re-checked
+        // against the WHERE clause before it is locked, so it is never taken twice.
+        let token = uuid::Uuid::new_v4().to_string();
+        let row = sqlx::query(
+            "WITH next AS (
+                 SELECT job_id FROM job_logs
+                 WHERE (status IN ('submitted', 'retrying') AND run_at_ms <= $5)
+                    OR (status = 'started' AND lease_expires_at_ms < $5
+                        AND attempts < max_attempts)
+                 ORDER BY run_at_ms, job_id
+                 LIMIT 1
+                 FOR UPDATE SKIP LOCKED)
+             UPDATE job_logs j SET status = 'started', attempts = j.attempts + 1,
+                 lease_owner = $1, lease_token = $2, lease_expires_at_ms = $3,
+                 started_at = COALESCE(j.started_at, $4), updated_at = $4
+             FROM next WHERE j.job_id = next.job_id
+             RETURNING j.*",
+        )
+        .bind(worker)
+        .bind(&token)
+        .bind(ms(now + lease))
+        .bind(now)
+        .bind(ms(now))
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let job = job_from_row(&row)?;
+        Ok(Some(Claim {
+            token: ClaimToken {
+                job_id: job.job_id,
+                token,
+            },
+            job,
+        }))
+    }
+
+    async fn heartbeat(&self, c: &ClaimToken, until: DateTime<Utc>) -> DbResult<bool> {
+        let r = sqlx::query(
+            "UPDATE job_logs SET lease_expires_at_ms = $1
+             WHERE job_id = $2 AND lease_token = $3 AND status = 'started'",
+        )
+        .bind(ms(until))
+        .bind(c.job_id.to_string())
+        .bind(&c.token)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn complete_job(
+        &self,
+        c: &ClaimToken,
+        outputs: &[JobOutput],
+        now: DateTime<Utc>,
+    ) -> DbResult<bool> {
+        let outputs = serde_json::to_string(outputs).map_err(|e| corrupt("outputs", e))?;
+        let r = sqlx::query(
+            "UPDATE job_logs SET status = 'completed', outputs = $1, completed_at = $2,
+                 error_code = NULL, error_message = NULL, lease_owner = NULL, lease_token = NULL,
+                 lease_expires_at_ms = NULL, updated_at = $2
+             WHERE job_id = $3 AND lease_token = $4 AND status = 'started'",
+        )
+        .bind(outputs)
+        .bind(now)
+        .bind(c.job_id.to_string())
+        .bind(&c.token)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn fail_job(
+        &self,
+        c: &ClaimToken,
+        f: &Failure,
+        now: DateTime<Utc>,
+    ) -> DbResult<Option<JobStatus>> {
+        // One statement decides retrying/dead/failed from the row's own attempt counters.
+        let row = sqlx::query(
+            "UPDATE job_logs SET
+                 status = CASE WHEN $1::BIGINT IS NULL THEN 'failed'
+                               WHEN attempts < max_attempts THEN 'retrying'
+                               ELSE 'dead' END,
+                 run_at_ms = COALESCE($1::BIGINT, run_at_ms),
+                 completed_at = CASE WHEN $1::BIGINT IS NOT NULL AND attempts < max_attempts
+                                     THEN NULL ELSE $2 END,
+                 error_code = $3, error_message = $4,
+                 lease_owner = NULL, lease_token = NULL, lease_expires_at_ms = NULL, updated_at = $2
+             WHERE job_id = $5 AND lease_token = $6 AND status = 'started'
+             RETURNING status",
+        )
+        .bind(f.retry_at.map(ms))
+        .bind(now)
+        .bind(&f.code)
+        .bind(&f.message)
+        .bind(c.job_id.to_string())
+        .bind(&c.token)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            let s: String = r.try_get("status")?;
+            JobStatus::parse(&s).ok_or_else(|| corrupt("status", s))
+        })
+        .transpose()
+    }
+
+    async fn release_job(&self, c: &ClaimToken, now: DateTime<Utc>) -> DbResult<bool> {
+        let r = sqlx::query(
+            "UPDATE job_logs SET status = 'submitted', attempts = GREATEST(attempts - 1, 0),
+                 run_at_ms = $1, lease_owner = NULL, lease_token = NULL,
+                 lease_expires_at_ms = NULL, updated_at = $2
+             WHERE job_id = $3 AND lease_token = $4 AND status = 'started'",
+        )
+        .bind(ms(now))
+        .bind(now)
+        .bind(c.job_id.to_string())
+        .bind(&c.token)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn job_counts(&self) -> DbResult<Vec<(JobStatus, u64)>> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM job_logs GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let s: String = r.try_get("status")?;
+                let n: i64 = r.try_get("n")?;
+                Ok((
+                    JobStatus::parse(&s).ok_or_else(|| corrupt("status", &s))?,
+                    n.max(0) as u64,
+                ))
+            })
+            .collect()
+    }
+
+    async fn wait_for_work(&self, max: Duration) {
+        self.wake.ensure_started();
+        let _ = tokio::time::timeout(max, self.wake.notify.notified()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![expect(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn accepts_the_three_url_forms() {
+        for url in [
+            "postgres://u:p@db.example:5433/photos",
+            "postgresql://u:p@db.example:5433/photos",
+            "postgresql+asyncpg://u:p@db.example:5433/photos",
+        ] {
+            let o = connect_options(url).unwrap();
+            assert_eq!(o.get_host(), "db.example", "{url}");
+            assert_eq!(o.get_port(), 5433, "{url}");
+            assert_eq!(o.get_username(), "u", "{url}");
+            assert_eq!(o.get_database(), Some("photos"), "{url}");
+        }
+        assert!(connect_options("mysql://x").is_err());
+    }
+}
