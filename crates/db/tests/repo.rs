@@ -2,24 +2,26 @@
 #![expect(clippy::unwrap_used)]
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, DurationRound, Utc};
 use photo_core::{ContentType, JobId, JobSpec, JobStatus, JobType, ObjectKey, TenantId, UploadId};
 use photo_db::{
-    ApiKeyRecord, ClaimToken, Failure, Job, JobFilter, JobOutput, NewJob, NewUpload, Repo,
-    SqliteRepo, UploadOutcome, UploadStatus,
+    ApiKeyRecord, ClaimToken, Database, Failure, Job, JobFilter, JobOutput, NewJob, NewUpload,
+    PgOptions, PgRepo, Repo, UploadOutcome, UploadStatus,
 };
 use serde_json::json;
-use sqlx::Row;
-use tempfile::TempDir;
 
-async fn fresh() -> (TempDir, PathBuf, SqliteRepo) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("photo.db");
-    let repo = SqliteRepo::open(&path).await.unwrap();
-    (dir, path, repo)
+#[macro_use]
+mod common;
+use common::TestDb;
+
+/// Now, to the microsecond: PostgreSQL keeps timestamps to the microsecond, and every test
+/// compares times it wrote with times it reads back.
+fn now() -> DateTime<Utc> {
+    let t = Utc::now();
+    t.duration_trunc(Duration::microseconds(1)).unwrap_or(t)
 }
 
 fn tenant(s: &str) -> TenantId {
@@ -66,17 +68,7 @@ fn ms(n: i64) -> Duration {
     Duration::milliseconds(n)
 }
 
-async fn table_exists(repo: &SqliteRepo, name: &str) -> bool {
-    let n: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?")
-            .bind(name)
-            .fetch_one(repo.pool())
-            .await
-            .unwrap();
-    n == 1
-}
-
-async fn event_count(repo: &SqliteRepo, id: JobId, status: &str) -> usize {
+async fn event_count(repo: &Arc<dyn Repo>, id: JobId, status: &str) -> usize {
     repo.job_events(id)
         .await
         .unwrap()
@@ -85,19 +77,19 @@ async fn event_count(repo: &SqliteRepo, id: JobId, status: &str) -> usize {
         .count()
 }
 
-async fn job(repo: &SqliteRepo, id: JobId) -> Job {
+async fn job(repo: &Arc<dyn Repo>, id: JobId) -> Job {
     repo.get_job_any_tenant(id).await.unwrap().unwrap()
 }
 
 // ---------------------------------------------------------------- migrations
 
-#[tokio::test]
-async fn migrations_are_idempotent_and_reversible() {
-    let (_dir, path, repo) = fresh().await;
-    assert_eq!(repo.migrate().await.unwrap(), 0, "open already migrated");
-    assert!(table_exists(&repo, "job_logs").await);
+async fn migrations_are_idempotent_and_reversible(db: &TestDb) {
+    let repo = db.repo();
+    let mig = &db.db;
+    assert_eq!(mig.migrate().await.unwrap(), 0, "open already migrated");
+    assert!(db.table_exists("job_logs").await);
 
-    let again = SqliteRepo::open(&path).await.unwrap();
+    let again = db.reopen().await;
     assert_eq!(
         again.migrate().await.unwrap(),
         0,
@@ -105,37 +97,36 @@ async fn migrations_are_idempotent_and_reversible() {
     );
     drop(again);
 
-    assert_eq!(repo.migrate_down(1).await.unwrap(), 1);
+    assert_eq!(mig.migrate_down(1).await.unwrap(), 1);
     for t in ["job_logs", "job_events", "uploads", "api_keys"] {
-        assert!(!table_exists(&repo, t).await, "{t} dropped by down");
+        assert!(!db.table_exists(t).await, "{t} dropped by down");
     }
     assert_eq!(
-        repo.migrate_down(1).await.unwrap(),
+        mig.migrate_down(1).await.unwrap(),
         0,
         "nothing left to revert"
     );
 
-    assert_eq!(repo.migrate().await.unwrap(), 1);
-    assert!(table_exists(&repo, "job_logs").await);
-    assert_eq!(repo.migrate().await.unwrap(), 0);
-    // The schema is usable again.
+    assert_eq!(mig.migrate().await.unwrap(), 1);
+    assert!(db.table_exists("job_logs").await);
+    assert_eq!(mig.migrate().await.unwrap(), 0);
+    // The schema is usable again, triggers included.
     let j = repo
-        .insert_job(&new_job(&tenant("t1"), 3), Utc::now())
+        .insert_job(&new_job(&tenant("t1"), 3), now())
         .await
         .unwrap();
     assert_eq!(event_count(&repo, j.job_id, "submitted").await, 1);
-}
-
-#[tokio::test]
-async fn job_logs_has_the_design_columns() {
-    let (_dir, _path, repo) = fresh().await;
-    let cols: HashSet<String> = sqlx::query("PRAGMA table_info(job_logs)")
-        .fetch_all(repo.pool())
+    let c = repo
+        .claim_job("w", Duration::seconds(30), now())
         .await
         .unwrap()
-        .iter()
-        .map(|r| r.get::<String, _>("name"))
-        .collect();
+        .unwrap();
+    assert!(repo.complete_job(&c.token, &[], now()).await.unwrap());
+    assert_eq!(event_count(&repo, j.job_id, "completed").await, 1);
+}
+
+async fn job_logs_has_the_design_columns(db: &TestDb) {
+    let cols: HashSet<String> = db.columns("job_logs").await.into_iter().collect();
     for c in [
         "id",
         "job_id",
@@ -173,10 +164,9 @@ fn key(id: &str, t: &str, now: DateTime<Utc>) -> ApiKeyRecord {
     }
 }
 
-#[tokio::test]
-async fn api_keys_insert_find_touch_count() {
-    let (_dir, _path, repo) = fresh().await;
-    let now = Utc::now();
+async fn api_keys_insert_find_touch_count(db: &TestDb) {
+    let repo = db.repo();
+    let now = now();
     assert_eq!(repo.count_api_keys().await.unwrap(), 0);
     let k1 = key("pk_one", "t1", now);
     let k2 = ApiKeyRecord {
@@ -230,10 +220,9 @@ fn new_upload(t: &TenantId, now: DateTime<Utc>, expires_at: DateTime<Utc>) -> Ne
     }
 }
 
-#[tokio::test]
-async fn uploads_tenancy_and_lifecycle() {
-    let (_dir, _path, repo) = fresh().await;
-    let now = Utc::now();
+async fn uploads_tenancy_and_lifecycle(db: &TestDb) {
+    let repo = db.repo();
+    let now = now();
     let t1 = tenant("t1");
     let t2 = tenant("t2");
     let nu = new_upload(&t1, now, now + Duration::hours(24));
@@ -357,10 +346,9 @@ async fn uploads_tenancy_and_lifecycle() {
     );
 }
 
-#[tokio::test]
-async fn expired_uploads_sweep() {
-    let (_dir, _path, repo) = fresh().await;
-    let now = Utc::now();
+async fn expired_uploads_sweep(db: &TestDb) {
+    let repo = db.repo();
+    let now = now();
     let t1 = tenant("t1");
     let old = new_upload(&t1, now, now - Duration::hours(2));
     let past = new_upload(&t1, now, now - Duration::hours(1));
@@ -408,10 +396,9 @@ async fn expired_uploads_sweep() {
 
 // ---------------------------------------------------------------- jobs
 
-#[tokio::test]
-async fn job_round_trip_and_tenancy() {
-    let (_dir, _path, repo) = fresh().await;
-    let now = Utc::now();
+async fn job_round_trip_and_tenancy(db: &TestDb) {
+    let repo = db.repo();
+    let now = now();
     let t1 = tenant("t1");
     let up = UploadId::new();
     let nj = NewJob {
@@ -476,10 +463,9 @@ async fn job_round_trip_and_tenancy() {
     assert_eq!(got.spec, transform_spec());
 }
 
-#[tokio::test]
-async fn list_jobs_filters_and_pages() {
-    let (_dir, _path, repo) = fresh().await;
-    let base = Utc::now() - Duration::hours(1);
+async fn list_jobs_filters_and_pages(db: &TestDb) {
+    let repo = db.repo();
+    let base = now() - Duration::hours(1);
     let t1 = tenant("t1");
     let t2 = tenant("t2");
     let mut ids: Vec<JobId> = (0..25).map(|_| JobId::new()).collect();
@@ -618,10 +604,9 @@ async fn list_jobs_filters_and_pages() {
 
 // ---------------------------------------------------------------- the queue
 
-#[tokio::test]
-async fn claim_takes_oldest_due_job() {
-    let (_dir, _path, repo) = fresh().await;
-    let t0 = Utc::now();
+async fn claim_takes_oldest_due_job(db: &TestDb) {
+    let repo = db.repo();
+    let t0 = now();
     let t1 = tenant("t1");
     let a = repo.insert_job(&new_job(&t1, 3), t0).await.unwrap();
     let b = repo
@@ -682,10 +667,9 @@ async fn claim_takes_oldest_due_job() {
     assert_eq!(ev, vec![("submitted", 0), ("started", 1), ("completed", 1)]);
 }
 
-#[tokio::test]
-async fn expired_lease_is_fenced() {
-    let (_dir, _path, repo) = fresh().await;
-    let t0 = Utc::now();
+async fn expired_lease_is_fenced(db: &TestDb) {
+    let repo = db.repo();
+    let t0 = now();
     let j = repo
         .insert_job(&new_job(&tenant("t1"), 3), t0)
         .await
@@ -787,10 +771,9 @@ async fn expired_lease_is_fenced() {
     assert_eq!(job(&repo, j.job_id).await.status, JobStatus::Completed);
 }
 
-#[tokio::test]
-async fn heartbeat_extends_lease() {
-    let (_dir, _path, repo) = fresh().await;
-    let t0 = Utc::now();
+async fn heartbeat_extends_lease(db: &TestDb) {
+    let repo = db.repo();
+    let t0 = now();
     let j = repo
         .insert_job(&new_job(&tenant("t1"), 3), t0)
         .await
@@ -825,10 +808,9 @@ async fn heartbeat_extends_lease() {
     assert!(repo.heartbeat(&b.token, t0 + ms(5000)).await.unwrap());
 }
 
-#[tokio::test]
-async fn fail_job_retries_then_dies() {
-    let (_dir, _path, repo) = fresh().await;
-    let t0 = Utc::now();
+async fn fail_job_retries_then_dies(db: &TestDb) {
+    let repo = db.repo();
+    let t0 = now();
     let j = repo
         .insert_job(&new_job(&tenant("t1"), 2), t0)
         .await
@@ -916,10 +898,9 @@ async fn fail_job_retries_then_dies() {
     );
 }
 
-#[tokio::test]
-async fn permanent_failure_fails_at_once() {
-    let (_dir, _path, repo) = fresh().await;
-    let t0 = Utc::now();
+async fn permanent_failure_fails_at_once(db: &TestDb) {
+    let repo = db.repo();
+    let t0 = now();
     let j = repo
         .insert_job(&new_job(&tenant("t1"), 5), t0)
         .await
@@ -953,10 +934,9 @@ async fn permanent_failure_fails_at_once() {
     );
 }
 
-#[tokio::test]
-async fn lease_lost_on_last_attempt_is_dead() {
-    let (_dir, _path, repo) = fresh().await;
-    let t0 = Utc::now();
+async fn lease_lost_on_last_attempt_is_dead(db: &TestDb) {
+    let repo = db.repo();
+    let t0 = now();
     let t1 = tenant("t1");
     let j = repo.insert_job(&new_job(&t1, 1), t0).await.unwrap();
     let a = repo
@@ -1006,10 +986,9 @@ async fn lease_lost_on_last_attempt_is_dead() {
     assert_eq!(job(&repo, j2.job_id).await.status, JobStatus::Dead);
 }
 
-#[tokio::test]
-async fn release_job_gives_the_attempt_back() {
-    let (_dir, _path, repo) = fresh().await;
-    let t0 = Utc::now();
+async fn release_job_gives_the_attempt_back(db: &TestDb) {
+    let repo = db.repo();
+    let t0 = now();
     let j = repo
         .insert_job(&new_job(&tenant("t1"), 3), t0)
         .await
@@ -1038,10 +1017,9 @@ async fn release_job_gives_the_attempt_back() {
     assert!(repo.complete_job(&b.token, &[], at).await.unwrap());
 }
 
-#[tokio::test]
-async fn job_counts_match() {
-    let (_dir, _path, repo) = fresh().await;
-    let t0 = Utc::now();
+async fn job_counts_match(db: &TestDb) {
+    let repo = db.repo();
+    let t0 = now();
     let t1 = tenant("t1");
     assert!(repo.job_counts().await.unwrap().is_empty());
     for i in 0..6 {
@@ -1090,13 +1068,12 @@ async fn job_counts_match() {
     assert_eq!(counts, expect);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_workers_complete_each_job_once() {
+async fn concurrent_workers_complete_each_job_once(db: &TestDb) {
     const JOBS: usize = 200;
-    let (_dir, path, repo) = fresh().await;
-    let other = SqliteRepo::open(&path).await.unwrap();
+    let repo = db.repo();
+    let other = db.reopen().await.into_repo();
     let t1 = tenant("t1");
-    let t0 = Utc::now() - Duration::seconds(10);
+    let t0 = now() - Duration::seconds(10);
     let mut ids = Vec::new();
     for i in 0..JOBS {
         let j = repo
@@ -1110,7 +1087,7 @@ async fn concurrent_workers_complete_each_job_once() {
     let claimed: Arc<Mutex<Vec<(JobId, String)>>> = Arc::default();
     let mut tasks = Vec::new();
     for w in 0..12 {
-        // Eight workers share one pool; four more use a second pool on the same file, like
+        // Eight workers share one pool; four more use a second pool on the same database, like
         // another process would.
         let r = if w < 8 { repo.clone() } else { other.clone() };
         let claimed = claimed.clone();
@@ -1118,7 +1095,7 @@ async fn concurrent_workers_complete_each_job_once() {
             let worker = format!("worker-{w}");
             let mut done = 0usize;
             while let Some(c) = r
-                .claim_job(&worker, Duration::minutes(5), Utc::now())
+                .claim_job(&worker, Duration::minutes(5), now())
                 .await
                 .unwrap()
             {
@@ -1126,7 +1103,7 @@ async fn concurrent_workers_complete_each_job_once() {
                 assert_eq!(c.job.lease_owner.as_deref(), Some(worker.as_str()));
                 claimed.lock().unwrap().push((c.job.job_id, worker.clone()));
                 let outs = [output(c.job.job_id)];
-                assert!(r.complete_job(&c.token, &outs, Utc::now()).await.unwrap());
+                assert!(r.complete_job(&c.token, &outs, now()).await.unwrap());
                 done += 1;
             }
             done
@@ -1157,40 +1134,343 @@ async fn concurrent_workers_complete_each_job_once() {
     assert_eq!(counts, HashMap::from([(JobStatus::Completed, JOBS as u64)]));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_first_opens_migrate_once() {
-    // The API process and its workers may start together on a fresh file.
+async fn concurrent_first_opens_migrate_once(db: &TestDb) {
+    // The API process and its workers may start together on a fresh database.
     for _ in 0..5 {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("photo.db");
-        // The file exists, in WAL mode, but is not migrated. (Four connections switching a
-        // brand-new file to WAL at once can get SQLITE_BUSY from the journal-mode pragma; that
-        // startup race is a different matter from the migration race tested here.)
-        let opts = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true)
-            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
-        sqlx::SqlitePool::connect_with(opts)
+        let (_guard, url) = db.blank().await;
+        let open = || async {
+            let d = photo_db::connect(&url, &common::pg_opts()).await.unwrap();
+            let ran = d.migrate().await.unwrap();
+            (d, ran)
+        };
+        // SQLite connections run on their own sqlx worker threads, PostgreSQL ones on the
+        // multi-threaded runtime, so these really run at once.
+        let (a, b, c, d) = tokio::join!(open(), open(), open(), open());
+        let ran: usize = [&a, &b, &c, &d].iter().map(|(_, n)| n).sum();
+        assert_eq!(ran, 1, "exactly one of them migrated");
+        for (d, _) in [&a, &b, &c, &d] {
+            assert_eq!(d.migrate().await.unwrap(), 0);
+            assert!(TestDb::table_exists_in(d, "job_logs").await);
+        }
+        let n = common::scalar(&a.0, "SELECT COUNT(*) FROM schema_migrations").await;
+        assert_eq!(n, 1);
+        for (d, _) in [a, b, c, d] {
+            if let Database::Postgres(r) = d {
+                r.close().await;
+            }
+        }
+    }
+}
+
+/// Many claimers, each with its own pool (like workers on separate hosts), race for one queue:
+/// every job is claimed exactly once. On PostgreSQL this is `FOR UPDATE SKIP LOCKED`.
+async fn many_claimers_never_share_a_job(db: &TestDb) {
+    const CLAIMERS: usize = 8;
+    const PER_CLAIMER: usize = 200;
+    const JOBS: usize = CLAIMERS * PER_CLAIMER;
+    let repo = db.repo();
+    let t1 = tenant("t1");
+    let t0 = now() - Duration::seconds(10);
+    let mut ids = HashSet::new();
+    for i in 0..JOBS {
+        let j = repo
+            .insert_job(&new_job(&t1, 3), t0 + ms(i as i64))
+            .await
+            .unwrap();
+        ids.insert(j.job_id);
+    }
+    let mut pools = Vec::new();
+    for _ in 0..CLAIMERS {
+        pools.push(db.reopen().await);
+    }
+    let start = Instant::now();
+    let barrier = Arc::new(tokio::sync::Barrier::new(CLAIMERS));
+    let mut tasks = Vec::new();
+    for (w, pool) in pools.iter().enumerate() {
+        let r = pool.clone().into_repo();
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            let worker = format!("claimer-{w}");
+            let mut mine = Vec::new();
+            barrier.wait().await;
+            // Claims are held (never completed here): a job must not be handed out twice
+            // while its first claim is live.
+            while let Some(c) = r
+                .claim_job(&worker, Duration::minutes(5), now())
+                .await
+                .unwrap()
+            {
+                assert_eq!(c.job.attempts, 1, "never re-claimed");
+                mine.push(c);
+            }
+            mine
+        }));
+    }
+    let mut all = Vec::new();
+    let mut per_claimer = Vec::new();
+    for t in tasks {
+        let mine = t.await.unwrap();
+        per_claimer.push(mine.len());
+        all.extend(mine);
+    }
+    let took = start.elapsed();
+    eprintln!(
+        "{} claimers took {JOBS} jobs in {took:?} ({:.0} claims/s); per claimer {per_claimer:?}",
+        CLAIMERS,
+        JOBS as f64 / took.as_secs_f64()
+    );
+    assert_eq!(all.len(), JOBS, "every job claimed, none twice");
+    let unique: HashSet<JobId> = all.iter().map(|c| c.job.job_id).collect();
+    assert_eq!(unique, ids, "each job exactly once");
+    assert!(
+        per_claimer.iter().filter(|n| **n > 0).count() > 1,
+        "claims were spread: {per_claimer:?}"
+    );
+    let counts: HashMap<JobStatus, u64> = repo.job_counts().await.unwrap().into_iter().collect();
+    assert_eq!(counts, HashMap::from([(JobStatus::Started, JOBS as u64)]));
+    // Every token still fences its own job only.
+    let (a, b) = (&all[0], &all[1]);
+    let crossed = ClaimToken {
+        job_id: a.job.job_id,
+        token: b.token.token.clone(),
+    };
+    assert!(!repo.complete_job(&crossed, &[], now()).await.unwrap());
+    assert!(repo.complete_job(&a.token, &[], now()).await.unwrap());
+    for p in pools {
+        if let Database::Postgres(r) = p {
+            r.close().await;
+        }
+    }
+}
+
+on_both!(
+    migrations_are_idempotent_and_reversible,
+    job_logs_has_the_design_columns,
+    api_keys_insert_find_touch_count,
+    uploads_tenancy_and_lifecycle,
+    expired_uploads_sweep,
+    job_round_trip_and_tenancy,
+    list_jobs_filters_and_pages,
+    claim_takes_oldest_due_job,
+    expired_lease_is_fenced,
+    heartbeat_extends_lease,
+    fail_job_retries_then_dies,
+    permanent_failure_fails_at_once,
+    lease_lost_on_last_attempt_is_dead,
+    release_job_gives_the_attempt_back,
+    job_counts_match,
+    concurrent_workers_complete_each_job_once,
+    concurrent_first_opens_migrate_once,
+    many_claimers_never_share_a_job,
+);
+
+// ---------------------------------------------------------------- PostgreSQL only
+
+/// Behaviour only the PostgreSQL repository has: wake-ups, pool limits, outages.
+mod postgres_only {
+    use super::*;
+
+    fn repo_of(db: &TestDb) -> PgRepo {
+        match &db.db {
+            Database::Postgres(r) => r.clone(),
+            Database::Sqlite(_) => unreachable!("a PostgreSQL test"),
+        }
+    }
+
+    /// Kills every server connection to the test database except the caller's, as a restart
+    /// or failover does (SQLSTATE 57P01 for the killed sessions).
+    async fn kill_connections(name: &str) -> i64 {
+        let mut admin = common::admin().await;
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = $1 AND pid <> pg_backend_pid()) AS k",
+        )
+        .bind(name)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        n
+    }
+
+    fn db_name(db: &TestDb) -> String {
+        match &db.kind {
+            common::Kind::Postgres(pg) => pg.name.clone(),
+            common::Kind::Sqlite { .. } => unreachable!(),
+        }
+    }
+
+    /// Starts the repository's listener and waits until it is subscribed (it wakes waiters once
+    /// connected), then drains the permit that leaves.
+    async fn listening(repo: &PgRepo) {
+        let t = Instant::now();
+        repo.wait_for_work(std::time::Duration::from_secs(10)).await;
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(9),
+            "the listener never connected"
+        );
+        repo.wait_for_work(std::time::Duration::from_millis(50))
+            .await;
+    }
+
+    /// A wait that an insert from another connection cuts short: returns after the insert
+    /// (not before: the wait is real) and long before `max`.
+    async fn assert_woken_by_insert(waiter: &PgRepo, inserter: Arc<dyn Repo>) {
+        let max = std::time::Duration::from_secs(10);
+        let delay = std::time::Duration::from_millis(500);
+        let insert = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            inserter
+                .insert_job(&new_job(&tenant("t1"), 3), now())
+                .await
+                .unwrap();
+        });
+        let t = Instant::now();
+        waiter.wait_for_work(max).await;
+        let took = t.elapsed();
+        insert.await.unwrap();
+        assert!(
+            took >= delay - std::time::Duration::from_millis(50),
+            "woke before the insert ({took:?}): the wait did not wait"
+        );
+        assert!(took < max / 2, "not woken by the insert: waited {took:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn wait_for_work_wakes_on_insert_from_another_connection() {
+        let db = TestDb::postgres().await;
+        let waiter = repo_of(&db);
+        let other = db.reopen().await.into_repo();
+        listening(&waiter).await;
+        assert_woken_by_insert(&waiter, other.clone()).await;
+
+        // A retry scheduled by fail_job and a job handed back by release_job wake too.
+        let c = other
+            .claim_job("w", Duration::seconds(30), now())
             .await
             .unwrap()
-            .close()
+            .unwrap();
+        waiter
+            .wait_for_work(std::time::Duration::from_millis(50))
             .await;
-        // Each connection runs on its own sqlx worker thread, so these really run at once.
-        let (a, b, c, d) = tokio::join!(
-            SqliteRepo::open(&path),
-            SqliteRepo::open(&path),
-            SqliteRepo::open(&path),
-            SqliteRepo::open(&path),
+        let t = Instant::now();
+        let (_, released) = tokio::join!(
+            waiter.wait_for_work(std::time::Duration::from_secs(10)),
+            async {
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                other.release_job(&c.token, now()).await.unwrap()
+            }
         );
-        for repo in [a, b, c, d] {
-            let repo = repo.unwrap();
-            assert_eq!(repo.migrate().await.unwrap(), 0);
-        }
-        let repo = SqliteRepo::open(&path).await.unwrap();
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schema_migrations")
+        assert!(released);
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(5),
+            "release woke nobody"
+        );
+
+        // With nothing happening, the wait lasts its full time.
+        waiter
+            .wait_for_work(std::time::Duration::from_millis(50))
+            .await;
+        let t = Instant::now();
+        waiter
+            .wait_for_work(std::time::Duration::from_millis(700))
+            .await;
+        assert!(t.elapsed() >= std::time::Duration::from_millis(650));
+        db.finish().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn pool_and_listener_recover_after_the_server_drops_connections() {
+        let db = TestDb::postgres().await;
+        let repo = repo_of(&db);
+        let other = db.reopen().await.into_repo();
+        listening(&repo).await;
+        repo.health().await.unwrap();
+        other.health().await.unwrap();
+
+        let killed = kill_connections(&db_name(&db)).await;
+        assert!(
+            killed >= 3,
+            "pools and listener were connected: killed {killed}"
+        );
+
+        // Dead pooled connections are noticed before use and replaced.
+        repo.health().await.unwrap();
+        let j = other
+            .insert_job(&new_job(&tenant("t1"), 3), now())
+            .await
+            .unwrap();
+        assert_eq!(
+            repo.get_job_any_tenant(j.job_id)
+                .await
+                .unwrap()
+                .map(|j| j.job_id),
+            Some(j.job_id)
+        );
+        // The listener reconnected and re-subscribed by itself.
+        listening(&repo).await;
+        assert_woken_by_insert(&repo, other).await;
+        db.finish().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn unreachable_server_is_unavailable_within_the_acquire_timeout() {
+        let opts = PgOptions {
+            max_connections: 2,
+            acquire_timeout: std::time::Duration::from_secs(2),
+            statement_timeout: std::time::Duration::from_secs(1),
+        };
+        let t = Instant::now();
+        let e = PgRepo::connect_url("postgres://postgres@127.0.0.1:1/photo", &opts)
+            .await
+            .unwrap_err();
+        let took = t.elapsed();
+        assert!(
+            e.is_unavailable(),
+            "connection refused is 'unavailable': {e:?}"
+        );
+        assert!(
+            took < std::time::Duration::from_secs(4),
+            "gave up after {took:?}, acquire timeout 2s"
+        );
+        let e = photo_db::open("postgresql+asyncpg://postgres@127.0.0.1:1/photo", &opts)
+            .await
+            .unwrap_err();
+        assert!(e.is_unavailable(), "{e:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn statement_timeout_and_pool_exhaustion_are_unavailable() {
+        let db = TestDb::postgres().await;
+        let opts = PgOptions {
+            max_connections: 1,
+            acquire_timeout: std::time::Duration::from_millis(500),
+            statement_timeout: std::time::Duration::from_millis(200),
+        };
+        let url = db.url().replacen("postgres://", "postgresql+asyncpg://", 1);
+        let repo = PgRepo::connect_url(&url, &opts).await.unwrap();
+        repo.health().await.unwrap();
+        let setting: String = sqlx::query_scalar("SHOW statement_timeout")
             .fetch_one(repo.pool())
             .await
             .unwrap();
-        assert_eq!(n, 1);
+        assert_eq!(setting, "200ms");
+
+        let e: photo_db::DbError = sqlx::query("SELECT pg_sleep(2)")
+            .execute(repo.pool())
+            .await
+            .unwrap_err()
+            .into();
+        assert!(e.is_timeout() && e.is_unavailable(), "{e:?}");
+
+        // The only connection is busy: the next query gives up after the acquire timeout.
+        let busy = repo.pool().acquire().await.unwrap();
+        let t = Instant::now();
+        let e = repo.health().await.unwrap_err();
+        assert!(e.is_unavailable() && e.is_timeout(), "{e:?}");
+        assert!(t.elapsed() < std::time::Duration::from_secs(2));
+        drop(busy);
+        repo.health().await.unwrap();
+        repo.close().await;
+        db.finish().await;
     }
 }
