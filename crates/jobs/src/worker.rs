@@ -24,7 +24,7 @@ pub struct WorkerConfig {
     pub lease: Duration,
     /// How often the lease is renewed (well under `lease`).
     pub heartbeat: Duration,
-    /// Idle wait between claim attempts.
+    /// Longest idle wait between claim attempts; [`Repo::wait_for_work`] may end it sooner.
     pub poll_interval: Duration,
     /// First retry delay; doubles per attempt.
     pub backoff_base: Duration,
@@ -108,8 +108,10 @@ impl Worker {
                 }
                 Ok(None) => {
                     drop(permit);
+                    // Woken early when the database announces work (PostgreSQL NOTIFY); the
+                    // poll interval stays the fallback (retries coming due, expired leases).
                     tokio::select! {
-                        _ = tokio::time::sleep(self.cfg.poll_interval) => {}
+                        _ = self.repo.wait_for_work(self.cfg.poll_interval) => {}
                         _ = shutdown.changed() => break,
                     }
                 }
