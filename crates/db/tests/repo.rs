@@ -1215,8 +1215,9 @@ async fn many_claimers_never_share_a_job(db: &TestDb) {
     }
     let took = start.elapsed();
     eprintln!(
-        "{} claimers took {JOBS} jobs in {took:?} ({:.0} claims/s); per claimer {per_claimer:?}",
-        CLAIMERS,
+        "{}: {CLAIMERS} claimers took {JOBS} jobs in {took:?} ({:.0} claims/s); per claimer \
+         {per_claimer:?}",
+        db.url().split(':').next().unwrap_or("?"),
         JOBS as f64 / took.as_secs_f64()
     );
     assert_eq!(all.len(), JOBS, "every job claimed, none twice");
