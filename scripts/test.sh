@@ -29,10 +29,13 @@ echo "target dir: ${CARGO_TARGET_DIR:-target}"
 
 # ---------------------------------------------------------------------------
 # Services the tests need.
-# None yet: the embedded default (SQLite, local directory) needs no service.
-# Later: PostgreSQL, an S3-compatible test server, a Temporal dev server —
-# start them here and export their URLs (DATABASE_URL, ...) for the tests.
+# PostgreSQL: the repository suite runs every test on SQLite and on PostgreSQL.
+# scripts/ensure-postgres.sh starts a server on 127.0.0.1:5432 if none answers
+# (installing Debian's package if needed) and prints the URL the tests use.
 # ---------------------------------------------------------------------------
+section "Services (PostgreSQL)"
+PHOTO_API_TEST_POSTGRES="$(scripts/ensure-postgres.sh)"
+export PHOTO_API_TEST_POSTGRES
 
 section "Formatting (cargo fmt --all --check)"
 cargo fmt --all --check

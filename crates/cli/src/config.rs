@@ -65,6 +65,13 @@ pub struct Settings {
     /// Database URL; default sqlite://<data_dir>/photo-api.db.
     #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// Most PostgreSQL connections per process (default 10).
+    #[arg(long, global = true, env = "PHOTO_API_DB_MAX_CONNECTIONS")]
+    pub db_max_connections: Option<u32>,
+    /// PostgreSQL statement timeout (default 30s).
+    #[arg(long, global = true, env = "PHOTO_API_DB_STATEMENT_TIMEOUT", value_parser = parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    pub db_statement_timeout: Option<Duration>,
     /// Bootstrap admin API key (otherwise one is generated on first start).
     #[arg(long, global = true, env = "API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -169,6 +176,8 @@ pub struct Config {
     pub public_url: Option<String>,
     pub data_dir: PathBuf,
     pub database_url: String,
+    pub db_max_connections: u32,
+    pub db_statement_timeout: Duration,
     pub api_key: Option<String>,
     pub signing_key: Option<String>,
     pub presign_expires: Duration,
@@ -207,7 +216,8 @@ impl Settings {
 
     /// Flag/env values win over file values.
     pub fn over(self, file: Settings) -> Settings {
-        merge!(self, file; listen, public_url, data_dir, database_url, api_key, signing_key,
+        merge!(self, file; listen, public_url, data_dir, database_url, db_max_connections,
+            db_statement_timeout, api_key, signing_key,
             presign_expires_seconds, max_upload_size, raw_ttl, sweep_interval, download_url_ttl,
             max_pixels, max_side, worker_mode, worker_concurrency, job_lease, job_timeout,
             max_attempts, retry_backoff, poll_interval, request_timeout, shutdown_grace,
@@ -231,6 +241,8 @@ impl Settings {
             public_url: self.public_url.map(|u| u.trim_end_matches('/').to_owned()),
             data_dir,
             database_url,
+            db_max_connections: self.db_max_connections.unwrap_or(10),
+            db_statement_timeout: self.db_statement_timeout.unwrap_or(Duration::from_secs(30)),
             api_key: self.api_key.filter(|k| !k.is_empty()),
             signing_key: self.signing_key.filter(|k| !k.is_empty()),
             presign_expires: Duration::from_secs(self.presign_expires_seconds.unwrap_or(300)),
@@ -297,10 +309,8 @@ impl Config {
         if self.worker_concurrency == 0 || self.worker_concurrency > 256 {
             bail!("PHOTO_API_WORKER_CONCURRENCY must be between 1 and 256");
         }
-        if self.database_url.starts_with("postgres") {
-            bail!(
-                "PostgreSQL is not supported by this build yet; unset DATABASE_URL to use the embedded SQLite database"
-            );
+        if self.db_max_connections == 0 || self.db_max_connections > 1000 {
+            bail!("PHOTO_API_DB_MAX_CONNECTIONS must be between 1 and 1000");
         }
         if let Some(k) = &self.api_key
             && k.len() < 16
@@ -308,6 +318,16 @@ impl Config {
             bail!("API_KEY must be at least 16 characters");
         }
         Ok(())
+    }
+
+    /// Connection pool settings (PostgreSQL). Acquiring a connection gives up after 5 s, so
+    /// no request hangs on a database that is down; the API answers 503 instead.
+    pub fn db_options(&self) -> photo_db::PgOptions {
+        photo_db::PgOptions {
+            max_connections: self.db_max_connections,
+            acquire_timeout: Duration::from_secs(5),
+            statement_timeout: self.db_statement_timeout,
+        }
     }
 
     /// Decoder limits.
@@ -343,6 +363,34 @@ mod tests {
         assert_eq!(c.max_attempts, 7);
         assert_eq!(c.presign_expires, Duration::from_secs(300));
         assert!(c.database_url.starts_with("sqlite://./data/"));
+        assert_eq!(c.db_max_connections, 10);
+        assert_eq!(c.db_statement_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn postgres_urls_and_pool_settings() {
+        let file: Settings =
+            toml::from_str("db_max_connections = 4\ndb_statement_timeout = \"5s\"").unwrap();
+        let cli = Settings {
+            database_url: Some("postgresql+asyncpg://u@db/photos".into()),
+            db_statement_timeout: Some(Duration::from_secs(2)),
+            ..Default::default()
+        };
+        let c = cli.over(file).resolve().unwrap();
+        assert_eq!(c.database_url, "postgres://u@db/photos");
+        let o = c.db_options();
+        assert_eq!(o.max_connections, 4);
+        assert_eq!(o.statement_timeout, Duration::from_secs(2));
+        let e = Settings {
+            db_max_connections: Some(0),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("PHOTO_API_DB_MAX_CONNECTIONS"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -334,8 +334,15 @@ pub async fn worker(cfg: Config) -> anyhow::Result<()> {
 
 /// `photo-api migrate`.
 pub async fn migrate(cfg: Config, down: Option<usize>) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&cfg.data_dir)?;
-    let repo = photo_db::SqliteRepo::connect_url(&cfg.database_url).await?;
+    wiring::ensure_data_dir(&cfg)?;
+    let repo = photo_db::connect(&cfg.database_url, &cfg.db_options())
+        .await
+        .with_context(|| {
+            format!(
+                "connecting to the database {}",
+                wiring::redact_url(&cfg.database_url)
+            )
+        })?;
     match down {
         Some(n) => println!("reverted {} migration(s)", repo.migrate_down(n).await?),
         None => println!(

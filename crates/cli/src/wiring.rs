@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use photo_db::{Repo, SqliteRepo};
+use photo_db::Repo;
 use photo_storage::{LocalStore, UrlSigner};
 use tracing_subscriber::EnvFilter;
 
@@ -29,14 +29,41 @@ pub fn init_logging(cfg: &Config) -> anyhow::Result<()> {
     res.map_err(|e| anyhow::anyhow!("initialising logging: {e}"))
 }
 
-/// Opens the database named by the configuration, running migrations.
+/// Opens the database named by the configuration (SQLite or PostgreSQL, by the URL's scheme),
+/// running migrations.
 pub async fn open_repo(cfg: &Config) -> anyhow::Result<Arc<dyn Repo>> {
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
-    let repo = SqliteRepo::open_url(&cfg.database_url)
+    ensure_data_dir(cfg)?;
+    photo_db::open(&cfg.database_url, &cfg.db_options())
         .await
-        .with_context(|| format!("opening the database {}", cfg.database_url))?;
-    Ok(Arc::new(repo))
+        .with_context(|| format!("opening the database {}", redact_url(&cfg.database_url)))
+}
+
+/// The data directory holds the SQLite file (and the objects and signing key, created by
+/// their own openers); with PostgreSQL nothing database-related goes there.
+pub fn ensure_data_dir(cfg: &Config) -> anyhow::Result<()> {
+    if !photo_db::is_postgres_url(&cfg.database_url) {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
+    }
+    Ok(())
+}
+
+/// A database URL fit for messages: any password replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
 }
 
 /// The URL-signing secret: configured, or generated once into the data directory (0600).
@@ -88,4 +115,25 @@ pub async fn local_store(cfg: &Config, public_url: &str) -> anyhow::Result<Local
     LocalStore::open(&root, public_url, signer(cfg)?)
         .await
         .with_context(|| format!("opening the object directory {}", root.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact_url("postgres://photo:s3cret@db:5432/photos"),
+            "postgres://photo:***@db:5432/photos"
+        );
+        assert_eq!(
+            redact_url("postgres://photo@db/photos"),
+            "postgres://photo@db/photos"
+        );
+        assert_eq!(
+            redact_url("sqlite://./data/photo-api.db"),
+            "sqlite://./data/photo-api.db"
+        );
+    }
 }
