@@ -4,7 +4,7 @@
 #
 #   export PHOTO_API_TEST_POSTGRES="$(scripts/ensure-postgres.sh)"
 #
-# - PHOTO_API_TEST_POSTGRES already set and answering: used as it is.
+# - PHOTO_API_TEST_POSTGRES set: used as it is (an error if it does not answer).
 # - Otherwise 127.0.0.1:5432. If nothing answers there, Debian's `postgresql` package is
 #   installed (apt-get update first) when missing and its cluster is started.
 # - The tests connect as `postgres` over TCP. If that role cannot log in (Debian's default
@@ -44,10 +44,14 @@ as_postgres_psql() {
     fi
 }
 
-if [ -n "${PHOTO_API_TEST_POSTGRES:-}" ] && can_login "$URL"; then
-    log "PostgreSQL: using PHOTO_API_TEST_POSTGRES"
-    printf '%s\n' "$URL"
-    exit 0
+if [ -n "${PHOTO_API_TEST_POSTGRES:-}" ]; then
+    if can_login "$URL"; then
+        log "PostgreSQL: using PHOTO_API_TEST_POSTGRES"
+        printf '%s\n' "$URL"
+        exit 0
+    fi
+    log "PostgreSQL: cannot log in with PHOTO_API_TEST_POSTGRES; unset it to use a local server"
+    exit 1
 fi
 
 if ! answers; then
