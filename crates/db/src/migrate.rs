@@ -119,7 +119,7 @@ pub(crate) async fn down(
 /// ("photo-mg" in ASCII). Transaction-scoped, so a crashed migrator cannot leave it held.
 const PG_LOCK: i64 = 0x7068_6f74_6f2d_6d67;
 
-const PG_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
+const PG_TABLE: &str = "CREATE TABLE schema_migrations (
     version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())";
 
 /// Opens a transaction holding the migration lock, with `schema_migrations` present; returns it
@@ -137,7 +137,13 @@ async fn pg_locked(
         .bind(PG_LOCK)
         .execute(&mut *tx)
         .await?;
-    sqlx::raw_sql(PG_TABLE).execute(&mut *tx).await?;
+    // Checked first (under the lock) rather than IF NOT EXISTS, which logs a notice each start.
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        .fetch_one(&mut *tx)
+        .await?;
+    if !exists {
+        sqlx::raw_sql(PG_TABLE).execute(&mut *tx).await?;
+    }
     let done = sqlx::query_scalar("SELECT version FROM schema_migrations ORDER BY version")
         .fetch_all(&mut *tx)
         .await?;
