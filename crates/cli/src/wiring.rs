@@ -38,14 +38,11 @@ pub async fn open_repo(cfg: &Config) -> anyhow::Result<Arc<dyn Repo>> {
         .with_context(|| format!("opening the database {}", redact_url(&cfg.database_url)))
 }
 
-/// The data directory holds the SQLite file (and the objects and signing key, created by
-/// their own openers); with PostgreSQL nothing database-related goes there.
+/// Creates the data directory: it holds the SQLite file and, whatever the database, the local
+/// objects and the generated signing key.
 pub fn ensure_data_dir(cfg: &Config) -> anyhow::Result<()> {
-    if !photo_db::is_postgres_url(&cfg.database_url) {
-        std::fs::create_dir_all(&cfg.data_dir)
-            .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
-    }
-    Ok(())
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))
 }
 
 /// A database URL fit for messages: any password replaced by `***`.
