@@ -1413,6 +1413,127 @@ mod postgres_only {
         db.finish().await;
     }
 
+    /// A TCP proxy to the test server that can be cut (listener and every connection closed,
+    /// as when the server goes away: new connections are refused) and brought back on the
+    /// same port.
+    struct Proxy {
+        port: u16,
+        target: std::net::SocketAddr,
+        task: Option<tokio::task::JoinHandle<()>>,
+    }
+
+    impl Proxy {
+        async fn start(port: u16, target: std::net::SocketAddr) -> Self {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let task = tokio::spawn(async move {
+                // Dropping the set (when this task is aborted) closes every connection.
+                let mut conns = tokio::task::JoinSet::new();
+                loop {
+                    let Ok((mut client, _)) = listener.accept().await else {
+                        return;
+                    };
+                    conns.spawn(async move {
+                        if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    });
+                }
+            });
+            Self {
+                port,
+                target,
+                task: Some(task),
+            }
+        }
+
+        async fn cut(&mut self) {
+            if let Some(t) = self.task.take() {
+                t.abort();
+                let _ = t.await;
+            }
+        }
+
+        async fn restore(&mut self) {
+            *self = Self::start(self.port, self.target).await;
+        }
+    }
+
+    /// `url` with its host and port replaced by 127.0.0.1:`port`.
+    fn via_port(url: &str, port: u16) -> String {
+        let (scheme, rest) = url.split_once("://").unwrap();
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let userinfo = authority
+            .rsplit_once('@')
+            .map(|(u, _)| format!("{u}@"))
+            .unwrap_or_default();
+        format!("{scheme}://{userinfo}127.0.0.1:{port}{path}")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn server_outage_is_unavailable_then_recovers_by_itself() {
+        let db = TestDb::postgres().await;
+        let direct = db.reopen().await.into_repo();
+        let admin: sqlx::postgres::PgConnectOptions = common::admin_url().parse().unwrap();
+        let target = tokio::net::lookup_host((admin.get_host(), admin.get_port()))
+            .await
+            .unwrap()
+            .next()
+            .unwrap();
+        let mut proxy = Proxy::start(0, target).await;
+        let opts = PgOptions {
+            max_connections: 4,
+            acquire_timeout: std::time::Duration::from_secs(1),
+            statement_timeout: std::time::Duration::from_secs(5),
+        };
+        let repo = PgRepo::connect_url(&via_port(&db.url(), proxy.port), &opts)
+            .await
+            .unwrap();
+        listening(&repo).await;
+        repo.health().await.unwrap();
+
+        proxy.cut().await;
+        for _ in 0..3 {
+            let t = Instant::now();
+            let e = repo.health().await.unwrap_err();
+            assert!(e.is_unavailable(), "down is 'unavailable': {e:?}");
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(3),
+                "failed after {:?}; acquire timeout 1s",
+                t.elapsed()
+            );
+        }
+        let e = repo
+            .insert_job(&new_job(&tenant("t1"), 3), now())
+            .await
+            .unwrap_err();
+        assert!(e.is_unavailable(), "{e:?}");
+
+        proxy.restore().await;
+        // Back without reopening anything.
+        let t = Instant::now();
+        while repo.health().await.is_err() {
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(10),
+                "the pool did not recover"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let j = repo
+            .insert_job(&new_job(&tenant("t1"), 3), now())
+            .await
+            .unwrap();
+        assert!(direct.get_job_any_tenant(j.job_id).await.unwrap().is_some());
+        // The listener came back too (after its reconnect backoff).
+        listening(&repo).await;
+        assert_woken_by_insert(&repo, direct).await;
+        repo.close().await;
+        proxy.cut().await;
+        db.finish().await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn unreachable_server_is_unavailable_within_the_acquire_timeout() {
         let opts = PgOptions {
