@@ -1301,7 +1301,7 @@ mod postgres_only {
     }
 
     /// Starts the repository's listener and waits until it is subscribed (it wakes waiters once
-    /// connected), then drains the permit that leaves.
+    /// connected), then lets pending wake-ups pass.
     async fn listening(repo: &PgRepo) {
         let t = Instant::now();
         repo.wait_for_work(std::time::Duration::from_secs(10)).await;
@@ -1309,13 +1309,27 @@ mod postgres_only {
             t.elapsed() < std::time::Duration::from_secs(9),
             "the listener never connected"
         );
-        repo.wait_for_work(std::time::Duration::from_millis(50))
-            .await;
+        quiet(repo).await;
+    }
+
+    /// Consumes wake-ups already on their way (earlier inserts, a reconnect) until a short wait
+    /// runs its full length.
+    async fn quiet(repo: &PgRepo) {
+        let short = std::time::Duration::from_millis(200);
+        for _ in 0..50 {
+            let t = Instant::now();
+            repo.wait_for_work(short).await;
+            if t.elapsed() >= short {
+                return;
+            }
+        }
+        panic!("wake-ups never stop");
     }
 
     /// A wait that an insert from another connection cuts short: returns after the insert
     /// (not before: the wait is real) and long before `max`.
     async fn assert_woken_by_insert(waiter: &PgRepo, inserter: Arc<dyn Repo>) {
+        quiet(waiter).await;
         let max = std::time::Duration::from_secs(10);
         let delay = std::time::Duration::from_millis(500);
         let insert = tokio::spawn(async move {
@@ -1344,33 +1358,43 @@ mod postgres_only {
         listening(&waiter).await;
         assert_woken_by_insert(&waiter, other.clone()).await;
 
-        // A retry scheduled by fail_job and a job handed back by release_job wake too.
-        let c = other
-            .claim_job("w", Duration::seconds(30), now())
-            .await
-            .unwrap()
-            .unwrap();
-        waiter
-            .wait_for_work(std::time::Duration::from_millis(50))
-            .await;
-        let t = Instant::now();
-        let (_, released) = tokio::join!(
-            waiter.wait_for_work(std::time::Duration::from_secs(10)),
-            async {
-                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-                other.release_job(&c.token, now()).await.unwrap()
-            }
-        );
-        assert!(released);
-        assert!(
-            t.elapsed() < std::time::Duration::from_secs(5),
-            "release woke nobody"
-        );
+        // A job handed back by release_job and a retry scheduled by fail_job wake too.
+        for hand_back in ["release", "retry"] {
+            let c = other
+                .claim_job("w", Duration::seconds(30), now())
+                .await
+                .unwrap()
+                .unwrap();
+            quiet(&waiter).await;
+            let t = Instant::now();
+            let (_, handed_back) = tokio::join!(
+                waiter.wait_for_work(std::time::Duration::from_secs(10)),
+                async {
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                    if hand_back == "release" {
+                        other.release_job(&c.token, now()).await.unwrap()
+                    } else {
+                        let f = Failure {
+                            code: "storage_unavailable".into(),
+                            message: "try again".into(),
+                            retry_at: Some(now()),
+                        };
+                        other.fail_job(&c.token, &f, now()).await.unwrap()
+                            == Some(JobStatus::Retrying)
+                    }
+                }
+            );
+            let took = t.elapsed();
+            assert!(handed_back, "{hand_back}");
+            assert!(
+                took >= std::time::Duration::from_millis(250)
+                    && took < std::time::Duration::from_secs(5),
+                "{hand_back}: woke after {took:?}"
+            );
+        }
 
         // With nothing happening, the wait lasts its full time.
-        waiter
-            .wait_for_work(std::time::Duration::from_millis(50))
-            .await;
+        quiet(&waiter).await;
         let t = Instant::now();
         waiter
             .wait_for_work(std::time::Duration::from_millis(700))
