@@ -201,6 +201,26 @@ fn send_sigterm(pid: u32) {
     }
 }
 
+/// Asks the kernel to SIGKILL the child the moment its parent dies, so an orphaned worker
+/// never finishes (or starts) work after its server is gone, even for a few milliseconds.
+#[cfg(target_os = "linux")]
+#[expect(unsafe_code, reason = "pre_exec and prctl(2) have no safe wrapper in std")]
+fn die_with_parent(cmd: &mut tokio::process::Command) {
+    // SAFETY: the closure runs between fork and exec and only calls prctl, which is
+    // async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_cmd: &mut tokio::process::Command) {}
+
 /// Starts the worker process and restarts it whenever it exits, with backoff, until stopped.
 async fn supervise(
     cfg: Config,
@@ -226,6 +246,7 @@ async fn supervise(
             .env("PHOTO_API_SUPERVISOR_PID", std::process::id().to_string())
             .stdout(std::process::Stdio::null())
             .kill_on_drop(true);
+        die_with_parent(&mut cmd);
         if let Some(c) = std::env::var_os("PHOTO_API_CONFIG") {
             cmd.env("PHOTO_API_CONFIG", c);
         }
