@@ -299,7 +299,8 @@ async fn sweep_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let sc = SweepConfig {
-        staging_max_age: chrono::Duration::hours(1),
+        staging_max_age: chrono::Duration::from_std(cfg.staging_max_age)
+                .unwrap_or(chrono::Duration::MAX),
         batch: 500,
     };
     loop {
@@ -375,7 +376,8 @@ pub async fn sweep(cfg: Config) -> anyhow::Result<()> {
         repo.as_ref(),
         &store,
         &SweepConfig {
-            staging_max_age: chrono::Duration::hours(1),
+            staging_max_age: chrono::Duration::from_std(cfg.staging_max_age)
+                .unwrap_or(chrono::Duration::MAX),
             batch: 500,
         },
         Utc::now(),

@@ -8,18 +8,8 @@ use std::time::Duration;
 use common::*;
 use serde_json::{Value, json};
 
-fn staging_empty(s: &Server) -> bool {
-    std::fs::read_dir(s.data_dir.join("objects/.staging"))
-        .unwrap()
-        .filter_map(Result::ok)
-        .all(|e| e.file_name() == ".health")
-}
-
 fn raw_object_exists(s: &Server, init: &Value) -> bool {
-    s.data_dir
-        .join("objects/raw")
-        .join(init["key"].as_str().unwrap())
-        .exists()
+    raw_object_path(&s.data_dir, init["key"].as_str().unwrap()).exists()
 }
 
 #[tokio::test]
@@ -138,7 +128,7 @@ async fn oversize_body_is_cut_off_and_not_stored() {
     let r = s.send_upload(&init, jpeg(300, 300), "image/jpeg").await;
     expect_problem(r, 413, "upload_too_large").await;
     assert!(!raw_object_exists(&s, &init), "nothing stored");
-    assert!(staging_empty(&s), "no partial file left");
+    assert!(staging_empty(&s.data_dir), "no partial file left");
     let r = s.complete(init["upload_id"].as_str().unwrap()).await;
     expect_problem(r, 409, "upload_missing").await;
 }
@@ -299,7 +289,7 @@ async fn spoofed_and_bad_images_are_rejected_at_completion() {
         "empty_upload",
     )
     .await;
-    assert!(staging_empty(&s));
+    assert!(staging_empty(&s.data_dir));
 }
 
 #[tokio::test]

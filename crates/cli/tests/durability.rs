@@ -10,25 +10,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{Value, json};
 
-fn history_count(job: &Value, status: &str) -> usize {
-    job["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|h| h["status"] == status)
-        .count()
-}
-
-async fn jobs_in(s: &Server, status: &str) -> Vec<Value> {
-    let v: Value = s
-        .get(&format!("/jobs?status={status}&limit=200"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    v["jobs"].as_array().unwrap().clone()
-}
-
 #[tokio::test]
 async fn kill_9_mid_work_then_restart_completes_every_job_exactly_once() {
     let dir = tempdir();
@@ -293,7 +274,7 @@ async fn the_sweeper_expires_raw_uploads_and_uncompleted_uploads() {
         .send_upload(&never_completed, jpeg(16, 16), "image/jpeg")
         .await;
     assert_eq!(r.status(), 201);
-    let raw = |key: &str| s.data_dir.join("objects/raw").join(key);
+    let raw = |key: &str| raw_object_path(&s.data_dir, key);
     let never_key = never_completed["key"].as_str().unwrap().to_owned();
     assert!(raw(&never_key).exists());
     let deadline = Instant::now() + Duration::from_secs(30);
