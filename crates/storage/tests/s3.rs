@@ -579,6 +579,18 @@ async fn setup_creates_buckets_and_reports_what_the_server_lacks() {
 
 // ---------------------------------------------------------------------------------------------
 // POST policy against the server.
+//
+// What s3s-fs 0.14.1 enforces on a POST upload (read in s3s 0.14.1, src/ops/signature.rs and
+// src/ops/mod.rs and src/post_policy.rs): the SigV4 signature over the base64 policy; that the
+// policy's x-amz-date / x-amz-credential / x-amz-algorithm equal the form fields; the credential
+// date matching x-amz-date; x-amz-date within the server's clock-skew window (so on s3s-fs a
+// policy also stops working that long after it was signed, whatever its expiration — AWS has no
+// such limit); `expiration` (403 AccessDenied, checked before the body is read);
+// `content-length-range` min and max (400 EntityTooSmall / EntityTooLarge, the body is read with
+// the max as a cap); every `eq` and `starts-with` condition (key, Content-Type, bucket,
+// success_action_status: 400 InvalidPolicyDocument, where AWS answers 403 AccessDenied); and
+// that every form field is covered by a condition. The POST must go to the bucket URL
+// (path-style `/{bucket}/`; virtual-hosted only with `--domain`).
 
 struct Post {
     url: String,
