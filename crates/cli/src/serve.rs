@@ -90,9 +90,8 @@ pub async fn serve(cfg: Config, cli_settings: Settings) -> anyhow::Result<()> {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
-    let local = wiring::local_store(&cfg, &public_url).await?;
-    let signer = local.signer().clone();
-    let store: Arc<dyn ObjectStore> = Arc::new(local);
+    let signer = wiring::signer(&cfg)?;
+    let store = wiring::open_store(&cfg, &public_url).await?;
 
     let workers = WorkerHealth::default();
     let state = AppState {
@@ -326,8 +325,7 @@ async fn sweep_loop(
 pub async fn worker(cfg: Config) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     let repo = wiring::open_repo(&cfg).await?;
-    let store: Arc<dyn ObjectStore> =
-        Arc::new(wiring::local_store(&cfg, "http://worker.invalid").await?);
+    let store = wiring::open_store(&cfg, "http://worker.invalid").await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     if let Some(parent) = std::env::var("PHOTO_API_SUPERVISOR_PID")
         .ok()
@@ -371,10 +369,10 @@ pub async fn migrate(cfg: Config, down: Option<usize>) -> anyhow::Result<()> {
 /// `photo-api sweep`.
 pub async fn sweep(cfg: Config) -> anyhow::Result<()> {
     let repo = wiring::open_repo(&cfg).await?;
-    let store = wiring::local_store(&cfg, "http://sweep.invalid").await?;
+    let store = wiring::open_store(&cfg, "http://sweep.invalid").await?;
     let r = photo_jobs::sweep_once(
         repo.as_ref(),
-        &store,
+        store.as_ref(),
         &SweepConfig {
             staging_max_age: chrono::Duration::from_std(cfg.staging_max_age)
                 .unwrap_or(chrono::Duration::MAX),
@@ -387,5 +385,27 @@ pub async fn sweep(cfg: Config) -> anyhow::Result<()> {
         "expired {} upload(s), removed {} staging file(s)",
         r.uploads_expired, r.staging_removed
     );
+    Ok(())
+}
+
+/// `photo-api setup`: creates the S3 buckets if missing and applies the design's settings
+/// (public access blocked, versioning on processed, lifecycle: raw uploads expire after 2 days,
+/// incomplete multipart uploads are aborted after 7), then checks both buckets.
+pub async fn setup(cfg: Config) -> anyhow::Result<()> {
+    if cfg.s3.is_none() {
+        let store = wiring::local_store(&cfg, "http://setup.invalid").await?;
+        store.health().await?;
+        println!(
+            "local storage ready under {} (set S3_BUCKET_RAW and S3_BUCKET_PROCESSED for S3)",
+            cfg.data_dir.join("objects").display()
+        );
+        return Ok(());
+    }
+    let store = wiring::s3_store(&cfg).await?;
+    for line in store.setup().await? {
+        println!("{line}");
+    }
+    store.health().await.context("checking the buckets after setup")?;
+    println!("both buckets are reachable");
     Ok(())
 }

@@ -38,16 +38,32 @@ async fn quick_start_thumbnail_and_transform() {
             "init response has {field}: {init}"
         );
     }
-    assert!(
-        init["url"].as_str().unwrap().starts_with(&s.base),
-        "local URL points at the server"
-    );
-    assert!(init["url"].as_str().unwrap().contains("sig="));
     let photo = jpeg(1200, 800);
-    let r = s.send_upload(&init, photo.clone(), "image/jpeg").await;
-    assert_eq!(r.status(), 201);
-    let up: Value = r.json().await.unwrap();
-    assert_eq!(up["size"], photo.len() as u64);
+    match production() {
+        None => {
+            assert!(
+                init["url"].as_str().unwrap().starts_with(&s.base),
+                "local URL points at the server"
+            );
+            assert!(init["url"].as_str().unwrap().contains("sig="));
+            let r = s.send_upload(&init, photo.clone(), "image/jpeg").await;
+            assert_eq!(r.status(), 201);
+            let up: Value = r.json().await.unwrap();
+            assert_eq!(up["size"], photo.len() as u64);
+        }
+        Some(p) => {
+            // A presigned POST policy straight to the raw bucket.
+            let url = init["url"].as_str().unwrap();
+            assert!(url.starts_with(&p.s3_endpoint(&s.data_dir)), "{url}");
+            assert!(url.contains(&p.bucket_raw(&s.data_dir)), "{url}");
+            for f in ["key", "Content-Type", "policy", "x-amz-signature", "x-amz-credential"] {
+                assert!(init["fields"][f].is_string(), "policy field {f}: {init}");
+            }
+            assert_eq!(init["fields"]["key"], init["key"]);
+            let r = s.send_upload(&init, photo.clone(), "image/jpeg").await;
+            assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        }
+    }
     let id = init["upload_id"].as_str().unwrap();
     let r = s.complete(id).await;
     assert_eq!(r.status(), 200);
