@@ -121,9 +121,13 @@ impl From<photo_db::DbError> for ApiError {
 
 impl From<photo_storage::StoreError> for ApiError {
     fn from(e: photo_storage::StoreError) -> Self {
-        match e {
+        match &e {
             photo_storage::StoreError::NotFound => Self::not_found("object"),
-            other => Self::internal("storage error", &other),
+            photo_storage::StoreError::Bucket { .. } => {
+                tracing::warn!(error = %e, "object storage unavailable");
+                Self::unavailable("the object storage is unavailable; retry shortly")
+            }
+            _ => Self::internal("storage error", &e),
         }
     }
 }

@@ -97,6 +97,10 @@ pub struct Settings {
     #[arg(long, global = true, env = "PHOTO_API_SWEEP_INTERVAL", value_parser = parse_duration)]
     #[serde(default, with = "opt_duration")]
     pub sweep_interval: Option<Duration>,
+    /// Age after which staging leftovers of interrupted writes are swept (default 1h).
+    #[arg(long, global = true, env = "PHOTO_API_STAGING_MAX_AGE", value_parser = parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    pub staging_max_age: Option<Duration>,
     /// Lifetime of signed download URLs (default 1h).
     #[arg(long, global = true, env = "PHOTO_API_DOWNLOAD_URL_TTL", value_parser = parse_duration)]
     #[serde(default, with = "opt_duration")]
@@ -149,6 +153,21 @@ pub struct Settings {
     /// Debug logging (same as LOG_LEVEL=debug); accepts true/false/1/0/yes/no.
     #[arg(long, global = true, env = "DEBUG", value_parser = parse_bool)]
     pub debug: Option<bool>,
+    /// S3 bucket for raw uploads; setting it (with S3_BUCKET_PROCESSED) switches storage to S3.
+    #[arg(long, global = true, env = "S3_BUCKET_RAW")]
+    pub s3_bucket_raw: Option<String>,
+    /// S3 bucket for processed outputs.
+    #[arg(long, global = true, env = "S3_BUCKET_PROCESSED")]
+    pub s3_bucket_processed: Option<String>,
+    /// AWS region of the buckets (default us-east-1).
+    #[arg(long, global = true, env = "AWS_REGION")]
+    pub aws_region: Option<String>,
+    /// Endpoint of a non-AWS S3-compatible server, e.g. http://127.0.0.1:9000.
+    #[arg(long, global = true, env = "AWS_ENDPOINT_URL")]
+    pub s3_endpoint: Option<String>,
+    /// Path-style bucket addressing (default: on when an endpoint is set, off on AWS).
+    #[arg(long, global = true, env = "PHOTO_API_S3_PATH_STYLE", value_parser = parse_bool)]
+    pub s3_path_style: Option<bool>,
 }
 
 mod opt_duration {
@@ -184,6 +203,7 @@ pub struct Config {
     pub max_upload_size: u64,
     pub raw_ttl: Duration,
     pub sweep_interval: Duration,
+    pub staging_max_age: Duration,
     pub download_url_ttl: Duration,
     pub max_pixels: u64,
     pub max_side: u32,
@@ -198,6 +218,19 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub log_level: String,
     pub log_format: LogFormat,
+    /// `None`: the local directory store under the data directory.
+    pub s3: Option<S3Settings>,
+}
+
+/// Where the S3 adapter stores objects. Credentials come from the standard AWS chain, never
+/// from here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Settings {
+    pub bucket_raw: String,
+    pub bucket_processed: String,
+    pub region: String,
+    pub endpoint: Option<String>,
+    pub path_style: bool,
 }
 
 macro_rules! merge {
@@ -218,10 +251,12 @@ impl Settings {
     pub fn over(self, file: Settings) -> Settings {
         merge!(self, file; listen, public_url, data_dir, database_url, db_max_connections,
             db_statement_timeout, api_key, signing_key,
-            presign_expires_seconds, max_upload_size, raw_ttl, sweep_interval, download_url_ttl,
+            presign_expires_seconds, max_upload_size, raw_ttl, sweep_interval, staging_max_age,
+            download_url_ttl,
             max_pixels, max_side, worker_mode, worker_concurrency, job_lease, job_timeout,
             max_attempts, retry_backoff, poll_interval, request_timeout, shutdown_grace,
-            log_level, log_format, debug)
+            log_level, log_format, debug, s3_bucket_raw, s3_bucket_processed, aws_region,
+            s3_endpoint, s3_path_style)
     }
 
     /// Applies defaults and checks ranges.
@@ -249,6 +284,7 @@ impl Settings {
             max_upload_size: self.max_upload_size.map_or(25_000_000, ByteSize::bytes),
             raw_ttl: self.raw_ttl.unwrap_or(Duration::from_secs(48 * 3600)),
             sweep_interval: self.sweep_interval.unwrap_or(Duration::from_secs(300)),
+            staging_max_age: self.staging_max_age.unwrap_or(Duration::from_secs(3600)),
             download_url_ttl: self.download_url_ttl.unwrap_or(Duration::from_secs(3600)),
             max_pixels: self.max_pixels.unwrap_or(100_000_000),
             max_side: self.max_side.unwrap_or(16_384),
@@ -267,10 +303,49 @@ impl Settings {
                 _ => "info".into(),
             },
             log_format: self.log_format.unwrap_or(LogFormat::Text),
+            s3: s3_settings(
+                self.s3_bucket_raw,
+                self.s3_bucket_processed,
+                self.aws_region,
+                self.s3_endpoint,
+                self.s3_path_style,
+            )?,
         };
         c.check()?;
         Ok(c)
     }
+}
+
+fn s3_settings(
+    raw: Option<String>,
+    processed: Option<String>,
+    region: Option<String>,
+    endpoint: Option<String>,
+    path_style: Option<bool>,
+) -> anyhow::Result<Option<S3Settings>> {
+    let nonempty = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+    let (raw, processed) = match (nonempty(raw), nonempty(processed)) {
+        (None, None) => return Ok(None),
+        (Some(r), Some(p)) => (r, p),
+        (Some(_), None) => bail!("S3_BUCKET_RAW is set but S3_BUCKET_PROCESSED is not; set both"),
+        (None, Some(_)) => bail!("S3_BUCKET_PROCESSED is set but S3_BUCKET_RAW is not; set both"),
+    };
+    if raw == processed {
+        bail!("S3_BUCKET_RAW and S3_BUCKET_PROCESSED must be different buckets");
+    }
+    let endpoint = nonempty(endpoint).map(|e| e.trim_end_matches('/').to_owned());
+    if let Some(e) = &endpoint
+        && !(e.starts_with("http://") || e.starts_with("https://"))
+    {
+        bail!("AWS_ENDPOINT_URL must start with http:// or https://");
+    }
+    Ok(Some(S3Settings {
+        path_style: path_style.unwrap_or(endpoint.is_some()),
+        bucket_raw: raw,
+        bucket_processed: processed,
+        region: nonempty(region).unwrap_or_else(|| "us-east-1".into()),
+        endpoint,
+    }))
 }
 
 /// Accepts the design documents' `postgresql+asyncpg://` form as `postgres://`.

@@ -39,6 +39,9 @@ enum Command {
     },
     /// Expire old uploads and staging leftovers once, then exit.
     Sweep,
+    /// Create the S3 buckets if missing and apply their settings (public access blocked,
+    /// versioning, lifecycle rules); with local storage, prepare the data directory.
+    Setup,
 }
 
 /// Set by `serve` on the worker processes it supervises: the merged settings (no secrets).
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
                 Command::Worker => serve::worker(cfg).await,
                 Command::Migrate { down } => serve::migrate(cfg, down).await,
                 Command::Sweep => serve::sweep(cfg).await,
+                Command::Setup => serve::setup(cfg).await,
             }
         })
     })();

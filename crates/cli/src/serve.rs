@@ -90,9 +90,8 @@ pub async fn serve(cfg: Config, cli_settings: Settings) -> anyhow::Result<()> {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
-    let local = wiring::local_store(&cfg, &public_url).await?;
-    let signer = local.signer().clone();
-    let store: Arc<dyn ObjectStore> = Arc::new(local);
+    let signer = wiring::signer(&cfg)?;
+    let store = wiring::open_store(&cfg, &public_url).await?;
 
     let workers = WorkerHealth::default();
     let state = AppState {
@@ -201,6 +200,26 @@ fn send_sigterm(pid: u32) {
     }
 }
 
+/// Asks the kernel to SIGKILL the child the moment its parent dies, so an orphaned worker
+/// never finishes (or starts) work after its server is gone, even for a few milliseconds.
+#[cfg(target_os = "linux")]
+#[expect(unsafe_code, reason = "pre_exec and prctl(2) have no safe wrapper in std")]
+fn die_with_parent(cmd: &mut tokio::process::Command) {
+    // SAFETY: the closure runs between fork and exec and only calls prctl, which is
+    // async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_cmd: &mut tokio::process::Command) {}
+
 /// Starts the worker process and restarts it whenever it exits, with backoff, until stopped.
 async fn supervise(
     cfg: Config,
@@ -226,6 +245,7 @@ async fn supervise(
             .env("PHOTO_API_SUPERVISOR_PID", std::process::id().to_string())
             .stdout(std::process::Stdio::null())
             .kill_on_drop(true);
+        die_with_parent(&mut cmd);
         if let Some(c) = std::env::var_os("PHOTO_API_CONFIG") {
             cmd.env("PHOTO_API_CONFIG", c);
         }
@@ -278,7 +298,8 @@ async fn sweep_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let sc = SweepConfig {
-        staging_max_age: chrono::Duration::hours(1),
+        staging_max_age: chrono::Duration::from_std(cfg.staging_max_age)
+                .unwrap_or(chrono::Duration::MAX),
         batch: 500,
     };
     loop {
@@ -304,8 +325,7 @@ async fn sweep_loop(
 pub async fn worker(cfg: Config) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     let repo = wiring::open_repo(&cfg).await?;
-    let store: Arc<dyn ObjectStore> =
-        Arc::new(wiring::local_store(&cfg, "http://worker.invalid").await?);
+    let store = wiring::open_store(&cfg, "http://worker.invalid").await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     if let Some(parent) = std::env::var("PHOTO_API_SUPERVISOR_PID")
         .ok()
@@ -356,12 +376,13 @@ pub async fn migrate(cfg: Config, down: Option<usize>) -> anyhow::Result<()> {
 /// `photo-api sweep`.
 pub async fn sweep(cfg: Config) -> anyhow::Result<()> {
     let repo = wiring::open_repo(&cfg).await?;
-    let store = wiring::local_store(&cfg, "http://sweep.invalid").await?;
+    let store = wiring::open_store(&cfg, "http://sweep.invalid").await?;
     let r = photo_jobs::sweep_once(
         repo.as_ref(),
-        &store,
+        store.as_ref(),
         &SweepConfig {
-            staging_max_age: chrono::Duration::hours(1),
+            staging_max_age: chrono::Duration::from_std(cfg.staging_max_age)
+                .unwrap_or(chrono::Duration::MAX),
             batch: 500,
         },
         Utc::now(),
@@ -371,5 +392,27 @@ pub async fn sweep(cfg: Config) -> anyhow::Result<()> {
         "expired {} upload(s), removed {} staging file(s)",
         r.uploads_expired, r.staging_removed
     );
+    Ok(())
+}
+
+/// `photo-api setup`: creates the S3 buckets if missing and applies the design's settings
+/// (public access blocked, versioning on processed, lifecycle: raw uploads expire after 2 days,
+/// incomplete multipart uploads are aborted after 7), then checks both buckets.
+pub async fn setup(cfg: Config) -> anyhow::Result<()> {
+    if cfg.s3.is_none() {
+        let store = wiring::local_store(&cfg, "http://setup.invalid").await?;
+        store.health().await?;
+        println!(
+            "local storage ready under {} (set S3_BUCKET_RAW and S3_BUCKET_PROCESSED for S3)",
+            cfg.data_dir.join("objects").display()
+        );
+        return Ok(());
+    }
+    let store = wiring::s3_store(&cfg).await?;
+    for line in store.setup().await? {
+        println!("{line}");
+    }
+    store.health().await.context("checking the buckets after setup")?;
+    println!("both buckets are reachable");
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use photo_db::Repo;
-use photo_storage::{LocalStore, UrlSigner};
+use photo_storage::{LocalStore, ObjectStore, S3Config, S3Credentials, S3Store, UrlSigner};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, LogFormat};
@@ -104,6 +104,42 @@ fn load_or_create_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
         }
         Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
     }
+}
+
+/// The configured object store: S3 when `S3_BUCKET_RAW`/`S3_BUCKET_PROCESSED` are set (both
+/// buckets checked now, so a wrong name or credential fails start-up with a clear message),
+/// else the local directory. `public_url` is where the local store's signed URLs point.
+pub async fn open_store(cfg: &Config, public_url: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    match &cfg.s3 {
+        None => Ok(Arc::new(local_store(cfg, public_url).await?)),
+        Some(_) => {
+            let store = s3_store(cfg).await?;
+            store
+                .health()
+                .await
+                .context("checking the S3 buckets (run `photo-api setup` to create them)")?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// The S3 store of the configuration, without checking the buckets.
+pub async fn s3_store(cfg: &Config) -> anyhow::Result<S3Store> {
+    let s3 = cfg
+        .s3
+        .as_ref()
+        .context("S3 is not configured: set S3_BUCKET_RAW and S3_BUCKET_PROCESSED")?;
+    let mut c = S3Config::new(&s3.bucket_raw, &s3.bucket_processed, &s3.region);
+    c.endpoint = s3.endpoint.clone();
+    c.path_style = s3.path_style;
+    c.allow_http = s3
+        .endpoint
+        .as_deref()
+        .is_some_and(|e| e.starts_with("http://"));
+    c.credentials = S3Credentials::Chain;
+    S3Store::connect(c)
+        .await
+        .context("connecting to S3 (credentials come from the standard AWS chain)")
 }
 
 /// The local object store under `<data_dir>/objects`.

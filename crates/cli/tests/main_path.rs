@@ -11,14 +11,16 @@ use serde_json::{Value, json};
 #[tokio::test]
 async fn quick_start_thumbnail_and_transform() {
     let s = Server::start().await;
-    assert!(
-        s.data_dir.join("photo-api.db").exists(),
-        "SQLite database under the data dir"
-    );
-    assert!(
-        s.data_dir.join("objects").is_dir(),
-        "object directory under the data dir"
-    );
+    if production().is_none() {
+        assert!(
+            s.data_dir.join("photo-api.db").exists(),
+            "SQLite database under the data dir"
+        );
+        assert!(
+            s.data_dir.join("objects").is_dir(),
+            "object directory under the data dir"
+        );
+    }
 
     // The exact request of the design documents.
     let init = s.init_upload("image/jpeg", 5_000_000).await;
@@ -36,16 +38,32 @@ async fn quick_start_thumbnail_and_transform() {
             "init response has {field}: {init}"
         );
     }
-    assert!(
-        init["url"].as_str().unwrap().starts_with(&s.base),
-        "local URL points at the server"
-    );
-    assert!(init["url"].as_str().unwrap().contains("sig="));
     let photo = jpeg(1200, 800);
-    let r = s.send_upload(&init, photo.clone(), "image/jpeg").await;
-    assert_eq!(r.status(), 201);
-    let up: Value = r.json().await.unwrap();
-    assert_eq!(up["size"], photo.len() as u64);
+    match production() {
+        None => {
+            assert!(
+                init["url"].as_str().unwrap().starts_with(&s.base),
+                "local URL points at the server"
+            );
+            assert!(init["url"].as_str().unwrap().contains("sig="));
+            let r = s.send_upload(&init, photo.clone(), "image/jpeg").await;
+            assert_eq!(r.status(), 201);
+            let up: Value = r.json().await.unwrap();
+            assert_eq!(up["size"], photo.len() as u64);
+        }
+        Some(p) => {
+            // A presigned POST policy straight to the raw bucket.
+            let url = init["url"].as_str().unwrap();
+            assert!(url.starts_with(&p.s3_endpoint(&s.data_dir)), "{url}");
+            assert!(url.contains(&p.bucket_raw(&s.data_dir)), "{url}");
+            for f in ["key", "Content-Type", "policy", "x-amz-signature", "x-amz-credential"] {
+                assert!(init["fields"][f].is_string(), "policy field {f}: {init}");
+            }
+            assert_eq!(init["fields"]["key"], init["key"]);
+            let r = s.send_upload(&init, photo.clone(), "image/jpeg").await;
+            assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        }
+    }
     let id = init["upload_id"].as_str().unwrap();
     let r = s.complete(id).await;
     assert_eq!(r.status(), 200);
@@ -439,8 +457,12 @@ async fn transform_with_crop_rotate_filters_and_encoder_options() {
 #[tokio::test]
 async fn health_is_503_when_a_required_dependency_is_down() {
     let s = Server::start().await;
-    // Break the object store: its staging directory disappears.
-    std::fs::remove_dir_all(s.data_dir.join("objects/.staging")).unwrap();
+    // Break the object store: its staging directory (or the S3 server's bucket) disappears.
+    let broken = match production() {
+        None => s.data_dir.join("objects/.staging"),
+        Some(p) => p.s3_root(&s.data_dir).join(p.bucket_processed(&s.data_dir)),
+    };
+    std::fs::remove_dir_all(&broken).unwrap();
     let r = reqwest::get(s.url("/health")).await.unwrap();
     assert_eq!(r.status(), 503);
     let h: Value = r.json().await.unwrap();
@@ -453,7 +475,7 @@ async fn health_is_503_when_a_required_dependency_is_down() {
         200,
         "still alive"
     );
-    std::fs::create_dir_all(s.data_dir.join("objects/.staging")).unwrap();
+    std::fs::create_dir_all(&broken).unwrap();
     assert_eq!(
         reqwest::get(s.url("/health")).await.unwrap().status(),
         200,

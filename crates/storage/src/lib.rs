@@ -1,7 +1,9 @@
 //! Object storage: the [`ObjectStore`] trait every adapter implements, the local-directory
-//! adapter of the embedded default, and HMAC URL signing for it.
+//! adapter of the embedded default with HMAC URL signing, and the S3 adapter with SigV4
+//! presigned URLs and POST policies.
 
 pub mod local;
+pub mod s3;
 mod signer;
 
 use std::collections::BTreeMap;
@@ -14,6 +16,7 @@ use photo_core::ObjectKey;
 pub use photo_core::key::Bucket;
 
 pub use local::LocalStore;
+pub use s3::{S3Config, S3Credentials, S3Store};
 pub use signer::UrlSigner;
 
 /// A stream of body chunks.
@@ -34,9 +37,39 @@ pub enum StoreError {
     /// The body stream failed (client went away, …); nothing was stored.
     #[error("reading the body failed: {0}")]
     Body(std::io::Error),
+    /// A conditional create found the key taken; nothing was written.
+    #[error("object already exists")]
+    AlreadyExists,
+    /// A bucket cannot be used (health check, start-up).
+    #[error("{role} bucket '{bucket}': {problem}")]
+    Bucket {
+        /// `raw` or `processed`.
+        role: &'static str,
+        /// The bucket's name.
+        bucket: String,
+        /// What is wrong.
+        problem: BucketProblem,
+    },
     /// The backend failed.
     #[error("storage backend error: {0}")]
     Backend(#[from] std::io::Error),
+}
+
+/// What is wrong with a bucket.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BucketProblem {
+    /// The bucket does not exist (create it, or run the storage setup).
+    #[error("no such bucket")]
+    NoSuchBucket,
+    /// The credentials may not use it.
+    #[error("access denied (check the credentials and the bucket policy)")]
+    AccessDenied,
+    /// The server could not be reached.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// Any other answer.
+    #[error("unexpected answer: {0}")]
+    Other(String),
 }
 
 /// Size and time of a stored object.
@@ -46,6 +79,26 @@ pub struct ObjectMeta {
     pub size: u64,
     /// Last modification.
     pub modified: DateTime<Utc>,
+}
+
+/// One object of a [`ListPage`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedObject {
+    /// Its key.
+    pub key: ObjectKey,
+    /// Size and time.
+    pub meta: ObjectMeta,
+}
+
+/// One page of [`ObjectStore::list`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListPage {
+    /// Objects directly matched, in key order.
+    pub objects: Vec<ListedObject>,
+    /// With a delimiter: the "folders" under the prefix, each ending with `/`, in order.
+    pub common_prefixes: Vec<String>,
+    /// Pass back as `page` for the next page; `None` on the last page.
+    pub next_page: Option<String>,
 }
 
 /// An open object: its metadata and its bytes as a stream.
@@ -156,6 +209,37 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
 
     /// Where and how a client uploads directly, enforcing `policy`.
     fn presign_upload(&self, policy: &UploadPolicy<'_>) -> UploadTarget;
+
+    /// Server-side copy of `from` to `to` in the same bucket (overwrites `to`);
+    /// [`StoreError::NotFound`] when `from` is absent.
+    async fn copy(
+        &self,
+        bucket: Bucket,
+        from: &ObjectKey,
+        to: &ObjectKey,
+    ) -> Result<(), StoreError>;
+
+    /// Lists keys starting with `prefix` (a plain string prefix, not necessarily ending in `/`),
+    /// at most `max` entries (objects plus common prefixes) per page. With `delimiter`, keys
+    /// with a further `/` after the prefix are folded into `common_prefixes`. `page` is the
+    /// `next_page` of the previous call.
+    async fn list(
+        &self,
+        bucket: Bucket,
+        prefix: &str,
+        delimiter: bool,
+        page: Option<&str>,
+        max: usize,
+    ) -> Result<ListPage, StoreError>;
+
+    /// Stores `bytes` under `key` only if no object is there yet; otherwise
+    /// [`StoreError::AlreadyExists`] and nothing is written. Atomic against concurrent writers.
+    async fn put_if_absent(
+        &self,
+        bucket: Bucket,
+        key: &ObjectKey,
+        bytes: Bytes,
+    ) -> Result<(), StoreError>;
 
     /// Checks that the store is usable.
     async fn health(&self) -> Result<(), StoreError>;

@@ -10,8 +10,8 @@ use photo_core::ObjectKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{
-    Bucket, ByteStream, ObjectMeta, ObjectReader, ObjectStore, StoreError, UploadPolicy,
-    UploadTarget, UrlSigner,
+    Bucket, ByteStream, ListPage, ListedObject, ObjectMeta, ObjectReader, ObjectStore, StoreError,
+    UploadPolicy, UploadTarget, UrlSigner,
 };
 
 /// Objects in a local directory. Signed URLs point at the API server (`public_url`), which
@@ -333,6 +333,156 @@ impl ObjectStore for LocalStore {
             ),
             fields,
             headers: Default::default(),
+        }
+    }
+
+    async fn copy(
+        &self,
+        bucket: Bucket,
+        from: &ObjectKey,
+        to: &ObjectKey,
+    ) -> Result<(), StoreError> {
+        // Copy into staging, then rename: a reader of `to` never sees a partial copy.
+        let staged = self.staging_path();
+        if let Err(e) = tokio::fs::copy(self.path(bucket, from), &staged).await {
+            remove_quietly(&staged).await;
+            return Err(not_found(e));
+        }
+        let dest = self.path(bucket, to);
+        if let Err(e) = self.commit(&staged, &dest).await {
+            remove_quietly(&staged).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn list(
+        &self,
+        bucket: Bucket,
+        prefix: &str,
+        delimiter: bool,
+        page: Option<&str>,
+        max: usize,
+    ) -> Result<ListPage, StoreError> {
+        let base = self.root.join(bucket.as_str());
+        // Walk only the deepest directory the prefix names in full. A segment that no key
+        // may contain (`..`, …) matches nothing, and is never joined onto the path.
+        let mut start = base.clone();
+        if let Some((dirs, _)) = prefix.rsplit_once('/') {
+            for seg in dirs.split('/') {
+                if photo_core::key::validate_segment(seg).is_err() {
+                    return Ok(ListPage::default());
+                }
+                start.push(seg);
+            }
+        }
+        let mut keys = Vec::new();
+        let mut stack = vec![start];
+        while let Some(dir) = stack.pop() {
+            let mut rd = match tokio::fs::read_dir(&dir).await {
+                Ok(rd) => rd,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::NotFound
+                        || e.kind() == std::io::ErrorKind::NotADirectory =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            while let Some(entry) = rd.next_entry().await? {
+                if entry.file_type().await?.is_dir() {
+                    stack.push(entry.path());
+                    continue;
+                }
+                let Some(rel) = entry
+                    .path()
+                    .strip_prefix(&base)
+                    .ok()
+                    .and_then(|p| p.to_str().map(str::to_owned))
+                else {
+                    continue;
+                };
+                if rel.starts_with(prefix) {
+                    keys.push((rel, meta_of(&entry.metadata().await?)));
+                }
+            }
+        }
+        keys.sort_by(|a, b| a.0.cmp(&b.0));
+        // Merge objects and folded prefixes into one ordered sequence of names; a page token
+        // is the last name returned.
+        enum Entry {
+            Object(ListedObject),
+            Prefix(String),
+        }
+        let mut entries: Vec<(String, Entry)> = Vec::new();
+        for (rel, meta) in keys {
+            if delimiter && let Some(i) = rel[prefix.len()..].find('/') {
+                let p = rel[..prefix.len() + i + 1].to_owned();
+                if entries.last().map(|(n, _)| n) != Some(&p) {
+                    entries.push((p.clone(), Entry::Prefix(p)));
+                }
+                continue;
+            }
+            if let Ok(key) = ObjectKey::parse(&rel) {
+                entries.push((rel, Entry::Object(ListedObject { key, meta })));
+            }
+        }
+        let max = max.max(1);
+        let mut out = ListPage::default();
+        let mut taken = 0;
+        let mut last = None;
+        let mut more = false;
+        for (name, entry) in entries {
+            if page.is_some_and(|p| name.as_str() <= p) {
+                continue;
+            }
+            if taken == max {
+                more = true;
+                break;
+            }
+            taken += 1;
+            match entry {
+                Entry::Object(o) => out.objects.push(o),
+                Entry::Prefix(p) => out.common_prefixes.push(p),
+            }
+            last = Some(name);
+        }
+        out.next_page = if more { last } else { None };
+        Ok(out)
+    }
+
+    async fn put_if_absent(
+        &self,
+        bucket: Bucket,
+        key: &ObjectKey,
+        bytes: Bytes,
+    ) -> Result<(), StoreError> {
+        let staged = self.staging_path();
+        let write = async {
+            let mut f = tokio::fs::File::create(&staged).await?;
+            f.write_all(&bytes).await?;
+            f.sync_all().await
+        };
+        if let Err(e) = write.await {
+            remove_quietly(&staged).await;
+            return Err(e.into());
+        }
+        let dest = self.path(bucket, key);
+        let linked = async {
+            if let Some(parent) = dest.parent() {
+                tokio::fs::create_dir_all(parent).await?;
+            }
+            // A hard link fails if `dest` exists, atomically: the conditional create.
+            tokio::fs::hard_link(&staged, &dest).await
+        }
+        .await;
+        remove_quietly(&staged).await;
+        match linked {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(StoreError::AlreadyExists)
+            }
+            Err(e) => Err(e.into()),
         }
     }
 

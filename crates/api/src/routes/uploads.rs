@@ -458,11 +458,22 @@ pub async fn complete(
         UploadStatus::Ready => return Ok(Json(UploadView::from(&up))),
         UploadStatus::Rejected => return Err(rejected_error(&up)),
         UploadStatus::Pending => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                ErrorCode::UploadMissing,
-                "nothing has been uploaded yet; send the file to the upload URL first",
-            ));
+            // With S3 the client posts straight to the bucket, so the server only learns of the
+            // object here. (With the local store our upload route already marked it.)
+            let Some(meta) = st.store.head(Bucket::Raw, &up.key).await? else {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    ErrorCode::UploadMissing,
+                    "nothing has been uploaded yet; send the file to the upload URL first",
+                ));
+            };
+            if !st.repo.mark_uploaded(id, meta.size, Utc::now()).await? {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    ErrorCode::UploadState,
+                    "the upload changed state concurrently; retry",
+                ));
+            }
         }
         UploadStatus::Expired => {
             return Err(ApiError::new(

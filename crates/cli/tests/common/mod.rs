@@ -12,6 +12,152 @@ use serde_json::{Value, json};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_photo-api");
 
+/// The production stack the suite runs on when `PHOTO_API_TEST_BACKEND=production`: PostgreSQL
+/// (`PHOTO_API_TEST_POSTGRES`, an admin URL; one database per test server) and the S3 test
+/// server s3s-fs (one instance per test server, so what is stored can be checked exactly).
+/// Unset or `embedded`: the embedded default (SQLite + local disk).
+#[derive(Debug, Clone)]
+pub struct Production {
+    pub pg_admin_url: String,
+    pub s3fs_bin: String,
+}
+
+pub const S3_ACCESS_KEY: &str = "photo-api-test";
+pub const S3_SECRET_KEY: &str = "photo-api-test-secret-key";
+
+static FORCE_PRODUCTION: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes this test process use the production stack whatever `PHOTO_API_TEST_BACKEND` says
+/// (tests of the production backends themselves).
+pub fn force_production() {
+    FORCE_PRODUCTION.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+pub fn production() -> Option<Production> {
+    let mut backend = std::env::var("PHOTO_API_TEST_BACKEND").unwrap_or_default();
+    if FORCE_PRODUCTION.load(std::sync::atomic::Ordering::SeqCst) {
+        backend = "production".into();
+    }
+    match backend.as_str() {
+        "" | "embedded" => None,
+        "production" => Some(Production {
+            pg_admin_url: std::env::var("PHOTO_API_TEST_POSTGRES").unwrap_or_else(|_| {
+                panic!("PHOTO_API_TEST_BACKEND=production needs PHOTO_API_TEST_POSTGRES (scripts/test.sh sets it)")
+            }),
+            s3fs_bin: std::env::var("PHOTO_API_TEST_S3FS").unwrap_or_else(|_| "s3s-fs".into()),
+        }),
+        other => panic!("PHOTO_API_TEST_BACKEND={other:?}: use embedded or production"),
+    }
+}
+
+/// The database and bucket names of one test server, derived from its data directory so a
+/// restarted server finds its state again.
+pub fn stack_name(data_dir: &Path) -> String {
+    // FNV-1a: stable across runs and processes (unlike std's RandomState).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in data_dir.as_os_str().as_encoded_bytes() {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+    }
+    format!("t{h:016x}")
+}
+
+/// s3s-fs processes of this test process, by data directory; they die with the test (setpriv
+/// --pdeathsig), and live across server restarts within it.
+static S3_SERVERS: std::sync::Mutex<Vec<(PathBuf, String, Child)>> = std::sync::Mutex::new(Vec::new());
+
+impl Production {
+    pub fn bucket_raw(&self, data_dir: &Path) -> String {
+        format!("{}-raw", stack_name(data_dir))
+    }
+    pub fn bucket_processed(&self, data_dir: &Path) -> String {
+        format!("{}-processed", stack_name(data_dir))
+    }
+    pub fn database_url(&self, data_dir: &Path) -> String {
+        let base = self.pg_admin_url.rsplit_once('/').unwrap().0;
+        format!("{base}/{}", stack_name(data_dir))
+    }
+    /// The S3 test server's directory: bucket `b`, key `k` is the file `<root>/b/k`.
+    pub fn s3_root(&self, data_dir: &Path) -> PathBuf {
+        let mut p = data_dir.as_os_str().to_owned();
+        p.push(".s3");
+        PathBuf::from(p)
+    }
+
+    /// The endpoint of this data directory's S3 test server, started on first use.
+    pub fn s3_endpoint(&self, data_dir: &Path) -> String {
+        let mut servers = S3_SERVERS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, url, _)) = servers.iter().find(|(d, _, _)| d == data_dir) {
+            return url.clone();
+        }
+        let root = self.s3_root(data_dir);
+        for b in [self.bucket_raw(data_dir), self.bucket_processed(data_dir)] {
+            std::fs::create_dir_all(root.join(b)).unwrap();
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("setpriv")
+            .args(["--pdeathsig", "KILL", "--"])
+            .arg(&self.s3fs_bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
+            .arg(&root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "starting {} failed ({e}); run scripts/s3-test-server.sh --install or set PHOTO_API_TEST_S3FS",
+                    self.s3fs_bin
+                )
+            });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "s3s-fs did not start on port {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let url = format!("http://127.0.0.1:{port}");
+        servers.push((data_dir.to_owned(), url.clone(), child));
+        url
+    }
+
+    /// Creates the test's database unless it exists.
+    pub fn provision_database(&self, data_dir: &Path) {
+        let db = stack_name(data_dir);
+        let exists = Command::new("psql")
+            .arg(&self.pg_admin_url)
+            .args(["-tAc", &format!("SELECT 1 FROM pg_database WHERE datname = '{db}'")])
+            .output()
+            .expect("psql (PostgreSQL's client) is needed for the production test backend");
+        assert!(exists.status.success(), "psql: {}", String::from_utf8_lossy(&exists.stderr));
+        if String::from_utf8_lossy(&exists.stdout).trim() != "1" {
+            let out = Command::new("psql")
+                .arg(&self.pg_admin_url)
+                .args(["-v", "ON_ERROR_STOP=1", "-c", &format!("CREATE DATABASE {db}")])
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success() || err.contains("already exists"), "createdb: {err}");
+        }
+    }
+
+    /// The environment that points a photo-api process at this data directory's stack.
+    pub fn env(&self, data_dir: &Path) -> Vec<(String, String)> {
+        self.provision_database(data_dir);
+        vec![
+            ("DATABASE_URL".into(), self.database_url(data_dir)),
+            ("S3_BUCKET_RAW".into(), self.bucket_raw(data_dir)),
+            ("S3_BUCKET_PROCESSED".into(), self.bucket_processed(data_dir)),
+            ("AWS_ENDPOINT_URL".into(), self.s3_endpoint(data_dir)),
+            ("AWS_REGION".into(), "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID".into(), S3_ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), S3_SECRET_KEY.into()),
+        ]
+    }
+}
+
 /// A running server process.
 pub struct Server {
     pub child: Child,
@@ -56,7 +202,44 @@ pub fn command(data_dir: &Path) -> Command {
         .env("LOG_LEVEL", "info,sqlx=warn")
         .env("PHOTO_API_POLL_INTERVAL", "50ms")
         .env("PHOTO_API_RETRY_BACKOFF", "100ms");
+    if let Some(p) = production() {
+        c.envs(p.env(data_dir));
+    }
     c
+}
+
+/// Where the raw object of `key` lives on disk (the local store's directory, or the S3 test
+/// server's), so tests can prove what is and is not stored.
+pub fn raw_object_path(data_dir: &Path, key: &str) -> PathBuf {
+    match production() {
+        None => data_dir.join("objects/raw").join(key),
+        Some(p) => p.s3_root(data_dir).join(p.bucket_raw(data_dir)).join(key),
+    }
+}
+
+/// Where the processed object of `key` lives on disk.
+pub fn processed_object_path(data_dir: &Path, key: &str) -> PathBuf {
+    match production() {
+        None => data_dir.join("objects/processed").join(key),
+        Some(p) => p.s3_root(data_dir).join(p.bucket_processed(data_dir)).join(key),
+    }
+}
+
+/// True when no interrupted write left anything behind: the local store's staging directory,
+/// or the S3 test server's multipart parts and temporary files.
+pub fn staging_empty(data_dir: &Path) -> bool {
+    let (dir, ok): (PathBuf, fn(&str) -> bool) = match production() {
+        None => (data_dir.join("objects/.staging"), |n| n == ".health"),
+        // s3s-fs: `.upload*` are multipart uploads in progress, `.tmp.*` half-written files;
+        // `.bucket-*` files are object metadata.
+        Some(p) => (p.s3_root(data_dir), |n| {
+            !(n.starts_with(".upload") || n.starts_with(".tmp."))
+        }),
+    };
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .all(|e| ok(&e.file_name().to_string_lossy()))
 }
 
 impl Server {
@@ -186,7 +369,12 @@ impl Server {
     pub async fn upload_ready(&self, bytes: Vec<u8>, content_type: &str) -> String {
         let init = self.init_upload(content_type, bytes.len() as u64).await;
         let r = self.send_upload(&init, bytes, content_type).await;
-        assert_eq!(r.status(), 201, "upload: {}", r.text().await.unwrap());
+        assert!(
+            r.status().is_success(),
+            "upload: {} {}",
+            r.status(),
+            r.text().await.unwrap()
+        );
         let id = init["upload_id"].as_str().unwrap().to_owned();
         let r = self.complete(&id).await;
         assert_eq!(r.status(), 200, "complete: {}", r.text().await.unwrap());
@@ -364,4 +552,132 @@ pub async fn download(url: &str) -> (u16, String, Vec<u8>) {
         .map(|v| v.to_str().unwrap().to_owned())
         .unwrap_or_default();
     (status, ct, r.bytes().await.unwrap().to_vec())
+}
+
+/// How often a job entered `status`, from its history.
+pub fn history_count(job: &Value, status: &str) -> usize {
+    job["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["status"] == status)
+        .count()
+}
+
+/// The first page (up to 200) of jobs in `status`.
+pub async fn jobs_in(s: &Server, status: &str) -> Vec<Value> {
+    let v: Value = s
+        .get(&format!("/jobs?status={status}&limit=200"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    v["jobs"].as_array().unwrap().clone()
+}
+
+/// Every file under `dir`, as paths relative to it ('/'-separated).
+pub fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.filter_map(Result::ok) {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().to_string_lossy().replace('\\', "/"));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A PostgreSQL cluster of this test alone (initdb into a temporary directory, its own port), so
+/// a test can stop and start it. Stopped at once when dropped.
+pub struct PrivatePostgres {
+    pub dir: PathBuf,
+    pub port: u16,
+    bin: PathBuf,
+}
+
+impl PrivatePostgres {
+    pub fn start() -> PrivatePostgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL's server binaries (Debian package postgresql; scripts/ensure-postgres.sh)")
+            .filter_map(Result::ok)
+            .map(|e| e.path().join("bin"))
+            .filter(|p| p.join("initdb").exists())
+            .max()
+            .expect("no initdb under /usr/lib/postgresql/*/bin");
+        let dir = tempdir();
+        if is_root() {
+            // PostgreSQL refuses to run as root: the cluster belongs to the postgres user.
+            let ok = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status().unwrap();
+            assert!(ok.success());
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let pg = PrivatePostgres { dir, port, bin };
+        pg.run("initdb", &["-A", "trust", "-U", "postgres", "--no-sync", "-D", "data"]);
+        pg.start_server();
+        pg
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let mut c = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(self.bin.join(tool));
+            c
+        } else {
+            Command::new(self.bin.join(tool))
+        };
+        let out = c.args(args).current_dir(&self.dir).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{tool} {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn start_server(&self) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off",
+            self.port,
+            self.dir.display()
+        );
+        self.run("pg_ctl", &["-D", "data", "-l", "log", "-o", &opts, "-w", "start"]);
+    }
+
+    /// A fast shutdown: clients are disconnected, the cluster stops cleanly.
+    pub fn stop_server(&self) {
+        self.run("pg_ctl", &["-D", "data", "-m", "fast", "-w", "stop"]);
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let mut c = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(self.bin.join("pg_ctl"));
+            c
+        } else {
+            Command::new(self.bin.join("pg_ctl"))
+        };
+        let _ = c
+            .args(["-D", "data", "-m", "immediate", "stop"])
+            .current_dir(&self.dir)
+            .output();
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
 }
