@@ -203,7 +203,10 @@ fn send_sigterm(pid: u32) {
 /// Asks the kernel to SIGKILL the child the moment its parent dies, so an orphaned worker
 /// never finishes (or starts) work after its server is gone, even for a few milliseconds.
 #[cfg(target_os = "linux")]
-#[expect(unsafe_code, reason = "pre_exec and prctl(2) have no safe wrapper in std")]
+#[expect(
+    unsafe_code,
+    reason = "pre_exec and prctl(2) have no safe wrapper in std"
+)]
 fn die_with_parent(cmd: &mut tokio::process::Command) {
     // SAFETY: the closure runs between fork and exec and only calls prctl, which is
     // async-signal-safe and touches no memory of ours.
@@ -299,7 +302,7 @@ async fn sweep_loop(
 ) {
     let sc = SweepConfig {
         staging_max_age: chrono::Duration::from_std(cfg.staging_max_age)
-                .unwrap_or(chrono::Duration::MAX),
+            .unwrap_or(chrono::Duration::MAX),
         batch: 500,
     };
     loop {
@@ -412,7 +415,10 @@ pub async fn setup(cfg: Config) -> anyhow::Result<()> {
     for line in store.setup().await? {
         println!("{line}");
     }
-    store.health().await.context("checking the buckets after setup")?;
+    store
+        .health()
+        .await
+        .context("checking the buckets after setup")?;
     println!("both buckets are reachable");
     Ok(())
 }

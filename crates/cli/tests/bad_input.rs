@@ -148,19 +148,39 @@ async fn s3_refuses_tampered_and_expired_policies(s: &Server, init: &Value) {
     let sig = init["fields"]["x-amz-signature"].as_str().unwrap();
     let flipped = if sig.starts_with('0') { "1" } else { "0" };
     bad["fields"]["x-amz-signature"] = json!(format!("{flipped}{}", &sig[1..]));
-    refused(s.send_upload(&bad, jpeg(8, 8), "image/jpeg").await, "tampered signature").await;
+    refused(
+        s.send_upload(&bad, jpeg(8, 8), "image/jpeg").await,
+        "tampered signature",
+    )
+    .await;
     let mut wrong_key = init.clone();
     let other_key = format!("{}-other", init["key"].as_str().unwrap());
     wrong_key["fields"]["key"] = json!(other_key);
-    refused(s.send_upload(&wrong_key, jpeg(8, 8), "image/jpeg").await, "another key").await;
+    refused(
+        s.send_upload(&wrong_key, jpeg(8, 8), "image/jpeg").await,
+        "another key",
+    )
+    .await;
     assert!(!raw_object_path(&s.data_dir, &other_key).exists());
     let mut wrong_type = init.clone();
     wrong_type["fields"]["Content-Type"] = json!("image/png");
-    refused(s.send_upload(&wrong_type, jpeg(8, 8), "image/jpeg").await, "content type").await;
-    refused(s.send_upload(init, jpeg(300, 300), "image/jpeg").await, "oversize").await;
+    refused(
+        s.send_upload(&wrong_type, jpeg(8, 8), "image/jpeg").await,
+        "content type",
+    )
+    .await;
+    refused(
+        s.send_upload(init, jpeg(300, 300), "image/jpeg").await,
+        "oversize",
+    )
+    .await;
     assert!(!raw_object_exists(s, init));
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    refused(s.send_upload(init, jpeg(8, 8), "image/jpeg").await, "expired").await;
+    refused(
+        s.send_upload(init, jpeg(8, 8), "image/jpeg").await,
+        "expired",
+    )
+    .await;
     assert!(!raw_object_exists(s, init));
 }
 

@@ -56,7 +56,13 @@ async fn quick_start_thumbnail_and_transform() {
             let url = init["url"].as_str().unwrap();
             assert!(url.starts_with(&p.s3_endpoint(&s.data_dir)), "{url}");
             assert!(url.contains(&p.bucket_raw(&s.data_dir)), "{url}");
-            for f in ["key", "Content-Type", "policy", "x-amz-signature", "x-amz-credential"] {
+            for f in [
+                "key",
+                "Content-Type",
+                "policy",
+                "x-amz-signature",
+                "x-amz-credential",
+            ] {
                 assert!(init["fields"][f].is_string(), "policy field {f}: {init}");
             }
             assert_eq!(init["fields"]["key"], init["key"]);

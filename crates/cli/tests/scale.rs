@@ -169,7 +169,10 @@ async fn fifty_sigkills_of_lease_holders_during_200_jobs_lose_nothing() {
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut kills = 0;
     while kills < 50 {
-        assert!(Instant::now() < deadline, "only {kills} kills landed in time");
+        assert!(
+            Instant::now() < deadline,
+            "only {kills} kills landed in time"
+        );
         let running = jobs_in(&s, "started").await;
         let victim = running.iter().find_map(|j| {
             let owner = j["worker"].as_str()?;
@@ -188,7 +191,12 @@ async fn fifty_sigkills_of_lease_holders_during_200_jobs_lose_nothing() {
         };
         // Check it still holds that lease right now, so the fault lands in the window.
         let now = s.job(&jid).await;
-        if now["status"] != "started" || !now["worker"].as_str().unwrap_or("").contains(&format!(":{pid}:")) {
+        if now["status"] != "started"
+            || !now["worker"]
+                .as_str()
+                .unwrap_or("")
+                .contains(&format!(":{pid}:"))
+        {
             continue;
         }
         signal(pid, "KILL");
@@ -203,7 +211,11 @@ async fn fifty_sigkills_of_lease_holders_during_200_jobs_lose_nothing() {
     for (jid, spec) in &jobs {
         let j = s.wait_job(jid, Duration::from_secs(300)).await;
         assert_eq!(j["status"], "completed", "{j}");
-        assert_eq!(history_count(&j, "completed"), 1, "completed exactly once: {j}");
+        assert_eq!(
+            history_count(&j, "completed"),
+            1,
+            "completed exactly once: {j}"
+        );
         let attempts = j["attempts"].as_u64().unwrap() as usize;
         assert_eq!(history_count(&j, "started"), attempts, "{j}");
         if attempts > 1 {
@@ -232,12 +244,22 @@ async fn fifty_sigkills_of_lease_holders_during_200_jobs_lose_nothing() {
         .env("PHOTO_API_STAGING_MAX_AGE", "1ms")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(staging_empty(&s.data_dir), "no staging leftovers after the sweep");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        staging_empty(&s.data_dir),
+        "no staging leftovers after the sweep"
+    );
     let p = production().unwrap();
     let bucket = p.s3_root(&s.data_dir).join(p.bucket_processed(&s.data_dir));
     let stored: BTreeSet<String> = files_under(&bucket).into_iter().collect();
-    assert_eq!(stored, keys, "exactly the outputs of the 204 jobs are stored");
+    assert_eq!(
+        stored, keys,
+        "exactly the outputs of the 204 jobs are stored"
+    );
 }
 
 fn hex(b: &[u8]) -> String {
@@ -270,7 +292,9 @@ async fn postgres_restart_during_load_loses_no_acknowledged_job() {
     let mut acked = Vec::new();
     let mut unavailable = 0;
     let mut health_down = false;
-    let phase = |acked: &Vec<(String, u32)>, unavailable| format!("{} acked, {unavailable} × 503", acked.len());
+    let phase = |acked: &Vec<(String, u32)>, unavailable| {
+        format!("{} acked, {unavailable} × 503", acked.len())
+    };
     // Load, outage, load: every answer is 202 or 503 with Retry-After, never anything else.
     for (stage, millis) in [("before", 1500u64), ("outage", 4000), ("after", 6000)] {
         if stage == "outage" {
@@ -290,7 +314,10 @@ async fn postgres_restart_during_load_loses_no_acknowledged_job() {
                     recovered = true;
                 }
                 503 => {
-                    assert!(r.headers().contains_key("retry-after"), "503 carries Retry-After");
+                    assert!(
+                        r.headers().contains_key("retry-after"),
+                        "503 carries Retry-After"
+                    );
                     let p: Value = r.json().await.unwrap();
                     assert_eq!(p["code"], "unavailable", "{p}");
                     unavailable += 1;
@@ -299,13 +326,22 @@ async fn postgres_restart_during_load_loses_no_acknowledged_job() {
                 other => panic!("{stage}: unexpected {other}: {}", r.text().await.unwrap()),
             }
             if stage == "outage" && !health_down {
-                let h: Value = reqwest::get(s.url("/health")).await.unwrap().json().await.unwrap();
+                let h: Value = reqwest::get(s.url("/health"))
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
                 health_down = h["checks"]["database"]["status"] == "down";
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         if stage == "outage" {
-            assert!(unavailable > 0, "the outage was visible as 503s ({})", phase(&acked, unavailable));
+            assert!(
+                unavailable > 0,
+                "the outage was visible as 503s ({})",
+                phase(&acked, unavailable)
+            );
             assert!(health_down, "/health said database: down during the outage");
             pg.start_server();
         }

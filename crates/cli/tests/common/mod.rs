@@ -63,7 +63,8 @@ pub fn stack_name(data_dir: &Path) -> String {
 
 /// s3s-fs processes of this test process, by data directory; they die with the test (setpriv
 /// --pdeathsig), and live across server restarts within it.
-static S3_SERVERS: std::sync::Mutex<Vec<(PathBuf, String, Child)>> = std::sync::Mutex::new(Vec::new());
+static S3_SERVERS: std::sync::Mutex<Vec<(PathBuf, String, Child)>> =
+    std::sync::Mutex::new(Vec::new());
 
 impl Production {
     pub fn bucket_raw(&self, data_dir: &Path) -> String {
@@ -115,7 +116,10 @@ impl Production {
             });
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "s3s-fs did not start on port {port}");
+            assert!(
+                Instant::now() < deadline,
+                "s3s-fs did not start on port {port}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         let url = format!("http://127.0.0.1:{port}");
@@ -128,18 +132,33 @@ impl Production {
         let db = stack_name(data_dir);
         let exists = Command::new("psql")
             .arg(&self.pg_admin_url)
-            .args(["-tAc", &format!("SELECT 1 FROM pg_database WHERE datname = '{db}'")])
+            .args([
+                "-tAc",
+                &format!("SELECT 1 FROM pg_database WHERE datname = '{db}'"),
+            ])
             .output()
             .expect("psql (PostgreSQL's client) is needed for the production test backend");
-        assert!(exists.status.success(), "psql: {}", String::from_utf8_lossy(&exists.stderr));
+        assert!(
+            exists.status.success(),
+            "psql: {}",
+            String::from_utf8_lossy(&exists.stderr)
+        );
         if String::from_utf8_lossy(&exists.stdout).trim() != "1" {
             let out = Command::new("psql")
                 .arg(&self.pg_admin_url)
-                .args(["-v", "ON_ERROR_STOP=1", "-c", &format!("CREATE DATABASE {db}")])
+                .args([
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-c",
+                    &format!("CREATE DATABASE {db}"),
+                ])
                 .output()
                 .unwrap();
             let err = String::from_utf8_lossy(&out.stderr);
-            assert!(out.status.success() || err.contains("already exists"), "createdb: {err}");
+            assert!(
+                out.status.success() || err.contains("already exists"),
+                "createdb: {err}"
+            );
         }
     }
 
@@ -149,7 +168,10 @@ impl Production {
         vec![
             ("DATABASE_URL".into(), self.database_url(data_dir)),
             ("S3_BUCKET_RAW".into(), self.bucket_raw(data_dir)),
-            ("S3_BUCKET_PROCESSED".into(), self.bucket_processed(data_dir)),
+            (
+                "S3_BUCKET_PROCESSED".into(),
+                self.bucket_processed(data_dir),
+            ),
             ("AWS_ENDPOINT_URL".into(), self.s3_endpoint(data_dir)),
             ("AWS_REGION".into(), "us-east-1".into()),
             ("AWS_ACCESS_KEY_ID".into(), S3_ACCESS_KEY.into()),
@@ -221,7 +243,10 @@ pub fn raw_object_path(data_dir: &Path, key: &str) -> PathBuf {
 pub fn processed_object_path(data_dir: &Path, key: &str) -> PathBuf {
     match production() {
         None => data_dir.join("objects/processed").join(key),
-        Some(p) => p.s3_root(data_dir).join(p.bucket_processed(data_dir)).join(key),
+        Some(p) => p
+            .s3_root(data_dir)
+            .join(p.bucket_processed(data_dir))
+            .join(key),
     }
 }
 
@@ -580,13 +605,20 @@ pub fn files_under(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.filter_map(Result::ok) {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
             } else {
-                out.push(p.strip_prefix(dir).unwrap().to_string_lossy().replace('\\', "/"));
+                out.push(
+                    p.strip_prefix(dir)
+                        .unwrap()
+                        .to_string_lossy()
+                        .replace('\\', "/"),
+                );
             }
         }
     }
@@ -614,12 +646,23 @@ impl PrivatePostgres {
         let dir = tempdir();
         if is_root() {
             // PostgreSQL refuses to run as root: the cluster belongs to the postgres user.
-            let ok = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status().unwrap();
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .unwrap();
             assert!(ok.success());
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let pg = PrivatePostgres { dir, port, bin };
-        pg.run("initdb", &["-A", "trust", "-U", "postgres", "--no-sync", "-D", "data"]);
+        pg.run(
+            "initdb",
+            &["-A", "trust", "-U", "postgres", "--no-sync", "-D", "data"],
+        );
         pg.start_server();
         pg
     }
@@ -647,7 +690,10 @@ impl PrivatePostgres {
             self.port,
             self.dir.display()
         );
-        self.run("pg_ctl", &["-D", "data", "-l", "log", "-o", &opts, "-w", "start"]);
+        self.run(
+            "pg_ctl",
+            &["-D", "data", "-l", "log", "-o", &opts, "-w", "start"],
+        );
     }
 
     /// A fast shutdown: clients are disconnected, the cluster stops cleanly.
@@ -664,7 +710,8 @@ impl Drop for PrivatePostgres {
     fn drop(&mut self) {
         let mut c = if is_root() {
             let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(self.bin.join("pg_ctl"));
+            c.args(["-u", "postgres", "--"])
+                .arg(self.bin.join("pg_ctl"));
             c
         } else {
             Command::new(self.bin.join("pg_ctl"))
