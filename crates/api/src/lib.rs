@@ -90,8 +90,10 @@ pub fn app(state: AppState, cfg: RouterConfig) -> Router {
     let doc = Arc::new(serde_json::to_value(openapi()).unwrap_or_default());
     let (_, api) = openapi_and_router();
     let api: Router<AppState> = Router::from(api)
+        // These bodies are small and read at once: running out of time here means the server
+        // (a dependency) was slow, so 503 + Retry-After rather than 408.
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
+            StatusCode::SERVICE_UNAVAILABLE,
             cfg.request_timeout,
         ))
         .layer(DefaultBodyLimit::max(64 * 1024));
@@ -174,6 +176,15 @@ async fn problem_for_bare_errors(req: Request, next: Next) -> Response {
         StatusCode::REQUEST_TIMEOUT => (ErrorCode::InvalidRequest, "the request took too long"),
         StatusCode::PAYLOAD_TOO_LARGE => {
             (ErrorCode::PayloadTooLarge, "the request body is too large")
+        }
+        StatusCode::SERVICE_UNAVAILABLE => {
+            let mut out =
+                ApiError::unavailable("the request timed out waiting for a dependency; retry")
+                    .into_response();
+            for (k, v) in res.headers() {
+                out.headers_mut().entry(k).or_insert(v.clone());
+            }
+            return out;
         }
         s if s.is_server_error() => (ErrorCode::Internal, "internal error"),
         _ => (ErrorCode::InvalidRequest, "bad request"),

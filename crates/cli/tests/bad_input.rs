@@ -169,8 +169,9 @@ async fn s3_refuses_tampered_and_expired_policies(s: &Server, init: &Value) {
         "content type",
     )
     .await;
+    // One byte over the max_bytes of `init`.
     refused(
-        s.send_upload(init, jpeg(300, 300), "image/jpeg").await,
+        s.send_upload(init, vec![0xFF; 100_001], "image/jpeg").await,
         "oversize",
     )
     .await;

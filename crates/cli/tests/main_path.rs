@@ -258,7 +258,19 @@ async fn generated_admin_key_is_printed_once_and_stored_hashed() {
     assert!(key.starts_with("pk_"));
     first.signal("TERM");
     let _ = first.child.wait();
-    let db = std::fs::read(dir.join("photo-api.db")).unwrap();
+    let db = match production() {
+        None => std::fs::read(dir.join("photo-api.db")).unwrap(),
+        Some(p) => {
+            let out = std::process::Command::new("psql")
+                .arg(p.database_url(&dir))
+                .args(["-tAc", "SELECT row_to_json(k) FROM api_keys k"])
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            assert!(!out.stdout.is_empty(), "the key's row is there");
+            out.stdout
+        }
+    };
     let secret = key.rsplit('_').next().unwrap();
     assert!(
         !db.windows(secret.len()).any(|w| w == secret.as_bytes()),

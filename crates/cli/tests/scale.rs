@@ -49,9 +49,16 @@ impl Drop for WorkerProc {
     }
 }
 
-async fn server() -> Server {
+async fn server(max_attempts: &str) -> Server {
     force_production();
-    Server::start_with(Opts::default().arg("--worker-mode").arg("none")).await
+    Server::start_with(
+        Opts::default()
+            .arg("--worker-mode")
+            .arg("none")
+            // A job's attempt budget is fixed when it is submitted.
+            .env("PHOTO_API_MAX_ATTEMPTS", max_attempts),
+    )
+    .await
 }
 
 fn output(job: &Value) -> &Value {
@@ -60,7 +67,7 @@ fn output(job: &Value) -> &Value {
 
 #[tokio::test]
 async fn three_workers_share_500_jobs_each_completed_exactly_once() {
-    let s = server().await;
+    let s = server("3").await;
     let id = s.upload_ready(jpeg(320, 240), "image/jpeg").await;
     let env = [
         ("PHOTO_API_WORKER_CONCURRENCY", "2"),
@@ -82,7 +89,7 @@ async fn three_workers_share_500_jobs_each_completed_exactly_once() {
         let w = 16 + i % 200;
         let j = s
             .submit(json!({"job_type": job_type, "upload_id": id,
-                "params": {"width": w, "format": format}}))
+                "params": {"width": w, "height": w, "format": format}}))
             .await;
         jobs.push((j["job_id"].as_str().unwrap().to_owned(), w));
     }
@@ -116,7 +123,8 @@ async fn three_workers_share_500_jobs_each_completed_exactly_once() {
 
 #[tokio::test]
 async fn fifty_sigkills_of_lease_holders_during_200_jobs_lose_nothing() {
-    let s = server().await;
+    // Kills can hit the same job repeatedly; no job may die of them.
+    let s = server("60").await;
     let id = s.upload_ready(noisy_jpeg(1200, 900), "image/jpeg").await;
     let specs = [
         json!({"job_type": "transform", "params": {"width": 640, "format": "png"}}),
@@ -132,7 +140,6 @@ async fn fifty_sigkills_of_lease_holders_during_200_jobs_lose_nothing() {
     let env = [
         ("PHOTO_API_WORKER_CONCURRENCY", "1"),
         ("PHOTO_API_JOB_LEASE", "1s"),
-        ("PHOTO_API_MAX_ATTEMPTS", "60"),
         ("PHOTO_API_RETRY_BACKOFF", "20ms"),
     ];
     let mut spawned = 0;
@@ -208,6 +215,7 @@ async fn fifty_sigkills_of_lease_holders_during_200_jobs_lose_nothing() {
     }
 
     let mut retried = 0;
+    let mut extra_attempts = 0;
     for (jid, spec) in &jobs {
         let j = s.wait_job(jid, Duration::from_secs(300)).await;
         assert_eq!(j["status"], "completed", "{j}");
@@ -220,6 +228,7 @@ async fn fifty_sigkills_of_lease_holders_during_200_jobs_lose_nothing() {
         assert_eq!(history_count(&j, "started"), attempts, "{j}");
         if attempts > 1 {
             retried += 1;
+            extra_attempts += attempts - 1;
         }
         let out = output(&j);
         keys.insert(out["key"].as_str().unwrap().to_owned());
@@ -231,10 +240,14 @@ async fn fifty_sigkills_of_lease_holders_during_200_jobs_lose_nothing() {
             "output of {jid} is byte-identical to the fault-free reference"
         );
     }
-    eprintln!("{kills} kills; {retried} of 200 jobs needed more than one attempt");
+    eprintln!(
+        "{kills} kills; {retried} of 200 jobs needed more than one attempt, {extra_attempts} extra attempts in all"
+    );
+    // Each kill that landed mid-job cost that job one attempt (a kill racing the job's own
+    // completion costs nothing).
     assert!(
-        retried >= 25,
-        "most kills interrupted a job ({retried} jobs retried after {kills} kills)"
+        extra_attempts >= 25,
+        "most kills interrupted a job ({extra_attempts} extra attempts after {kills} kills)"
     );
     drop(workers);
 
@@ -286,7 +299,7 @@ async fn postgres_restart_during_load_loses_no_acknowledged_job() {
         client
             .post(s.url("/jobs"))
             .bearer_auth(&s.key)
-            .json(&json!({"job_type": "thumbnail", "upload_id": id, "params": {"width": w}}))
+            .json(&json!({"job_type": "thumbnail", "upload_id": id, "params": {"width": w, "height": w}}))
             .send()
     };
     let mut acked = Vec::new();
@@ -319,7 +332,7 @@ async fn postgres_restart_during_load_loses_no_acknowledged_job() {
                         "503 carries Retry-After"
                     );
                     let p: Value = r.json().await.unwrap();
-                    assert_eq!(p["code"], "unavailable", "{p}");
+                    assert_eq!(p["code"], "service_unavailable", "{p}");
                     unavailable += 1;
                     assert_ne!(stage, "before", "503 before the outage");
                 }

@@ -574,6 +574,36 @@ async fn collect_capped(
     Ok(buf.freeze())
 }
 
+/// The stored `Content-Type` of an object, from its key's extension, so that presigned
+/// downloads are served with the right type (outputs are `….jpg`, `….png`, …).
+fn attributes_for(key: &ObjectKey) -> object_store::Attributes {
+    let mut attrs = object_store::Attributes::new();
+    let ext = key
+        .as_str()
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase());
+    let mime = match ext.as_deref() {
+        Some("jpg" | "jpeg") => Some("image/jpeg"),
+        Some("png") => Some("image/png"),
+        Some("webp") => Some("image/webp"),
+        Some("gif") => Some("image/gif"),
+        Some("avif") => Some("image/avif"),
+        Some("json") => Some("application/json"),
+        _ => None,
+    };
+    if let Some(m) = mime {
+        attrs.insert(object_store::Attribute::ContentType, m.into());
+    }
+    attrs
+}
+
+fn put_options(key: &ObjectKey) -> PutOptions {
+    PutOptions {
+        attributes: attributes_for(key),
+        ..PutOptions::default()
+    }
+}
+
 #[async_trait::async_trait]
 impl ObjectStore for S3Store {
     async fn put_stream(
@@ -604,13 +634,23 @@ impl ObjectStore for S3Store {
         }
         if ended {
             store
-                .put(&path, PutPayload::from_bytes(first.freeze()))
+                .put_opts(
+                    &path,
+                    PutPayload::from_bytes(first.freeze()),
+                    put_options(key),
+                )
                 .await
                 .map_err(map_os)?;
             return Ok(size);
         }
         let upload = store
-            .put_multipart_opts(&path, PutMultipartOptions::default())
+            .put_multipart_opts(
+                &path,
+                PutMultipartOptions {
+                    attributes: attributes_for(key),
+                    ..PutMultipartOptions::default()
+                },
+            )
             .await
             .map_err(map_os)?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, part);
@@ -655,7 +695,11 @@ impl ObjectStore for S3Store {
         bytes: Bytes,
     ) -> Result<(), StoreError> {
         self.store(bucket)
-            .put(&path_of(key)?, PutPayload::from_bytes(bytes))
+            .put_opts(
+                &path_of(key)?,
+                PutPayload::from_bytes(bytes),
+                put_options(key),
+            )
             .await
             .map_err(map_os)?;
         Ok(())
@@ -875,7 +919,7 @@ impl ObjectStore for S3Store {
                 PutPayload::from_bytes(bytes),
                 PutOptions {
                     mode: PutMode::Create,
-                    ..PutOptions::default()
+                    ..put_options(key)
                 },
             )
             .await
