@@ -33,9 +33,18 @@ echo "target dir: ${CARGO_TARGET_DIR:-target}"
 # scripts/ensure-postgres.sh starts a server on 127.0.0.1:5432 if none answers
 # (installing Debian's package if needed) and prints the URL the tests use.
 # ---------------------------------------------------------------------------
-section "Services (PostgreSQL)"
+section "Services (PostgreSQL, the S3 test server)"
 PHOTO_API_TEST_POSTGRES="$(scripts/ensure-postgres.sh)"
 export PHOTO_API_TEST_POSTGRES
+# The production-stack tests also start private PostgreSQL clusters (initdb; to restart one
+# mid-test) and use psql: both come with Debian's postgresql package.
+if ! command -v psql >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends postgresql postgresql-client
+fi
+# s3s-fs: an S3 server that checks signatures and POST policies; each test starts its own.
+scripts/s3-test-server.sh --install-only
 
 section "Formatting (cargo fmt --all --check)"
 cargo fmt --all --check
@@ -46,11 +55,17 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 if cargo nextest --version >/dev/null 2>&1; then
     section "Tests (cargo nextest run --workspace --locked --no-fail-fast)"
     cargo nextest run --workspace --locked --no-fail-fast
+    section "Black-box tests again on the production stack (PostgreSQL + S3)"
+    PHOTO_API_TEST_BACKEND=production cargo nextest run -p photo-api --locked --no-fail-fast \
+        --test main_path --test bad_input --test durability
     section "Doc tests (nextest does not run them)"
     cargo test --workspace --locked --doc
 else
     section "Tests (cargo test --workspace --locked --no-fail-fast; install cargo-nextest for faster runs)"
     cargo test --workspace --locked --no-fail-fast
+    section "Black-box tests again on the production stack (PostgreSQL + S3)"
+    PHOTO_API_TEST_BACKEND=production cargo test -p photo-api --locked --no-fail-fast \
+        --test main_path --test bad_input --test durability
 fi
 
 section "Fuzzing (scripts/fuzz.sh: every cargo-fuzz target for ${FUZZ_SECONDS:-20}s; FUZZ_SECONDS=0 skips)"
