@@ -71,7 +71,12 @@ impl Worker {
         Self {
             repo,
             store,
-            cpu: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
+            // Jobs beyond the core count overlap their I/O (download, upload) with others'
+            // pixel work; the pixel work itself never runs on more threads than there are cores.
+            cpu: Arc::new(Semaphore::new(cfg.concurrency.clamp(
+                1,
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            ))),
             cfg: Arc::new(cfg),
         }
     }
