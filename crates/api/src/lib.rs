@@ -25,7 +25,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{ApiError, REQUEST_ID};
-pub use crate::state::{ApiConfig, AppState, WorkerHealth, WorkerState};
+pub use crate::state::{
+    ApiConfig, AppState, HealthCheck, JobDispatcher, WorkerHealth, WorkerState,
+};
 
 const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 

@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
-use photo_db::Repo;
+use photo_core::JobId;
+use photo_db::{Job, Repo, TemporalRoute};
 use photo_imaging::Limits;
 use photo_storage::{ObjectStore, UrlSigner};
 
@@ -64,6 +65,35 @@ impl WorkerHealth {
     }
 }
 
+/// A readiness check of an optional dependency (the Temporal server), reported by `/health`
+/// under its name. The API knows only this trait, never the dependency's SDK.
+#[async_trait::async_trait]
+pub trait HealthCheck: Send + Sync + std::fmt::Debug {
+    /// The key in the `/health` report.
+    fn name(&self) -> &'static str;
+    /// What kind of adapter (shown as `kind`).
+    fn kind(&self) -> Option<String> {
+        None
+    }
+    /// Whether the service is unready without it.
+    fn required(&self) -> bool {
+        true
+    }
+    /// `Err` with a reason when down.
+    async fn check(&self) -> Result<(), String>;
+}
+
+/// An outside job engine (Temporal): jobs are recorded with its route and handed to it after
+/// the row is inserted. Without one, jobs go to the SQL queue.
+#[async_trait::async_trait]
+pub trait JobDispatcher: Send + Sync + std::fmt::Debug {
+    /// Where a job runs (workflow id and task queue), recorded with the job.
+    fn route(&self, job_id: JobId) -> TemporalRoute;
+    /// Starts the job's workflow. Idempotent: a job already started counts as success. An
+    /// error leaves the job in the outbox, from which `serve` starts it later.
+    async fn dispatch(&self, job: &Job) -> Result<(), String>;
+}
+
 /// Everything a handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -77,4 +107,8 @@ pub struct AppState {
     pub cfg: Arc<ApiConfig>,
     /// Worker supervisor state.
     pub workers: WorkerHealth,
+    /// The outside job engine, when one is configured.
+    pub dispatcher: Option<Arc<dyn JobDispatcher>>,
+    /// Extra readiness checks (the job engine's server).
+    pub checks: Vec<Arc<dyn HealthCheck>>,
 }

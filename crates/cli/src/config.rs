@@ -168,6 +168,36 @@ pub struct Settings {
     /// Path-style bucket addressing (default: on when an endpoint is set, off on AWS).
     #[arg(long, global = true, env = "PHOTO_API_S3_PATH_STYLE", value_parser = parse_bool)]
     pub s3_path_style: Option<bool>,
+    /// Temporal frontend (host:port); setting it runs every new job as a Temporal workflow.
+    #[arg(long, global = true, env = "TEMPORAL_TARGET")]
+    pub temporal_target: Option<String>,
+    /// Temporal namespace (default `default`).
+    #[arg(long, global = true, env = "TEMPORAL_NAMESPACE")]
+    pub temporal_namespace: Option<String>,
+    /// Task queue of job workflows and activities (default `image-tasks`).
+    #[arg(long, global = true, env = "TEMPORAL_TASK_QUEUE")]
+    pub temporal_task_queue: Option<String>,
+    /// mTLS client certificate (PEM file) for Temporal, e.g. Temporal Cloud's.
+    #[arg(long, global = true, env = "PHOTO_API_TEMPORAL_TLS_CERT")]
+    pub temporal_tls_cert: Option<PathBuf>,
+    /// The private key (PEM file) of the mTLS client certificate.
+    #[arg(long, global = true, env = "PHOTO_API_TEMPORAL_TLS_KEY")]
+    pub temporal_tls_key: Option<PathBuf>,
+    /// CA bundle (PEM file) to verify the Temporal server with (default: system roots).
+    #[arg(long, global = true, env = "PHOTO_API_TEMPORAL_TLS_CA")]
+    pub temporal_tls_ca: Option<PathBuf>,
+    /// Name to verify the Temporal server's certificate against (default: the target's host).
+    #[arg(long, global = true, env = "PHOTO_API_TEMPORAL_TLS_SERVER_NAME")]
+    pub temporal_tls_server_name: Option<String>,
+    /// Temporal Cloud API key (turns TLS on).
+    #[arg(
+        long,
+        global = true,
+        env = "TEMPORAL_API_KEY",
+        hide_env_values = true,
+        hide = true
+    )]
+    pub temporal_api_key: Option<String>,
 }
 
 mod opt_duration {
@@ -220,6 +250,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `None`: the local directory store under the data directory.
     pub s3: Option<S3Settings>,
+    /// `None`: jobs run on the SQL queue. `Some`: on Temporal.
+    pub temporal: Option<photo_temporal::TemporalSettings>,
 }
 
 /// Where the S3 adapter stores objects. Credentials come from the standard AWS chain, never
@@ -256,7 +288,9 @@ impl Settings {
             max_pixels, max_side, worker_mode, worker_concurrency, job_lease, job_timeout,
             max_attempts, retry_backoff, poll_interval, request_timeout, shutdown_grace,
             log_level, log_format, debug, s3_bucket_raw, s3_bucket_processed, aws_region,
-            s3_endpoint, s3_path_style)
+            s3_endpoint, s3_path_style, temporal_target, temporal_namespace, temporal_task_queue,
+            temporal_tls_cert, temporal_tls_key, temporal_tls_ca, temporal_tls_server_name,
+            temporal_api_key)
     }
 
     /// Applies defaults and checks ranges.
@@ -310,6 +344,16 @@ impl Settings {
                 self.s3_endpoint,
                 self.s3_path_style,
             )?,
+            temporal: temporal_settings(TemporalInput {
+                target: self.temporal_target,
+                namespace: self.temporal_namespace,
+                task_queue: self.temporal_task_queue,
+                cert: self.temporal_tls_cert,
+                key: self.temporal_tls_key,
+                ca: self.temporal_tls_ca,
+                server_name: self.temporal_tls_server_name,
+                api_key: self.temporal_api_key,
+            })?,
         };
         c.check()?;
         Ok(c)
@@ -345,6 +389,47 @@ fn s3_settings(
         bucket_processed: processed,
         region: nonempty(region).unwrap_or_else(|| "us-east-1".into()),
         endpoint,
+    }))
+}
+
+struct TemporalInput {
+    target: Option<String>,
+    namespace: Option<String>,
+    task_queue: Option<String>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    server_name: Option<String>,
+    api_key: Option<String>,
+}
+
+fn temporal_settings(i: TemporalInput) -> anyhow::Result<Option<photo_temporal::TemporalSettings>> {
+    let nonempty = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+    let Some(target) = nonempty(i.target) else {
+        let set = i.cert.is_some() || i.key.is_some() || i.ca.is_some() || i.api_key.is_some();
+        if set {
+            bail!("Temporal TLS or API-key settings are set but TEMPORAL_TARGET is not");
+        }
+        return Ok(None);
+    };
+    let tls = match (i.cert, i.key) {
+        (Some(cert), Some(key)) => Some(photo_temporal::TlsFiles { cert, key }),
+        (None, None) => None,
+        (Some(_), None) => {
+            bail!("PHOTO_API_TEMPORAL_TLS_CERT is set but PHOTO_API_TEMPORAL_TLS_KEY is not")
+        }
+        (None, Some(_)) => {
+            bail!("PHOTO_API_TEMPORAL_TLS_KEY is set but PHOTO_API_TEMPORAL_TLS_CERT is not")
+        }
+    };
+    Ok(Some(photo_temporal::TemporalSettings {
+        target,
+        namespace: nonempty(i.namespace).unwrap_or_else(|| "default".into()),
+        task_queue: nonempty(i.task_queue).unwrap_or_else(|| "image-tasks".into()),
+        tls,
+        server_ca: i.ca,
+        server_name: nonempty(i.server_name),
+        api_key: nonempty(i.api_key),
     }))
 }
 
@@ -465,6 +550,49 @@ mod tests {
         assert!(
             e.to_string().contains("PHOTO_API_DB_MAX_CONNECTIONS"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn temporal_settings_default_and_pair_up() {
+        assert!(Settings::default().resolve().unwrap().temporal.is_none());
+        let t = Settings {
+            temporal_target: Some("127.0.0.1:7233".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap()
+        .temporal
+        .unwrap();
+        assert_eq!(t.namespace, "default");
+        assert_eq!(t.task_queue, "image-tasks");
+        assert!(!t.uses_tls());
+        let file: Settings = toml::from_str(
+            "temporal_target = \"ns.acct.tmprl.cloud:7233\"\ntemporal_namespace = \"ns.acct\"\n\
+             temporal_tls_cert = \"/c.pem\"\ntemporal_tls_key = \"/k.pem\"",
+        )
+        .unwrap();
+        let t = file.resolve().unwrap().temporal.unwrap();
+        assert_eq!(t.namespace, "ns.acct");
+        assert!(t.uses_tls());
+        let e = Settings {
+            temporal_target: Some("x:7233".into()),
+            temporal_tls_cert: Some("/c.pem".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(e.to_string().contains("PHOTO_API_TEMPORAL_TLS_KEY"), "{e}");
+        let with_key = Settings {
+            temporal_target: Some("x:7233".into()),
+            temporal_api_key: Some("secret-key".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert!(
+            !format!("{:?}", with_key.temporal).contains("secret-key"),
+            "the API key never reaches logs"
         );
     }
 

@@ -2,6 +2,7 @@
 //! `worker` runs workers alone, `migrate` and `sweep` are operator tools.
 
 mod config;
+mod engine;
 mod serve;
 mod wiring;
 
@@ -64,7 +65,10 @@ fn main() -> ExitCode {
             .enable_all()
             .max_blocking_threads(cfg.worker_concurrency.max(4) * 2)
             .build()?;
-        rt.block_on(async {
+        // A LocalSet: the Temporal worker's future is not `Send` (workflow code runs on one
+        // thread), so in-process workers run as a local task of the main thread.
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async {
             match cli.command {
                 Command::Serve => serve::serve(cfg, cli.settings.clone()).await,
                 Command::Worker => serve::worker(cfg).await,

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use crate::CHILD_SETTINGS_ENV;
 use crate::config::{Config, Settings, WorkerMode};
-use crate::wiring;
+use crate::{engine, wiring};
 
 /// Installs the SIGTERM/SIGINT handlers now (so a signal that arrives during start-up is not
 /// lost to the default action) and returns a future that resolves when one arrives.
@@ -93,6 +93,12 @@ pub async fn serve(cfg: Config, cli_settings: Settings) -> anyhow::Result<()> {
     let signer = wiring::signer(&cfg)?;
     let store = wiring::open_store(&cfg, &public_url).await?;
 
+    let temporal = engine::connect(&cfg).await?;
+    let dispatcher = temporal.as_ref().map(|c| engine::Dispatcher {
+        client: c.clone(),
+        policy: engine::policy(&cfg),
+    });
+
     let workers = WorkerHealth::default();
     let state = AppState {
         repo: repo.clone(),
@@ -109,6 +115,13 @@ pub async fn serve(cfg: Config, cli_settings: Settings) -> anyhow::Result<()> {
             report_workers: true,
         }),
         workers: workers.clone(),
+        dispatcher: dispatcher
+            .clone()
+            .map(|d| Arc::new(d) as Arc<dyn photo_api_http::JobDispatcher>),
+        checks: temporal
+            .iter()
+            .map(|c| Arc::new(engine::Health(c.clone())) as Arc<dyn photo_api_http::HealthCheck>)
+            .collect(),
     };
     let app = photo_api_http::app(
         state,
@@ -133,18 +146,22 @@ pub async fn serve(cfg: Config, cli_settings: Settings) -> anyhow::Result<()> {
         }
         WorkerMode::InProcess => {
             workers.set(WorkerState::Up);
-            let w = Worker::new(
-                repo.clone(),
-                store.clone(),
-                worker_config(&cfg, "in-process"),
-            );
-            Some(tokio::spawn(w.run(stop_rx.clone())))
+            let (cfg, repo, store, stop) =
+                (cfg.clone(), repo.clone(), store.clone(), stop_rx.clone());
+            let temporal = temporal.clone();
+            Some(tokio::task::spawn_local(async move {
+                if let Err(e) = run_workers(&cfg, temporal, repo, store, "in-process", stop).await
+                {
+                    tracing::error!(error = %format!("{e:#}"), "in-process workers failed");
+                }
+            }))
         }
         WorkerMode::None => {
             workers.set(WorkerState::External);
             None
         }
     };
+    let outbox = dispatcher.map(|d| tokio::spawn(engine::outbox_loop(repo.clone(), d, stop_rx.clone())));
     let sweeper = tokio::spawn(sweep_loop(
         cfg.clone(),
         repo.clone(),
@@ -176,6 +193,9 @@ pub async fn serve(cfg: Config, cli_settings: Settings) -> anyhow::Result<()> {
         let _ = t.await;
     }
     sweeper.abort();
+    if let Some(o) = outbox {
+        o.abort();
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -347,12 +367,50 @@ pub async fn worker(cfg: Config) -> anyhow::Result<()> {
             }
         });
     }
-    let w = Worker::new(repo, store, worker_config(&cfg, "w"));
-    let run = tokio::spawn(w.run(stop_rx));
-    shutdown.await;
+    // Fails start-up when Temporal is configured but cannot be reached.
+    let temporal = engine::connect(&cfg).await?;
+    let run = run_workers(&cfg, temporal, repo, store, "w", stop_rx);
+    tokio::pin!(run);
+    tokio::select! {
+        r = &mut run => return r,
+        () = shutdown => {}
+    }
     let _ = stop_tx.send(true);
-    let _ = run.await;
-    Ok(())
+    run.await
+}
+
+/// Runs this process's workers until `stop` turns true: the Temporal worker (workflows and
+/// activities on TEMPORAL_TASK_QUEUE) when Temporal is configured, else the SQL claim loop.
+/// Both run jobs through the same [`Worker::run_job`].
+async fn run_workers(
+    cfg: &Config,
+    temporal: Option<photo_temporal::TemporalClient>,
+    repo: Arc<dyn Repo>,
+    store: Arc<dyn ObjectStore>,
+    name: &str,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let wc = worker_config(cfg, name);
+    let Some(client) = temporal else {
+        Worker::new(repo, store, wc).run(stop).await;
+        return Ok(());
+    };
+    let (hard_stop_tx, hard_stop) = watch::channel(false);
+    let settings = photo_temporal::WorkerSettings {
+        concurrency: wc.concurrency,
+        shutdown_grace: wc.shutdown_grace,
+        identity: wc.worker_id.clone(),
+    };
+    let activities = photo_temporal::JobActivities::new(
+        Worker::new(repo.clone(), store, wc.clone()),
+        repo,
+        wc.worker_id.clone(),
+        wc.lease,
+        hard_stop,
+    );
+    photo_temporal::run_worker(&client, activities, settings, stop, hard_stop_tx)
+        .await
+        .context("running the Temporal worker")
 }
 
 /// `photo-api migrate`.

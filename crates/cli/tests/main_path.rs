@@ -90,6 +90,14 @@ async fn quick_start_thumbnail_and_transform() {
         .await;
     assert_eq!(job["status"], "submitted");
     let jid = job["job_id"].as_str().unwrap().to_owned();
+    // The same API on both engines; only these fields tell them apart.
+    if temporal_engine() {
+        assert_eq!(job["engine"], "temporal");
+        assert_eq!(job["temporal_workflow_id"], format!("photo-job-{jid}").as_str());
+    } else {
+        assert_eq!(job["engine"], "sql");
+        assert!(job["temporal_workflow_id"].is_null());
+    }
     let done = s.wait_job(&jid, Duration::from_secs(60)).await;
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["attempts"], 1);
@@ -297,6 +305,11 @@ async fn health_openapi_and_docs() {
     assert_eq!(h["status"], "ok");
     assert_eq!(h["checks"]["database"]["status"], "up");
     assert_eq!(h["checks"]["storage"]["status"], "up");
+    if temporal_engine() {
+        assert_eq!(h["checks"]["temporal"]["status"], "up", "{h}");
+    } else {
+        assert!(h["checks"]["temporal"].is_null(), "{h}");
+    }
 
     let doc: Value = reqwest::get(s.url("/openapi.json"))
         .await

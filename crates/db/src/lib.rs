@@ -74,6 +74,15 @@ fn unavailable_sqlstate(code: &str) -> bool {
     code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300" | "57014")
 }
 
+/// The engine a new job is recorded with: Temporal when it has a workflow route.
+pub(crate) fn engine_of(j: &NewJob) -> JobEngine {
+    if j.temporal.is_some() {
+        JobEngine::Temporal
+    } else {
+        JobEngine::Sql
+    }
+}
+
 /// Result alias.
 pub type DbResult<T> = Result<T, DbError>;
 
@@ -156,6 +165,40 @@ pub trait Repo: Send + Sync + std::fmt::Debug {
     ) -> DbResult<Option<JobStatus>>;
     /// Gives a job back without counting the attempt (graceful shutdown).
     async fn release_job(&self, claim: &ClaimToken, now: DateTime<Utc>) -> DbResult<bool>;
+
+    // --- the Temporal engine: activities drive the same fenced transitions as SQL workers
+    /// Starts attempt `attempt` (Temporal's activity attempt, from 1) of a Temporal job: the job
+    /// becomes `started` with `attempts = attempt` and a fresh claim token, so `heartbeat`,
+    /// `complete_job` and `fail_job` work as for a claimed SQL job, and the token of any earlier
+    /// attempt is refused from now on. `None` (no change) when the job is not a Temporal job,
+    /// is terminal, or already saw a later attempt.
+    async fn start_attempt(
+        &self,
+        id: JobId,
+        attempt: u32,
+        worker: &str,
+        lease: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> DbResult<Option<Claim>>;
+    /// Ends a job `dead` with `code`/`message` unless it is terminal already (the Temporal
+    /// workflow's last word when every attempt's worker was lost). True when it changed.
+    async fn mark_dead(
+        &self,
+        id: JobId,
+        code: &str,
+        message: &str,
+        now: DateTime<Utc>,
+    ) -> DbResult<bool>;
+    /// Temporal jobs created at or before `created_before` whose workflow start was never
+    /// acknowledged (the outbox), oldest first.
+    async fn undispatched_temporal_jobs(
+        &self,
+        created_before: DateTime<Utc>,
+        limit: u32,
+    ) -> DbResult<Vec<Job>>;
+    /// Records that Temporal acknowledged the job's workflow start.
+    async fn mark_dispatched(&self, id: JobId, now: DateTime<Utc>) -> DbResult<()>;
+
     /// Counts of jobs per status (for health and metrics).
     async fn job_counts(&self) -> DbResult<Vec<(JobStatus, u64)>>;
 

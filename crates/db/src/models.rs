@@ -173,6 +173,43 @@ pub struct JobOutput {
     pub size: u64,
 }
 
+/// Which engine runs a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobEngine {
+    /// Our own queue in `job_logs`, claimed by `photo-api worker`.
+    #[default]
+    Sql,
+    /// A Temporal workflow; SQL workers never claim it.
+    Temporal,
+}
+
+impl JobEngine {
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sql => "sql",
+            Self::Temporal => "temporal",
+        }
+    }
+
+    /// Parses [`JobEngine::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Sql, Self::Temporal]
+            .into_iter()
+            .find(|x| x.as_str() == s)
+    }
+}
+
+/// Where a Temporal job runs: the workflow id and the task queue, recorded in `job_logs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemporalRoute {
+    /// The workflow id (`photo-job-{job_id}`).
+    pub workflow_id: String,
+    /// The task queue its workflow and activities run on.
+    pub task_queue: String,
+}
+
 /// A job to queue.
 #[derive(Debug, Clone)]
 pub struct NewJob {
@@ -192,6 +229,8 @@ pub struct NewJob {
     pub content_type: Option<ContentType>,
     /// Attempts before the job is dead.
     pub max_attempts: u32,
+    /// `None`: the SQL queue. `Some`: a Temporal workflow (engine `temporal`).
+    pub temporal: Option<TemporalRoute>,
 }
 
 /// A job row.
@@ -237,6 +276,10 @@ pub struct Job {
     pub run_at: DateTime<Utc>,
     /// Worker holding the lease.
     pub lease_owner: Option<String>,
+    /// The engine that runs it.
+    pub engine: JobEngine,
+    /// Workflow id and task queue, for Temporal jobs.
+    pub temporal: Option<TemporalRoute>,
 }
 
 /// Filters of `GET /jobs`.

@@ -384,8 +384,10 @@ impl Repo for PgRepo {
         // The `job_logs_notify` trigger wakes listening workers when this commits.
         let row = sqlx::query(
             "INSERT INTO job_logs (id, job_id, job_type, filename, s3_key, content_type, job_metadata,
-                 created_at, status, tenant_id, upload_id, attempts, max_attempts, run_at_ms, updated_at)
-             VALUES ($1, $1, $2, $3, $4, $5, $6, $7, 'submitted', $8, $9, 0, $10, $11, $7)
+                 created_at, status, tenant_id, upload_id, attempts, max_attempts, run_at_ms, updated_at,
+                 engine, temporal_workflow_id, temporal_task_queue)
+             VALUES ($1, $1, $2, $3, $4, $5, $6, $7, 'submitted', $8, $9, 0, $10, $11, $7,
+                 $12, $13, $14)
              RETURNING *",
         )
         .bind(&id)
@@ -399,6 +401,9 @@ impl Repo for PgRepo {
         .bind(j.upload_id.map(|u| u.to_string()))
         .bind(i64::from(j.max_attempts))
         .bind(ms(now))
+        .bind(crate::engine_of(j).as_str())
+        .bind(j.temporal.as_ref().map(|t| t.workflow_id.as_str()))
+        .bind(j.temporal.as_ref().map(|t| t.task_queue.as_str()))
         .fetch_one(&self.pool)
         .await?;
         job_from_row(&row)
@@ -493,7 +498,7 @@ impl Repo for PgRepo {
                  lease_expires_at_ms = NULL, updated_at = $1
              WHERE job_id IN (
                  SELECT job_id FROM job_logs
-                 WHERE status = 'started' AND lease_expires_at_ms < $2
+                 WHERE engine = 'sql' AND status = 'started' AND lease_expires_at_ms < $2
                    AND attempts >= max_attempts
                  FOR UPDATE SKIP LOCKED)",
         )
@@ -509,9 +514,10 @@ impl Repo for PgRepo {
         let row = sqlx::query(
             "WITH next AS (
                  SELECT job_id FROM job_logs
-                 WHERE (status IN ('submitted', 'retrying') AND run_at_ms <= $5)
-                    OR (status = 'started' AND lease_expires_at_ms < $5
-                        AND attempts < max_attempts)
+                 WHERE engine = 'sql'
+                   AND ((status IN ('submitted', 'retrying') AND run_at_ms <= $5)
+                        OR (status = 'started' AND lease_expires_at_ms < $5
+                            AND attempts < max_attempts))
                  ORDER BY run_at_ms, job_id
                  LIMIT 1
                  FOR UPDATE SKIP LOCKED)
@@ -623,6 +629,95 @@ impl Repo for PgRepo {
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)
+    }
+
+    async fn start_attempt(
+        &self,
+        id: JobId,
+        attempt: u32,
+        worker: &str,
+        lease: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> DbResult<Option<Claim>> {
+        let token = uuid::Uuid::new_v4().to_string();
+        let row = sqlx::query(
+            "UPDATE job_logs SET status = 'started', attempts = $1, lease_owner = $2,
+                 lease_token = $3, lease_expires_at_ms = $4, started_at = COALESCE(started_at, $5),
+                 updated_at = $5
+             WHERE job_id = $6 AND engine = 'temporal'
+               AND status IN ('submitted', 'started', 'retrying') AND attempts <= $1
+             RETURNING *",
+        )
+        .bind(i64::from(attempt))
+        .bind(worker)
+        .bind(&token)
+        .bind(ms(now + lease))
+        .bind(now)
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let job = job_from_row(&row)?;
+        Ok(Some(Claim {
+            token: ClaimToken {
+                job_id: job.job_id,
+                token,
+            },
+            job,
+        }))
+    }
+
+    async fn mark_dead(
+        &self,
+        id: JobId,
+        code: &str,
+        message: &str,
+        now: DateTime<Utc>,
+    ) -> DbResult<bool> {
+        let r = sqlx::query(
+            "UPDATE job_logs SET status = 'dead', error_code = $1, error_message = $2,
+                 completed_at = $3, lease_owner = NULL, lease_token = NULL,
+                 lease_expires_at_ms = NULL, updated_at = $3
+             WHERE job_id = $4 AND status IN ('submitted', 'started', 'retrying')",
+        )
+        .bind(code)
+        .bind(message)
+        .bind(now)
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn undispatched_temporal_jobs(
+        &self,
+        created_before: DateTime<Utc>,
+        limit: u32,
+    ) -> DbResult<Vec<Job>> {
+        sqlx::query(
+            "SELECT * FROM job_logs
+             WHERE engine = 'temporal' AND temporal_dispatched_at_ms IS NULL AND created_at <= $1
+             ORDER BY job_id LIMIT $2",
+        )
+        .bind(created_before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(job_from_row)
+        .collect()
+    }
+
+    async fn mark_dispatched(&self, id: JobId, now: DateTime<Utc>) -> DbResult<()> {
+        sqlx::query(
+            "UPDATE job_logs SET temporal_dispatched_at_ms = $1
+             WHERE job_id = $2 AND temporal_dispatched_at_ms IS NULL",
+        )
+        .bind(ms(now))
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn job_counts(&self) -> DbResult<Vec<(JobStatus, u64)>> {

@@ -113,6 +113,20 @@ macro_rules! decoders {
                 updated_at: r.try_get("updated_at")?,
                 run_at: from_ms(r.try_get("run_at_ms")?),
                 lease_owner: r.try_get("lease_owner")?,
+                engine: {
+                    let e: String = r.try_get("engine")?;
+                    JobEngine::parse(&e).ok_or_else(|| corrupt("engine", &e))?
+                },
+                temporal: match (
+                    r.try_get::<Option<String>, _>("temporal_workflow_id")?,
+                    r.try_get::<Option<String>, _>("temporal_task_queue")?,
+                ) {
+                    (Some(workflow_id), Some(task_queue)) => Some(TemporalRoute {
+                        workflow_id,
+                        task_queue,
+                    }),
+                    _ => None,
+                },
             })
         }
 

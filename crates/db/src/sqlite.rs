@@ -254,8 +254,9 @@ impl Repo for SqliteRepo {
         let meta = serde_json::to_string(&j.spec).map_err(|e| corrupt("spec", e))?;
         let row = sqlx::query(
             "INSERT INTO job_logs (id, job_id, job_type, filename, s3_key, content_type, job_metadata,
-                 created_at, status, tenant_id, upload_id, attempts, max_attempts, run_at_ms, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'submitted', ?, ?, 0, ?, ?, ?) RETURNING *",
+                 created_at, status, tenant_id, upload_id, attempts, max_attempts, run_at_ms, updated_at,
+                 engine, temporal_workflow_id, temporal_task_queue)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'submitted', ?, ?, 0, ?, ?, ?, ?, ?, ?) RETURNING *",
         )
         .bind(&id)
         .bind(&id)
@@ -270,6 +271,9 @@ impl Repo for SqliteRepo {
         .bind(i64::from(j.max_attempts))
         .bind(ms(now))
         .bind(now)
+        .bind(crate::engine_of(j).as_str())
+        .bind(j.temporal.as_ref().map(|t| t.workflow_id.as_str()))
+        .bind(j.temporal.as_ref().map(|t| t.task_queue.as_str()))
         .fetch_one(&self.pool)
         .await?;
         job_from_row(&row)
@@ -356,7 +360,8 @@ impl Repo for SqliteRepo {
                  error_message = 'the worker running the job stopped responding on every attempt',
                  completed_at = ?, lease_owner = NULL, lease_token = NULL, lease_expires_at_ms = NULL,
                  updated_at = ?
-             WHERE status = 'started' AND lease_expires_at_ms < ? AND attempts >= max_attempts",
+             WHERE engine = 'sql' AND status = 'started' AND lease_expires_at_ms < ?
+               AND attempts >= max_attempts",
         )
         .bind(now)
         .bind(now)
@@ -371,8 +376,9 @@ impl Repo for SqliteRepo {
                  updated_at = ?5
              WHERE job_id = (
                  SELECT job_id FROM job_logs
-                 WHERE (status IN ('submitted', 'retrying') AND run_at_ms <= ?6)
-                    OR (status = 'started' AND lease_expires_at_ms < ?6)
+                 WHERE engine = 'sql'
+                   AND ((status IN ('submitted', 'retrying') AND run_at_ms <= ?6)
+                        OR (status = 'started' AND lease_expires_at_ms < ?6))
                  ORDER BY run_at_ms, job_id LIMIT 1)
              RETURNING *",
         )
@@ -478,6 +484,95 @@ impl Repo for SqliteRepo {
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)
+    }
+
+    async fn start_attempt(
+        &self,
+        id: JobId,
+        attempt: u32,
+        worker: &str,
+        lease: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> DbResult<Option<Claim>> {
+        let token = uuid::Uuid::new_v4().to_string();
+        let row = sqlx::query(
+            "UPDATE job_logs SET status = 'started', attempts = ?1, lease_owner = ?2,
+                 lease_token = ?3, lease_expires_at_ms = ?4, started_at = COALESCE(started_at, ?5),
+                 updated_at = ?5
+             WHERE job_id = ?6 AND engine = 'temporal'
+               AND status IN ('submitted', 'started', 'retrying') AND attempts <= ?1
+             RETURNING *",
+        )
+        .bind(i64::from(attempt))
+        .bind(worker)
+        .bind(&token)
+        .bind(ms(now + lease))
+        .bind(now)
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let job = job_from_row(&row)?;
+        Ok(Some(Claim {
+            token: ClaimToken {
+                job_id: job.job_id,
+                token,
+            },
+            job,
+        }))
+    }
+
+    async fn mark_dead(
+        &self,
+        id: JobId,
+        code: &str,
+        message: &str,
+        now: DateTime<Utc>,
+    ) -> DbResult<bool> {
+        let r = sqlx::query(
+            "UPDATE job_logs SET status = 'dead', error_code = ?1, error_message = ?2,
+                 completed_at = ?3, lease_owner = NULL, lease_token = NULL,
+                 lease_expires_at_ms = NULL, updated_at = ?3
+             WHERE job_id = ?4 AND status IN ('submitted', 'started', 'retrying')",
+        )
+        .bind(code)
+        .bind(message)
+        .bind(now)
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn undispatched_temporal_jobs(
+        &self,
+        created_before: DateTime<Utc>,
+        limit: u32,
+    ) -> DbResult<Vec<Job>> {
+        sqlx::query(
+            "SELECT * FROM job_logs
+             WHERE engine = 'temporal' AND temporal_dispatched_at_ms IS NULL AND created_at <= ?
+             ORDER BY job_id LIMIT ?",
+        )
+        .bind(created_before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(job_from_row)
+        .collect()
+    }
+
+    async fn mark_dispatched(&self, id: JobId, now: DateTime<Utc>) -> DbResult<()> {
+        sqlx::query(
+            "UPDATE job_logs SET temporal_dispatched_at_ms = ?
+             WHERE job_id = ? AND temporal_dispatched_at_ms IS NULL",
+        )
+        .bind(ms(now))
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn job_counts(&self) -> DbResult<Vec<(JobStatus, u64)>> {

@@ -8,8 +8,8 @@ use std::time::Instant;
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use photo_core::{ContentType, JobId, JobSpec, JobStatus, JobType, ObjectKey, TenantId, UploadId};
 use photo_db::{
-    ApiKeyRecord, ClaimToken, Database, Failure, Job, JobFilter, JobOutput, NewJob, NewUpload,
-    PgOptions, PgRepo, Repo, UploadOutcome, UploadStatus,
+    ApiKeyRecord, ClaimToken, Database, Failure, Job, JobEngine, JobFilter, JobOutput, NewJob,
+    NewUpload, PgOptions, PgRepo, Repo, TemporalRoute, UploadOutcome, UploadStatus,
 };
 use serde_json::json;
 
@@ -46,6 +46,18 @@ fn new_job_with(id: JobId, t: &TenantId, spec: JobSpec, max_attempts: u32) -> Ne
         filename: None,
         content_type: None,
         max_attempts,
+        temporal: None,
+    }
+}
+
+fn temporal_job(t: &TenantId, max_attempts: u32) -> NewJob {
+    let id = JobId::new();
+    NewJob {
+        temporal: Some(TemporalRoute {
+            workflow_id: format!("photo-job-{id}"),
+            task_queue: "image-tasks".into(),
+        }),
+        ..new_job_with(id, t, thumb_spec(), max_attempts)
     }
 }
 
@@ -97,7 +109,16 @@ async fn migrations_are_idempotent_and_reversible(db: &TestDb) {
     );
     drop(again);
 
+    // 0002 (the engine columns) reverts alone and leaves the 0001 schema working.
     assert_eq!(mig.migrate_down(1).await.unwrap(), 1);
+    assert!(db.table_exists("job_logs").await);
+    let cols = db.columns("job_logs").await;
+    assert!(!cols.iter().any(|c| c == "engine"), "{cols:?}");
+    assert!(cols.iter().any(|c| c == "temporal_workflow_id"), "{cols:?}");
+    assert_eq!(mig.migrate().await.unwrap(), 1, "0002 re-applies");
+    assert!(db.columns("job_logs").await.iter().any(|c| c == "engine"));
+
+    assert_eq!(mig.migrate_down(2).await.unwrap(), 2);
     for t in ["job_logs", "job_events", "uploads", "api_keys"] {
         assert!(!db.table_exists(t).await, "{t} dropped by down");
     }
@@ -107,7 +128,7 @@ async fn migrations_are_idempotent_and_reversible(db: &TestDb) {
         "nothing left to revert"
     );
 
-    assert_eq!(mig.migrate().await.unwrap(), 1);
+    assert_eq!(mig.migrate().await.unwrap(), 2);
     assert!(db.table_exists("job_logs").await);
     assert_eq!(mig.migrate().await.unwrap(), 0);
     // The schema is usable again, triggers included.
@@ -143,6 +164,7 @@ async fn job_logs_has_the_design_columns(db: &TestDb) {
         "completed_at",
         "status",
         "error_message",
+        "engine",
     ] {
         assert!(cols.contains(c), "job_logs lacks column {c}; has {cols:?}");
     }
@@ -1017,6 +1039,209 @@ async fn release_job_gives_the_attempt_back(db: &TestDb) {
     assert!(repo.complete_job(&b.token, &[], at).await.unwrap());
 }
 
+// ---------------------------------------------------------------- the Temporal engine
+
+async fn sql_workers_never_claim_temporal_jobs(db: &TestDb) {
+    let repo = db.repo();
+    let t0 = now();
+    let t1 = tenant("t1");
+    let tj = repo.insert_job(&temporal_job(&t1, 3), t0).await.unwrap();
+    assert_eq!(tj.engine, JobEngine::Temporal);
+    let route = tj.temporal.clone().unwrap();
+    assert_eq!(route.workflow_id, format!("photo-job-{}", tj.job_id));
+    assert_eq!(route.task_queue, "image-tasks");
+    let sj = repo.insert_job(&new_job(&t1, 3), t0 + ms(1)).await.unwrap();
+    assert_eq!(sj.engine, JobEngine::Sql);
+    assert!(sj.temporal.is_none());
+    let c = repo
+        .claim_job("w", Duration::seconds(1), t0 + ms(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.job.job_id, sj.job_id, "the SQL job, though the Temporal one is older");
+    assert!(
+        repo.claim_job("w", Duration::seconds(1), t0 + ms(10))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A Temporal attempt whose lease ran out on its last attempt is Temporal's to judge: the
+    // SQL claim neither takes it over nor buries it.
+    let last = repo.insert_job(&temporal_job(&t1, 1), t0).await.unwrap();
+    repo.start_attempt(last.job_id, 1, "a", Duration::seconds(1), t0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        repo.claim_job("w", Duration::seconds(1), t0 + Duration::seconds(30))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(job(&repo, last.job_id).await.status, JobStatus::Started);
+    // And start_attempt refuses SQL jobs.
+    let other = repo.insert_job(&new_job(&t1, 3), t0).await.unwrap();
+    assert!(
+        repo.start_attempt(other.job_id, 1, "a", Duration::seconds(1), t0)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn temporal_attempts_are_fenced_like_claims(db: &TestDb) {
+    let repo = db.repo();
+    let t0 = now();
+    let j = repo
+        .insert_job(&temporal_job(&tenant("t1"), 3), t0)
+        .await
+        .unwrap();
+    let a1 = repo
+        .start_attempt(j.job_id, 1, "host:1:w", Duration::seconds(5), t0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a1.job.status, JobStatus::Started);
+    assert_eq!(a1.job.attempts, 1);
+    assert_eq!(a1.job.lease_owner.as_deref(), Some("host:1:w"));
+    assert_eq!(a1.job.started_at, Some(t0));
+    assert!(
+        repo.heartbeat(&a1.token, t0 + Duration::seconds(10))
+            .await
+            .unwrap()
+    );
+    // The worker of attempt 1 vanished; Temporal runs attempt 2 elsewhere.
+    let t2 = t0 + Duration::seconds(20);
+    let a2 = repo
+        .start_attempt(j.job_id, 2, "host:2:w", Duration::seconds(5), t2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a2.job.attempts, 2);
+    assert_eq!(a2.job.started_at, Some(t0), "first start kept");
+    assert!(!repo.heartbeat(&a1.token, t2).await.unwrap(), "stale token");
+    assert!(!repo.complete_job(&a1.token, &[], t2).await.unwrap());
+    assert!(
+        repo.start_attempt(j.job_id, 1, "late", Duration::seconds(5), t2)
+            .await
+            .unwrap()
+            .is_none(),
+        "an earlier attempt never comes back"
+    );
+    // Retryable failure → retrying, exactly as a SQL worker records it.
+    let st = repo
+        .fail_job(
+            &a2.token,
+            &Failure {
+                code: "storage_error".into(),
+                message: "boom".into(),
+                retry_at: Some(t2 + Duration::seconds(2)),
+            },
+            t2,
+        )
+        .await
+        .unwrap();
+    assert_eq!(st, Some(JobStatus::Retrying));
+    let a3 = repo
+        .start_attempt(j.job_id, 3, "host:3:w", Duration::seconds(5), t2 + ms(2500))
+        .await
+        .unwrap()
+        .unwrap();
+    let out = output(j.job_id);
+    assert!(
+        repo.complete_job(&a3.token, std::slice::from_ref(&out), t2 + ms(3000))
+            .await
+            .unwrap()
+    );
+    let done = job(&repo, j.job_id).await;
+    assert_eq!(done.status, JobStatus::Completed);
+    assert_eq!(done.attempts, 3);
+    assert_eq!(done.outputs, vec![out]);
+    assert!(
+        repo.start_attempt(j.job_id, 4, "x", Duration::seconds(5), t2 + ms(4000))
+            .await
+            .unwrap()
+            .is_none(),
+        "terminal: refused"
+    );
+    let statuses: Vec<String> = repo
+        .job_events(j.job_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.status)
+        .collect();
+    assert_eq!(
+        statuses,
+        ["submitted", "started", "started", "retrying", "started", "completed"]
+    );
+    assert!(
+        !repo
+            .mark_dead(j.job_id, "worker_lost", "x", t2 + ms(5000))
+            .await
+            .unwrap(),
+        "mark_dead leaves a terminal job alone"
+    );
+}
+
+async fn mark_dead_is_the_last_word(db: &TestDb) {
+    let repo = db.repo();
+    let t0 = now();
+    let j = repo
+        .insert_job(&temporal_job(&tenant("t1"), 2), t0)
+        .await
+        .unwrap();
+    let a = repo
+        .start_attempt(j.job_id, 2, "w", Duration::seconds(1), t0)
+        .await
+        .unwrap()
+        .unwrap();
+    let at = t0 + Duration::seconds(3);
+    assert!(
+        repo.mark_dead(j.job_id, "worker_lost", "lost on every attempt", at)
+            .await
+            .unwrap()
+    );
+    let d = job(&repo, j.job_id).await;
+    assert_eq!(d.status, JobStatus::Dead);
+    assert_eq!(d.error_code.as_deref(), Some("worker_lost"));
+    assert_eq!(d.completed_at, Some(at));
+    assert!(d.lease_owner.is_none());
+    assert!(!repo.complete_job(&a.token, &[], at).await.unwrap());
+    assert_eq!(event_count(&repo, j.job_id, "dead").await, 1);
+}
+
+async fn the_outbox_lists_undispatched_temporal_jobs(db: &TestDb) {
+    let repo = db.repo();
+    let t0 = now();
+    let t1 = tenant("t1");
+    let a = repo.insert_job(&temporal_job(&t1, 3), t0).await.unwrap();
+    let b = repo.insert_job(&temporal_job(&t1, 3), t0 + ms(10)).await.unwrap();
+    repo.insert_job(&new_job(&t1, 3), t0).await.unwrap();
+    let ids = |v: Vec<Job>| v.into_iter().map(|j| j.job_id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(repo.undispatched_temporal_jobs(t0 + ms(5), 10).await.unwrap()),
+        [a.job_id],
+        "only temporal jobs created by then"
+    );
+    assert_eq!(
+        ids(repo.undispatched_temporal_jobs(t0 + ms(20), 10).await.unwrap()),
+        [a.job_id, b.job_id]
+    );
+    repo.mark_dispatched(a.job_id, t0 + ms(30)).await.unwrap();
+    assert_eq!(
+        ids(repo.undispatched_temporal_jobs(t0 + ms(40), 10).await.unwrap()),
+        [b.job_id]
+    );
+    assert_eq!(
+        repo.undispatched_temporal_jobs(t0 + ms(40), 0)
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
+}
+
 async fn job_counts_match(db: &TestDb) {
     let repo = db.repo();
     let t0 = now();
@@ -1259,6 +1484,10 @@ on_both!(
     permanent_failure_fails_at_once,
     lease_lost_on_last_attempt_is_dead,
     release_job_gives_the_attempt_back,
+    sql_workers_never_claim_temporal_jobs,
+    temporal_attempts_are_fenced_like_claims,
+    mark_dead_is_the_last_word,
+    the_outbox_lists_undispatched_temporal_jobs,
     job_counts_match,
     concurrent_workers_complete_each_job_once,
     concurrent_first_opens_migrate_once,

@@ -12,4 +12,4 @@ mod worker;
 pub use pipeline::{PipelineError, extended_pipeline, render, run_pipeline};
 pub use sweep::errors::SweepError;
 pub use sweep::{SweepConfig, SweepReport, sweep_once};
-pub use worker::{Worker, WorkerConfig, backoff};
+pub use worker::{AttemptOutcome, ExtraHeartbeat, Worker, WorkerConfig, backoff};

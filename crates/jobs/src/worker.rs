@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use photo_core::JobStatus;
 use photo_db::{Claim, Failure, Repo};
 use photo_imaging::Limits;
 use photo_storage::ObjectStore;
@@ -57,6 +58,46 @@ pub struct Worker {
     cfg: Arc<WorkerConfig>,
     /// Threads doing image work, including ones abandoned by a time limit.
     cpu: Arc<Semaphore>,
+}
+
+/// Temporal's activity heartbeat, called beside every lease renewal.
+pub type ExtraHeartbeat =
+    Box<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
+
+/// What became of one attempt, as recorded in `job_logs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// Completed with its outputs.
+    Completed,
+    /// A transient failure; the next attempt is due after `delay` (recorded as `retrying`).
+    Retrying {
+        /// The backoff chosen (with jitter), also recorded as the job's next run time.
+        delay: Duration,
+        /// Stable error code.
+        code: String,
+        /// Error message.
+        message: String,
+    },
+    /// A permanent failure (bad input): `failed`, never retried.
+    Failed {
+        /// Stable error code.
+        code: String,
+        /// Error message.
+        message: String,
+    },
+    /// A transient failure on the last allowed attempt: `dead`.
+    Dead {
+        /// Stable error code.
+        code: String,
+        /// Error message.
+        message: String,
+    },
+    /// The claim's token was refused: another attempt owns the job now. Nothing recorded.
+    LeaseLost,
+    /// Handed back at shutdown without counting the attempt.
+    Released,
+    /// The result could not be recorded (database error); the attempt will be retried.
+    NotRecorded(String),
 }
 
 enum Outcome {
@@ -147,12 +188,23 @@ impl Worker {
         tracing::info!("worker stopped");
     }
 
-    async fn run_claim(&self, claim: Claim, mut hard_stop: watch::Receiver<bool>) {
+    async fn run_claim(&self, claim: Claim, hard_stop: watch::Receiver<bool>) {
+        self.run_job(claim, hard_stop, None).await;
+    }
+
+    /// Runs one claimed attempt to its end — the work both engines share: heartbeat the lease
+    /// (and `beat`, Temporal's heartbeat, when given) every `heartbeat` from a task of its own,
+    /// run the pipeline within the time limit, and record the result with the claim's fencing
+    /// token (`completed`, or `retrying`/`failed`/`dead` by the same rules for both engines).
+    pub async fn run_job(
+        &self,
+        claim: Claim,
+        mut hard_stop: watch::Receiver<bool>,
+        beat: Option<ExtraHeartbeat>,
+    ) -> AttemptOutcome {
         let job = claim.job;
         let token = claim.token;
         let span = tracing::info_span!("job", job_id = %job.job_id, tenant = %job.tenant, job_type = %job.job_type, attempt = job.attempts);
-        let _guard = span.enter();
-        drop(_guard);
         tracing::info!(parent: &span, "job started");
 
         // The heartbeat runs on its own task, so a long transform on the blocking pool never
@@ -168,6 +220,9 @@ impl Worker {
                     chrono::Duration::from_std(cfg.lease).unwrap_or(chrono::Duration::seconds(60));
                 loop {
                     tokio::time::sleep(cfg.heartbeat).await;
+                    if let Some(beat) = &beat {
+                        beat().await;
+                    }
                     match repo.heartbeat(&token, Utc::now() + lease).await {
                         Ok(true) => {}
                         Ok(false) => {
@@ -199,13 +254,13 @@ impl Worker {
         let now = Utc::now();
         if *lost.borrow() {
             tracing::warn!(parent: &span, "not recording the result: the lease was lost");
-            return;
+            return AttemptOutcome::LeaseLost;
         }
         let result = match outcome {
             Outcome::Stopped => match self.repo.release_job(&token, now).await {
                 Ok(_) => {
                     tracing::info!(parent: &span, "job released at shutdown");
-                    return;
+                    return AttemptOutcome::Released;
                 }
                 Err(e) => Err(e),
             },
@@ -216,8 +271,10 @@ impl Worker {
                     .map(|ok| {
                         if ok {
                             tracing::info!(parent: &span, outputs = outputs.len(), "job completed");
+                            AttemptOutcome::Completed
                         } else {
                             tracing::warn!(parent: &span, "completion refused: the lease was lost");
+                            AttemptOutcome::LeaseLost
                         }
                     })
             }
@@ -233,9 +290,14 @@ impl Worker {
                 self.record_failure(&span, &token, job.attempts, e).await
             }
         };
-        if let Err(e) = result {
-            // The lease will expire and another worker will retry the job.
-            tracing::error!(parent: &span, error = %e, "recording the job result failed");
+        match result {
+            Ok(o) => o,
+            Err(e) => {
+                // The lease will expire and the job be retried (SQL: by another claim;
+                // Temporal: by the activity's next attempt).
+                tracing::error!(parent: &span, error = %e, "recording the job result failed");
+                AttemptOutcome::NotRecorded(e.to_string())
+            }
         }
     }
 
@@ -245,23 +307,32 @@ impl Worker {
         token: &photo_db::ClaimToken,
         attempt: u32,
         e: PipelineError,
-    ) -> Result<(), photo_db::DbError> {
+    ) -> Result<AttemptOutcome, photo_db::DbError> {
         let now = Utc::now();
-        let retry_at = match &e {
+        let delay = match &e {
             PipelineError::Permanent { .. } => None,
             PipelineError::Retryable { .. } => {
-                let d = backoff(attempt, self.cfg.backoff_base, self.cfg.backoff_max);
-                Some(now + chrono::Duration::from_std(d).unwrap_or_default())
+                Some(backoff(attempt, self.cfg.backoff_base, self.cfg.backoff_max))
             }
         };
         let failure = Failure {
             code: e.code().to_owned(),
             message: e.to_string(),
-            retry_at,
+            retry_at: delay.map(|d| now + chrono::Duration::from_std(d).unwrap_or_default()),
         };
         let status = self.repo.fail_job(token, &failure, now).await?;
         tracing::warn!(parent: span, code = e.code(), error = %e, status = ?status, "job attempt failed");
-        Ok(())
+        let (code, message) = (failure.code, failure.message);
+        Ok(match status {
+            None => AttemptOutcome::LeaseLost,
+            Some(JobStatus::Retrying) => AttemptOutcome::Retrying {
+                delay: delay.unwrap_or_default(),
+                code,
+                message,
+            },
+            Some(JobStatus::Dead) => AttemptOutcome::Dead { code, message },
+            Some(_) => AttemptOutcome::Failed { code, message },
+        })
     }
 }
 

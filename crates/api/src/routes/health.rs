@@ -70,6 +70,12 @@ pub async fn health(State(st): State<AppState>) -> (StatusCode, Json<HealthRepor
             Some(st.store.kind()),
         ),
     );
+    for c in &st.checks {
+        let r = tokio::time::timeout(timeout, c.check()).await;
+        let mut entry = check(flat(r), c.kind().as_deref());
+        entry.required = c.required();
+        checks.insert(c.name().into(), entry);
+    }
     if st.cfg.report_workers {
         let s = match st.workers.get() {
             WorkerState::Up => "up",

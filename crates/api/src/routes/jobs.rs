@@ -116,6 +116,14 @@ pub struct JobView {
     pub params: serde_json::Value,
     /// Outputs, once completed.
     pub outputs: Vec<OutputView>,
+    /// The engine running the job: `sql` (our own queue) or `temporal`.
+    pub engine: String,
+    /// The Temporal workflow id (engine `temporal`), e.g. `photo-job-<job_id>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temporal_workflow_id: Option<String>,
+    /// The Temporal task queue (engine `temporal`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temporal_task_queue: Option<String>,
     /// Status history (only on `GET /jobs/{job_id}`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<HistoryEntry>>,
@@ -161,6 +169,9 @@ fn view(st: &AppState, job: &Job) -> JobView {
                 size: o.size,
             })
             .collect(),
+        engine: job.engine.as_str().to_owned(),
+        temporal_workflow_id: job.temporal.as_ref().map(|t| t.workflow_id.clone()),
+        temporal_task_queue: job.temporal.as_ref().map(|t| t.task_queue.clone()),
         history: None,
     }
 }
@@ -218,11 +229,12 @@ pub async fn submit(
             ),
         ));
     }
+    let job_id = JobId::new();
     let job = st
         .repo
         .insert_job(
             &NewJob {
-                job_id: JobId::new(),
+                job_id,
                 tenant: caller.tenant.clone(),
                 spec,
                 upload_id: Some(up.upload_id),
@@ -230,10 +242,25 @@ pub async fn submit(
                 filename: up.filename.clone(),
                 content_type: up.content_type,
                 max_attempts: st.cfg.max_attempts,
+                temporal: st.dispatcher.as_ref().map(|d| d.route(job_id)),
             },
             Utc::now(),
         )
         .await?;
+    if let Some(d) = &st.dispatcher {
+        // The row is committed first, so the job is never lost: a start that fails here stays
+        // in the outbox (temporal_dispatched_at_ms IS NULL) and `serve` retries it.
+        match d.dispatch(&job).await {
+            Ok(()) => {
+                if let Err(e) = st.repo.mark_dispatched(job.job_id, Utc::now()).await {
+                    tracing::warn!(job_id = %job.job_id, error = %e, "recording the workflow start failed; the outbox will confirm it");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(job_id = %job.job_id, error = %e, "starting the workflow failed; the outbox will retry it");
+            }
+        }
+    }
     tracing::info!(job_id = %job.job_id, tenant = %caller.tenant, job_type = %job.job_type, "job submitted");
     let mut headers = HeaderMap::new();
     if let Ok(loc) = HeaderValue::from_str(&format!("/jobs/{}", job.job_id)) {

@@ -180,6 +180,133 @@ impl Production {
     }
 }
 
+// ------------------------------------------------------------------ the job engine
+
+static FORCE_TEMPORAL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes this test process run jobs on Temporal whatever `PHOTO_API_TEST_ENGINE` says (tests of
+/// the Temporal engine itself).
+pub fn force_temporal() {
+    FORCE_TEMPORAL.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// True when jobs run on Temporal: `PHOTO_API_TEST_ENGINE=temporal` (the engine conformance
+/// pass of scripts/test.sh) or [`force_temporal`]. Unset or `sql`: the built-in SQL queue.
+pub fn temporal_engine() -> bool {
+    if FORCE_TEMPORAL.load(std::sync::atomic::Ordering::SeqCst) {
+        return true;
+    }
+    match std::env::var("PHOTO_API_TEST_ENGINE").unwrap_or_default().as_str() {
+        "" | "sql" => false,
+        "temporal" => true,
+        other => panic!("PHOTO_API_TEST_ENGINE={other:?}: use sql or temporal"),
+    }
+}
+
+/// The Temporal dev server of this test process: `PHOTO_API_TEST_TEMPORAL` (host:port) when
+/// set, else one started on first use through scripts/temporal-dev-server.sh on a free port (it
+/// dies with the test process). Returns `host:port`.
+pub fn temporal_target() -> String {
+    static TARGET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TARGET
+        .get_or_init(|| {
+            if let Ok(t) = std::env::var("PHOTO_API_TEST_TEMPORAL")
+                && !t.is_empty()
+            {
+                return t;
+            }
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../scripts/temporal-dev-server.sh");
+            // Spawned from a thread that lives as long as the process: the parent-death signal
+            // fires when the spawning *thread* ends, and test threads end with their test.
+            let (tx, rx) = mpsc::channel();
+            let script_in_thread = script.clone();
+            std::thread::spawn(move || {
+                let script = script_in_thread;
+                let child = Command::new("setpriv")
+                    .args(["--pdeathsig", "KILL", "--"])
+                    .arg(&script)
+                    .arg(port.to_string())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::inherit())
+                    .spawn();
+                let _ = tx.send(child.map(|_| ()).map_err(|e| e.to_string()));
+                loop {
+                    std::thread::park();
+                }
+            });
+            rx.recv()
+                .unwrap()
+                .unwrap_or_else(|e| panic!("starting {}: {e}", script.display()));
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !temporal_ready(port) {
+                assert!(
+                    Instant::now() < deadline,
+                    "the Temporal dev server did not start on port {port}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            format!("127.0.0.1:{port}")
+        })
+        .clone()
+}
+
+/// The dev server answers for the `default` namespace (its port opens a little earlier).
+fn temporal_ready(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        && Command::new("temporal")
+            .args(["operator", "namespace", "describe", "--namespace", "default"])
+            .args(["--address", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+/// The task queue of one test server, derived from its data directory like its database (a
+/// restarted server finds its workflows again; servers of parallel tests never share one).
+pub fn task_queue(data_dir: &Path) -> String {
+    format!("q-{}", stack_name(data_dir))
+}
+
+/// `temporal workflow list` (the real CLI) on the test's dev server: workflow ids of the
+/// `photo.job` workflows on this data directory's task queue.
+pub fn temporal_workflow_list(data_dir: &Path) -> Vec<Value> {
+    let out = Command::new("temporal")
+        .args(["workflow", "list", "--address", &temporal_target()])
+        .args([
+            "--query",
+            &format!(
+                "WorkflowType = 'photo.job' AND TaskQueue = '{}'",
+                task_queue(data_dir)
+            ),
+        ])
+        .args(["--output", "json", "--limit", "10000"])
+        .output()
+        .expect("the temporal CLI (scripts/temporal-dev-server.sh --install-only)");
+    assert!(
+        out.status.success(),
+        "temporal workflow list: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    // One JSON object per line, or one array, depending on the CLI version.
+    match serde_json::from_str::<Value>(text.trim()) {
+        Ok(Value::Array(v)) => v,
+        Ok(v) => vec![v],
+        Err(_) => text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect(),
+    }
+}
+
 /// A running server process.
 pub struct Server {
     pub child: Child,
@@ -226,6 +353,10 @@ pub fn command(data_dir: &Path) -> Command {
         .env("PHOTO_API_RETRY_BACKOFF", "100ms");
     if let Some(p) = production() {
         c.envs(p.env(data_dir));
+    }
+    if temporal_engine() {
+        c.env("TEMPORAL_TARGET", temporal_target())
+            .env("TEMPORAL_TASK_QUEUE", task_queue(data_dir));
     }
     c
 }

@@ -68,6 +68,8 @@ async fn template() -> String {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         include_str!("../../migrations/postgres/0001_init.up.sql").hash(&mut h);
         include_str!("../../migrations/postgres/0001_init.down.sql").hash(&mut h);
+        include_str!("../../migrations/postgres/0002_temporal_engine.up.sql").hash(&mut h);
+        include_str!("../../migrations/postgres/0002_temporal_engine.down.sql").hash(&mut h);
         let name = format!(
             "photo_tmpl_v{}_{:016x}",
             PgRepo::schema_version(),

@@ -1,0 +1,3 @@
+DROP INDEX IF EXISTS idx_job_logs_undispatched;
+ALTER TABLE job_logs DROP COLUMN IF EXISTS temporal_dispatched_at_ms;
+ALTER TABLE job_logs DROP COLUMN IF EXISTS engine;
