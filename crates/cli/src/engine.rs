@@ -40,6 +40,9 @@ pub fn policy(cfg: &Config) -> JobPolicy {
     }
 }
 
+/// How long a submit waits for Temporal to acknowledge a workflow start.
+const DISPATCH_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Starts job workflows for the API.
 #[derive(Debug, Clone)]
 pub struct Dispatcher {
@@ -57,11 +60,15 @@ impl JobDispatcher for Dispatcher {
     }
 
     async fn dispatch(&self, job: &Job) -> Result<(), String> {
-        let run = self
-            .client
-            .start_job_workflow(job, &self.policy)
-            .await
-            .map_err(|e| e.to_string())?;
+        // Bounded: with Temporal unreachable the client would keep retrying, and a submit must
+        // answer; the outbox starts the workflow once Temporal is back.
+        let run = tokio::time::timeout(
+            DISPATCH_TIMEOUT,
+            self.client.start_job_workflow(job, &self.policy),
+        )
+        .await
+        .map_err(|_| format!("no answer from Temporal within {DISPATCH_TIMEOUT:?}"))?
+        .map_err(|e| e.to_string())?;
         tracing::debug!(job_id = %job.job_id, workflow_id = %run.workflow_id, run_id = %run.run_id, existing = run.existing, "workflow started");
         Ok(())
     }

@@ -150,8 +150,7 @@ pub async fn serve(cfg: Config, cli_settings: Settings) -> anyhow::Result<()> {
                 (cfg.clone(), repo.clone(), store.clone(), stop_rx.clone());
             let temporal = temporal.clone();
             Some(tokio::task::spawn_local(async move {
-                if let Err(e) = run_workers(&cfg, temporal, repo, store, "in-process", stop).await
-                {
+                if let Err(e) = run_workers(&cfg, temporal, repo, store, "in-process", stop).await {
                     tracing::error!(error = %format!("{e:#}"), "in-process workers failed");
                 }
             }))
@@ -161,7 +160,8 @@ pub async fn serve(cfg: Config, cli_settings: Settings) -> anyhow::Result<()> {
             None
         }
     };
-    let outbox = dispatcher.map(|d| tokio::spawn(engine::outbox_loop(repo.clone(), d, stop_rx.clone())));
+    let outbox =
+        dispatcher.map(|d| tokio::spawn(engine::outbox_loop(repo.clone(), d, stop_rx.clone())));
     let sweeper = tokio::spawn(sweep_loop(
         cfg.clone(),
         repo.clone(),

@@ -93,7 +93,10 @@ async fn quick_start_thumbnail_and_transform() {
     // The same API on both engines; only these fields tell them apart.
     if temporal_engine() {
         assert_eq!(job["engine"], "temporal");
-        assert_eq!(job["temporal_workflow_id"], format!("photo-job-{jid}").as_str());
+        assert_eq!(
+            job["temporal_workflow_id"],
+            format!("photo-job-{jid}").as_str()
+        );
     } else {
         assert_eq!(job["engine"], "sql");
         assert!(job["temporal_workflow_id"].is_null());

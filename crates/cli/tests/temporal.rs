@@ -225,7 +225,10 @@ async fn a_duplicate_start_returns_the_same_run_and_runs_the_job_once() {
         .submit(json!({"job_type": "thumbnail", "upload_id": id, "params": {"width": 64, "height": 64}}))
         .await;
     let jid: photo_core::JobId = j["job_id"].as_str().unwrap().parse().unwrap();
-    assert_eq!(j["temporal_workflow_id"], format!("photo-job-{jid}").as_str());
+    assert_eq!(
+        j["temporal_workflow_id"],
+        format!("photo-job-{jid}").as_str()
+    );
     let client = photo_temporal::TemporalClient::connect(photo_temporal::TemporalSettings {
         target: temporal_target(),
         namespace: "default".into(),
@@ -258,9 +261,7 @@ async fn a_duplicate_start_returns_the_same_run_and_runs_the_job_once() {
     assert_eq!(a.workflow_id, format!("photo-job-{jid}"));
 
     let _w = WorkerProc::spawn(&s.data_dir, &[], 0);
-    let done = s
-        .wait_job(&jid.to_string(), Duration::from_secs(120))
-        .await;
+    let done = s.wait_job(&jid.to_string(), Duration::from_secs(120)).await;
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["attempts"], 1);
     assert_eq!(history_count(&done, "started"), 1);
@@ -316,4 +317,101 @@ async fn health_reports_temporal_and_startup_fails_clearly_without_it() {
             "{sub}: {err}"
         );
     }
+}
+
+/// A TCP proxy to the dev server that can be cut (every connection dropped, new ones refused)
+/// and restored: Temporal unreachable for the API without stopping the (in-memory) dev server.
+struct Proxy {
+    port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Proxy {
+    async fn start(target: String) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (c, cs) = (cut.clone(), conns.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if c.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue;
+                }
+                let target = target.clone();
+                let h = tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                cs.lock().unwrap().push(h.abort_handle());
+            }
+        });
+        Proxy { port, cut, conns }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for h in self.conns.lock().unwrap().drain(..) {
+            h.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+// Multi-threaded: the harness waits for the server's announcement with a blocking receive,
+// and the proxy's tasks must keep running meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_submitted_while_temporal_is_unreachable_is_started_by_the_outbox() {
+    force_temporal();
+    let proxy = Proxy::start(temporal_target()).await;
+    let s = Server::start_with(
+        Opts::default()
+            .arg("--worker-mode")
+            .arg("none")
+            .env("TEMPORAL_TARGET", &format!("127.0.0.1:{}", proxy.port)),
+    )
+    .await;
+    let id = s.upload_ready(jpeg(320, 240), "image/jpeg").await;
+    // The worker reaches the dev server directly; only the API loses it.
+    let _w = WorkerProc::spawn(&s.data_dir, &[("TEMPORAL_TARGET", &temporal_target())], 0);
+
+    proxy.cut();
+    let started = Instant::now();
+    let j = s
+        .submit(json!({"job_type": "thumbnail", "upload_id": id, "params": {"width": 32, "height": 32}}))
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the submit answered though Temporal is unreachable ({:?})",
+        started.elapsed()
+    );
+    let jid = j["job_id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let waiting = s.job(&jid).await;
+    assert_eq!(waiting["status"], "submitted", "not started yet: {waiting}");
+    assert!(
+        temporal_workflow_list(&s.data_dir).is_empty(),
+        "no workflow while Temporal was unreachable"
+    );
+    let h = reqwest::get(s.url("/health")).await.unwrap();
+    assert_eq!(h.status(), 503, "/health says temporal is down");
+
+    proxy.restore();
+    let done = s.wait_job(&jid, Duration::from_secs(60)).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["attempts"], 1);
+    let listed = temporal_workflow_list(&s.data_dir);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        listed[0]["execution"]["workflowId"],
+        format!("photo-job-{jid}").as_str()
+    );
 }

@@ -15,29 +15,33 @@ pub(crate) struct Migration {
 
 pub(crate) const SQLITE: &[Migration] = &[
     Migration {
-    version: 1,
-    name: "init",
-    up: include_str!("../migrations/sqlite/0001_init.up.sql"),
-    down: include_str!("../migrations/sqlite/0001_init.down.sql"),
-}, Migration {
-    version: 2,
-    name: "temporal_engine",
-    up: include_str!("../migrations/sqlite/0002_temporal_engine.up.sql"),
-    down: include_str!("../migrations/sqlite/0002_temporal_engine.down.sql"),
-}];
+        version: 1,
+        name: "init",
+        up: include_str!("../migrations/sqlite/0001_init.up.sql"),
+        down: include_str!("../migrations/sqlite/0001_init.down.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "temporal_engine",
+        up: include_str!("../migrations/sqlite/0002_temporal_engine.up.sql"),
+        down: include_str!("../migrations/sqlite/0002_temporal_engine.down.sql"),
+    },
+];
 
 pub(crate) const POSTGRES: &[Migration] = &[
     Migration {
-    version: 1,
-    name: "init",
-    up: include_str!("../migrations/postgres/0001_init.up.sql"),
-    down: include_str!("../migrations/postgres/0001_init.down.sql"),
-}, Migration {
-    version: 2,
-    name: "temporal_engine",
-    up: include_str!("../migrations/postgres/0002_temporal_engine.up.sql"),
-    down: include_str!("../migrations/postgres/0002_temporal_engine.down.sql"),
-}];
+        version: 1,
+        name: "init",
+        up: include_str!("../migrations/postgres/0001_init.up.sql"),
+        down: include_str!("../migrations/postgres/0001_init.down.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "temporal_engine",
+        up: include_str!("../migrations/postgres/0002_temporal_engine.up.sql"),
+        down: include_str!("../migrations/postgres/0002_temporal_engine.down.sql"),
+    },
+];
 
 /// The newest schema version of a migration list (names the test template database).
 pub(crate) fn latest(migrations: &[Migration]) -> i64 {

@@ -1058,7 +1058,10 @@ async fn sql_workers_never_claim_temporal_jobs(db: &TestDb) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(c.job.job_id, sj.job_id, "the SQL job, though the Temporal one is older");
+    assert_eq!(
+        c.job.job_id, sj.job_id,
+        "the SQL job, though the Temporal one is older"
+    );
     assert!(
         repo.claim_job("w", Duration::seconds(1), t0 + ms(10))
             .await
@@ -1174,7 +1177,14 @@ async fn temporal_attempts_are_fenced_like_claims(db: &TestDb) {
         .collect();
     assert_eq!(
         statuses,
-        ["submitted", "started", "started", "retrying", "started", "completed"]
+        [
+            "submitted",
+            "started",
+            "started",
+            "retrying",
+            "started",
+            "completed"
+        ]
     );
     assert!(
         !repo
@@ -1217,21 +1227,33 @@ async fn the_outbox_lists_undispatched_temporal_jobs(db: &TestDb) {
     let t0 = now();
     let t1 = tenant("t1");
     let a = repo.insert_job(&temporal_job(&t1, 3), t0).await.unwrap();
-    let b = repo.insert_job(&temporal_job(&t1, 3), t0 + ms(10)).await.unwrap();
+    let b = repo
+        .insert_job(&temporal_job(&t1, 3), t0 + ms(10))
+        .await
+        .unwrap();
     repo.insert_job(&new_job(&t1, 3), t0).await.unwrap();
     let ids = |v: Vec<Job>| v.into_iter().map(|j| j.job_id).collect::<Vec<_>>();
     assert_eq!(
-        ids(repo.undispatched_temporal_jobs(t0 + ms(5), 10).await.unwrap()),
+        ids(repo
+            .undispatched_temporal_jobs(t0 + ms(5), 10)
+            .await
+            .unwrap()),
         [a.job_id],
         "only temporal jobs created by then"
     );
     assert_eq!(
-        ids(repo.undispatched_temporal_jobs(t0 + ms(20), 10).await.unwrap()),
+        ids(repo
+            .undispatched_temporal_jobs(t0 + ms(20), 10)
+            .await
+            .unwrap()),
         [a.job_id, b.job_id]
     );
     repo.mark_dispatched(a.job_id, t0 + ms(30)).await.unwrap();
     assert_eq!(
-        ids(repo.undispatched_temporal_jobs(t0 + ms(40), 10).await.unwrap()),
+        ids(repo
+            .undispatched_temporal_jobs(t0 + ms(40), 10)
+            .await
+            .unwrap()),
         [b.job_id]
     );
     assert_eq!(

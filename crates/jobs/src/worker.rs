@@ -311,9 +311,11 @@ impl Worker {
         let now = Utc::now();
         let delay = match &e {
             PipelineError::Permanent { .. } => None,
-            PipelineError::Retryable { .. } => {
-                Some(backoff(attempt, self.cfg.backoff_base, self.cfg.backoff_max))
-            }
+            PipelineError::Retryable { .. } => Some(backoff(
+                attempt,
+                self.cfg.backoff_base,
+                self.cfg.backoff_max,
+            )),
         };
         let failure = Failure {
             code: e.code().to_owned(),

@@ -137,12 +137,18 @@ impl JobActivities {
                 code,
                 message,
             } => Err(failure(&code, message, false, Some(delay))),
-            AttemptOutcome::Failed { code, message } => {
-                Err(failure(PERMANENT_ERROR, format!("{code}: {message}"), true, None))
-            }
-            AttemptOutcome::Dead { code, message } => {
-                Err(failure(FINAL_ERROR, format!("{code}: {message}"), true, None))
-            }
+            AttemptOutcome::Failed { code, message } => Err(failure(
+                PERMANENT_ERROR,
+                format!("{code}: {message}"),
+                true,
+                None,
+            )),
+            AttemptOutcome::Dead { code, message } => Err(failure(
+                FINAL_ERROR,
+                format!("{code}: {message}"),
+                true,
+                None,
+            )),
             AttemptOutcome::LeaseLost => Err(failure(
                 "lease_lost",
                 "another attempt owns the job now".to_owned(),

@@ -255,7 +255,11 @@ impl TemporalClient {
         let opts = WorkflowStartOptions::new(task_queue, workflow_id.clone())
             .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
             .build();
-        match self.client.start_workflow(JobWorkflow::run, input, opts).await {
+        match self
+            .client
+            .start_workflow(JobWorkflow::run, input, opts)
+            .await
+        {
             Ok(h) => Ok(StartedRun {
                 workflow_id,
                 run_id: h.run_id().unwrap_or_default().to_owned(),

@@ -196,7 +196,10 @@ pub fn temporal_engine() -> bool {
     if FORCE_TEMPORAL.load(std::sync::atomic::Ordering::SeqCst) {
         return true;
     }
-    match std::env::var("PHOTO_API_TEST_ENGINE").unwrap_or_default().as_str() {
+    match std::env::var("PHOTO_API_TEST_ENGINE")
+        .unwrap_or_default()
+        .as_str()
+    {
         "" | "sql" => false,
         "temporal" => true,
         other => panic!("PHOTO_API_TEST_ENGINE={other:?}: use sql or temporal"),
@@ -220,8 +223,8 @@ pub fn temporal_target() -> String {
                 .local_addr()
                 .unwrap()
                 .port();
-            let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../scripts/temporal-dev-server.sh");
+            let script =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/temporal-dev-server.sh");
             // Spawned from a thread that lives as long as the process: the parent-death signal
             // fires when the spawning *thread* ends, and test threads end with their test.
             let (tx, rx) = mpsc::channel();
@@ -260,7 +263,13 @@ pub fn temporal_target() -> String {
 fn temporal_ready(port: u16) -> bool {
     std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         && Command::new("temporal")
-            .args(["operator", "namespace", "describe", "--namespace", "default"])
+            .args([
+                "operator",
+                "namespace",
+                "describe",
+                "--namespace",
+                "default",
+            ])
             .args(["--address", &format!("127.0.0.1:{port}")])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
