@@ -474,7 +474,8 @@ async fn transform_with_crop_rotate_filters_and_encoder_options() {
 
 #[tokio::test]
 async fn health_is_503_when_a_required_dependency_is_down() {
-    let s = Server::start().await;
+    // No worker process: one starting up would re-create the directory removed below.
+    let s = Server::start_with(Opts::default().arg("--worker-mode").arg("none")).await;
     // Break the object store: its staging directory (or the S3 server's bucket) disappears.
     let broken = match production() {
         None => s.data_dir.join("objects/.staging"),
