@@ -10,7 +10,7 @@ command -v cmake >/dev/null || missing+=(cmake)
 command -v nasm >/dev/null || missing+=(nasm)
 command -v cc >/dev/null || missing+=(gcc)
 command -v pkg-config >/dev/null || missing+=(pkg-config)
-[ -f /usr/include/libheif/heif.h ] || missing+=(libheif-dev)
+pkg-config --exists libheif 2>/dev/null || missing+=(libheif-dev)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing build dependencies: ${missing[*]}"
     SUDO=""
