@@ -282,7 +282,7 @@ pub struct TransformParams {
     /// WebP: lossless instead of lossy.
     #[serde(default)]
     pub lossless: bool,
-    /// AVIF: encoder speed 0..=9 (0 slowest and smallest; default 6). Only with `format: avif`.
+    /// AVIF: encoder speed 0..=9 (0 slowest and smallest; default 8). Only with `format: avif`.
     #[serde(default)]
     pub speed: Option<u8>,
 }
