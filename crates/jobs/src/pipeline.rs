@@ -57,6 +57,7 @@ fn format(f: OutputFormat) -> img::OutputFormat {
         OutputFormat::Jpeg => img::OutputFormat::Jpeg,
         OutputFormat::Png => img::OutputFormat::Png,
         OutputFormat::Webp => img::OutputFormat::Webp,
+        OutputFormat::Avif => img::OutputFormat::Avif,
     }
 }
 
@@ -125,7 +126,8 @@ pub fn extended_pipeline(p: &TransformParams) -> Option<img::Pipeline> {
         && p.subsampling == Subsampling::Auto
         && !p.optimize_huffman
         && p.png_compression == PngCompression::Fast
-        && !p.lossless;
+        && !p.lossless
+        && p.speed.is_none_or(|s| s == img::AVIF_DEFAULT_SPEED);
     if plain {
         return None;
     }
@@ -184,6 +186,7 @@ pub fn extended_pipeline(p: &TransformParams) -> Option<img::Pipeline> {
             PngCompression::Best => img::PngCompression::Best,
         },
         webp_lossless: p.lossless,
+        avif_speed: p.speed.unwrap_or(img::AVIF_DEFAULT_SPEED),
         keep_icc: !p.strip_metadata,
         ..img::EncodeOptions::default()
     };
