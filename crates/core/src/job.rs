@@ -142,6 +142,8 @@ pub enum OutputFormat {
     Webp,
     /// AVIF (AV1, with `quality` and, in `transform`, `speed`).
     Avif,
+    /// GIF (256 colours); in `transform`, `animated: true` keeps every frame of a GIF source.
+    Gif,
 }
 
 impl OutputFormat {
@@ -152,6 +154,7 @@ impl OutputFormat {
             Self::Png => "image/png",
             Self::Webp => "image/webp",
             Self::Avif => "image/avif",
+            Self::Gif => "image/gif",
         }
     }
 
@@ -162,6 +165,7 @@ impl OutputFormat {
             Self::Png => "png",
             Self::Webp => "webp",
             Self::Avif => "avif",
+            Self::Gif => "gif",
         }
     }
 }
@@ -285,6 +289,10 @@ pub struct TransformParams {
     /// AVIF: encoder speed 0..=9 (0 slowest and smallest; default 8). Only with `format: avif`.
     #[serde(default)]
     pub speed: Option<u8>,
+    /// GIF → GIF: keep every frame (resized, same delays and loop count) instead of the first.
+    /// Only with `format: gif`, and only with resizing (`width`/`height`, `fit`, `upscale`).
+    #[serde(default)]
+    pub animated: bool,
 }
 
 /// Fastest AVIF `speed`.
@@ -493,6 +501,24 @@ impl JobSpec {
                         return Err(InvalidJobSpec(format!(
                             "speed must be between 0 and {MAX_AVIF_SPEED}"
                         )));
+                    }
+                }
+                if p.animated {
+                    if p.format != OutputFormat::Gif {
+                        return Err(InvalidJobSpec("animated needs format: \"gif\"".into()));
+                    }
+                    let resize_only = p.crop.is_none()
+                        && p.position == Position::Centre
+                        && p.rotate == 0
+                        && !p.flip
+                        && !p.flop
+                        && p.blur.is_none()
+                        && p.sharpen.is_none()
+                        && p.background.is_none();
+                    if !resize_only {
+                        return Err(InvalidJobSpec(
+                            "animated supports resizing only (width, height, fit, upscale)".into(),
+                        ));
                     }
                 }
                 if p.optimize_huffman && !p.progressive && p.subsampling != Subsampling::Yuv444 {

@@ -58,6 +58,7 @@ fn format(f: OutputFormat) -> img::OutputFormat {
         OutputFormat::Png => img::OutputFormat::Png,
         OutputFormat::Webp => img::OutputFormat::Webp,
         OutputFormat::Avif => img::OutputFormat::Avif,
+        OutputFormat::Gif => img::OutputFormat::Gif,
     }
 }
 
@@ -206,10 +207,19 @@ pub fn render(
     spec: &JobSpec,
     limits: &img::Limits,
 ) -> Result<img::Encoded, img::ImagingError> {
-    if let JobSpec::Transform(p) = spec
-        && let Some(pipe) = extended_pipeline(p)
-    {
-        return img::pipeline(bytes, &pipe, limits);
+    if let JobSpec::Transform(p) = spec {
+        if p.animated {
+            let op = img::Animate {
+                width: p.width,
+                height: p.height,
+                fit: fit(p.fit),
+                upscale: p.upscale,
+            };
+            return img::animate(bytes, &op, limits);
+        }
+        if let Some(pipe) = extended_pipeline(p) {
+            return img::pipeline(bytes, &pipe, limits);
+        }
     }
     img::transform(bytes, &operation(spec), limits)
 }
