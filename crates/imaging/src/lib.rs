@@ -15,6 +15,7 @@
 mod animate;
 pub mod colour;
 mod decode;
+mod decode_webp;
 mod frames;
 mod geometry;
 #[cfg(feature = "heif")]

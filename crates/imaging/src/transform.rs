@@ -188,6 +188,20 @@ fn decode(
             icc: fast.icc.filter(|p| is_rgb_icc(p)),
         });
     }
+    // WebP shrink-on-load through libwebp's scaled decoding (`crate::decode_webp`).
+    if format == ImageFormat::Webp
+        && let Some(fast) = crate::decode_webp::webp(bytes, op, limits)
+    {
+        return Ok(Decoded {
+            raster: Raster {
+                width: fast.width,
+                height: fast.height,
+                alpha: fast.alpha,
+                data: fast.data,
+            },
+            icc: None,
+        });
+    }
     let img_format = match format {
         ImageFormat::Jpeg => image::ImageFormat::Jpeg,
         ImageFormat::Png => image::ImageFormat::Png,
