@@ -490,8 +490,7 @@ async fn transform_with_crop_rotate_filters_and_encoder_options() {
 
 #[tokio::test]
 async fn health_is_503_when_a_required_dependency_is_down() {
-    // No worker process: a worker starting after the directory is removed would recreate it
-    // (opening the local store creates its directories) and race the check below.
+    // No worker process: one starting up would re-create the directory removed below.
     let s = Server::start_with(Opts::default().arg("--worker-mode").arg("none")).await;
     // Break the object store: its staging directory (or the S3 server's bucket) disappears.
     let broken = match production() {
@@ -517,4 +516,57 @@ async fn health_is_503_when_a_required_dependency_is_down() {
         200,
         "recovers by itself"
     );
+}
+
+#[tokio::test]
+async fn animated_gif_keeps_every_frame_when_asked() {
+    let s = Server::start().await;
+    let id = s.upload_ready(animated_gif(120, 80, 4), "image/gif").await;
+    let anim = s
+        .submit(json!({"job_type": "transform", "upload_id": id,
+            "params": {"width": 60, "format": "gif", "animated": true}}))
+        .await;
+    let still = s
+        .submit(json!({"job_type": "transform", "upload_id": id,
+            "params": {"width": 60, "format": "gif"}}))
+        .await;
+    for (job, frames) in [(anim, 4), (still, 1)] {
+        let j = s
+            .wait_job(job["job_id"].as_str().unwrap(), Duration::from_secs(60))
+            .await;
+        assert_eq!(j["status"], "completed", "{j}");
+        let out = &j["outputs"][0];
+        assert_eq!(out["content_type"], "image/gif");
+        assert_eq!(
+            (out["width"].as_u64(), out["height"].as_u64()),
+            (Some(60), Some(40))
+        );
+        let (status, ct, bytes) = download(out["url"].as_str().unwrap()).await;
+        assert_eq!((status, ct.as_str()), (200, "image/gif"));
+        assert_eq!(gif_frames(&bytes), frames, "{j}");
+    }
+    // animated is for GIF output, with resizing only.
+    for params in [
+        json!({"width": 60, "format": "png", "animated": true}),
+        json!({"width": 60, "format": "gif", "animated": true, "rotate": 90}),
+    ] {
+        let r = s
+            .post(
+                "/jobs",
+                json!({"job_type": "transform", "upload_id": id, "params": params}),
+            )
+            .await;
+        expect_problem(r, 422, "invalid_parameters").await;
+    }
+    // A still source asked to animate fails permanently with a clear code.
+    let jpg = s.upload_ready(jpeg(64, 48), "image/jpeg").await;
+    let j = s
+        .submit(json!({"job_type": "transform", "upload_id": jpg,
+            "params": {"width": 32, "format": "gif", "animated": true}}))
+        .await;
+    let j = s
+        .wait_job(j["job_id"].as_str().unwrap(), Duration::from_secs(60))
+        .await;
+    assert_eq!(j["status"], "failed", "{j}");
+    assert_eq!(j["error_code"], "invalid_parameters", "{j}");
 }

@@ -371,3 +371,43 @@ async fn postgres_restart_during_load_loses_no_acknowledged_job() {
         assert_eq!(output(&j)["width"].as_u64().unwrap(), u64::from(*w));
     }
 }
+
+#[tokio::test]
+async fn start_up_names_a_missing_bucket_and_setup_creates_it() {
+    force_production();
+    let dir = tempdir();
+    let run = |sub: &str| {
+        command(&dir)
+            .arg(sub)
+            .env("S3_BUCKET_RAW", "fresh-raw")
+            .env("S3_BUCKET_PROCESSED", "fresh-processed")
+            .output()
+            .unwrap()
+    };
+    // `sweep` opens the store the way `serve` and `worker` do, then exits.
+    let out = run("sweep");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started without its buckets");
+    assert!(
+        err.contains("'fresh-raw'") && err.contains("no such bucket"),
+        "the message names the bucket and the problem: {err}"
+    );
+    let out = run("setup");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("fresh-raw") && said.contains("fresh-processed"),
+        "{said}"
+    );
+    assert!(said.contains("both buckets are reachable"), "{said}");
+    let out = run("sweep");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -17,16 +17,36 @@ pub enum ContentType {
     Webp,
     /// `image/gif`
     Gif,
+    /// `image/tiff`
+    Tiff,
+    /// `image/heic` (HEIF with HEVC images, e.g. iPhone photos)
+    Heic,
+    /// `image/heif` (HEIF; the same files are often declared either way)
+    Heif,
+    /// `image/avif`
+    Avif,
 }
 
 /// The declared type is not one we accept.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unsupported content type {0:?}; accepted: image/jpeg, image/png, image/webp, image/gif")]
+#[error(
+    "unsupported content type {0:?}; accepted: image/jpeg, image/png, image/webp, image/gif, \
+     image/tiff, image/heic, image/heif, image/avif"
+)]
 pub struct UnsupportedContentType(pub String);
 
 impl ContentType {
     /// Every accepted type.
-    pub const ALL: [ContentType; 4] = [Self::Jpeg, Self::Png, Self::Webp, Self::Gif];
+    pub const ALL: [ContentType; 8] = [
+        Self::Jpeg,
+        Self::Png,
+        Self::Webp,
+        Self::Gif,
+        Self::Tiff,
+        Self::Heic,
+        Self::Heif,
+        Self::Avif,
+    ];
 
     /// Parses a declared MIME type. Parameters (`; charset=…`) and case are ignored; `image/jpg`
     /// is accepted as a common alias of `image/jpeg`.
@@ -37,6 +57,10 @@ impl ContentType {
             "image/png" => Ok(Self::Png),
             "image/webp" => Ok(Self::Webp),
             "image/gif" => Ok(Self::Gif),
+            "image/tiff" => Ok(Self::Tiff),
+            "image/heic" => Ok(Self::Heic),
+            "image/heif" => Ok(Self::Heif),
+            "image/avif" => Ok(Self::Avif),
             _ => Err(UnsupportedContentType(s.chars().take(100).collect())),
         }
     }
@@ -48,6 +72,10 @@ impl ContentType {
             Self::Png => "image/png",
             Self::Webp => "image/webp",
             Self::Gif => "image/gif",
+            Self::Tiff => "image/tiff",
+            Self::Heic => "image/heic",
+            Self::Heif => "image/heif",
+            Self::Avif => "image/avif",
         }
     }
 
@@ -58,7 +86,22 @@ impl ContentType {
             Self::Png => "png",
             Self::Webp => "webp",
             Self::Gif => "gif",
+            Self::Tiff => "tiff",
+            Self::Heic => "heic",
+            Self::Heif => "heif",
+            Self::Avif => "avif",
         }
+    }
+
+    /// Whether bytes sniffed as `sniffed` may be stored under this declared type: the same
+    /// type, or HEIC and HEIF for each other (clients declare iPhone photos either way; the
+    /// `ftyp` brands tell HEVC-coded HEIF, `heic`, from other HEIF, `mif1`).
+    pub fn accepts(self, sniffed: ContentType) -> bool {
+        self == sniffed
+            || matches!(
+                (self, sniffed),
+                (Self::Heic, Self::Heif) | (Self::Heif, Self::Heic)
+            )
     }
 }
 
@@ -104,6 +147,21 @@ mod tests {
         }
         for c in ContentType::ALL {
             assert_eq!(ContentType::parse(c.mime()), Ok(c));
+            assert!(c.accepts(c));
         }
+        assert_eq!(ContentType::parse("image/TIFF"), Ok(ContentType::Tiff));
+        assert_eq!(ContentType::parse("image/avif"), Ok(ContentType::Avif));
+        assert_eq!(ContentType::parse("image/heif"), Ok(ContentType::Heif));
+    }
+
+    #[test]
+    fn heic_and_heif_accept_each_other_and_nothing_else() {
+        use ContentType::*;
+        assert!(Heic.accepts(Heif) && Heif.accepts(Heic));
+        assert!(!Heic.accepts(Avif) && !Avif.accepts(Heic) && !Heif.accepts(Avif));
+        assert!(!Jpeg.accepts(Tiff) && !Tiff.accepts(Png));
+        let distinct: std::collections::HashSet<_> =
+            ContentType::ALL.iter().map(|c| c.extension()).collect();
+        assert_eq!(distinct.len(), ContentType::ALL.len());
     }
 }

@@ -140,6 +140,10 @@ pub enum OutputFormat {
     Png,
     /// WebP (lossy, with `quality`).
     Webp,
+    /// AVIF (AV1, with `quality` and, in `transform`, `speed`).
+    Avif,
+    /// GIF (256 colours); in `transform`, `animated: true` keeps every frame of a GIF source.
+    Gif,
 }
 
 impl OutputFormat {
@@ -149,6 +153,8 @@ impl OutputFormat {
             Self::Jpeg => "image/jpeg",
             Self::Png => "image/png",
             Self::Webp => "image/webp",
+            Self::Avif => "image/avif",
+            Self::Gif => "image/gif",
         }
     }
 
@@ -158,6 +164,8 @@ impl OutputFormat {
             Self::Jpeg => "jpg",
             Self::Png => "png",
             Self::Webp => "webp",
+            Self::Avif => "avif",
+            Self::Gif => "gif",
         }
     }
 }
@@ -278,7 +286,17 @@ pub struct TransformParams {
     /// WebP: lossless instead of lossy.
     #[serde(default)]
     pub lossless: bool,
+    /// AVIF: encoder speed 0..=9 (0 slowest and smallest; default 8). Only with `format: avif`.
+    #[serde(default)]
+    pub speed: Option<u8>,
+    /// GIF → GIF: keep every frame (resized, same delays and loop count) instead of the first.
+    /// Only with `format: gif`, and only with resizing (`width`/`height`, `fit`, `upscale`).
+    #[serde(default)]
+    pub animated: bool,
 }
+
+/// Fastest AVIF `speed`.
+pub const MAX_AVIF_SPEED: u8 = 9;
 
 /// A crop box in source pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -475,6 +493,34 @@ impl JobSpec {
                         "background must be a colour like #ffffff".into(),
                     ));
                 }
+                if let Some(speed) = p.speed {
+                    if p.format != OutputFormat::Avif {
+                        return Err(InvalidJobSpec("speed needs format: \"avif\"".into()));
+                    }
+                    if speed > MAX_AVIF_SPEED {
+                        return Err(InvalidJobSpec(format!(
+                            "speed must be between 0 and {MAX_AVIF_SPEED}"
+                        )));
+                    }
+                }
+                if p.animated {
+                    if p.format != OutputFormat::Gif {
+                        return Err(InvalidJobSpec("animated needs format: \"gif\"".into()));
+                    }
+                    let resize_only = p.crop.is_none()
+                        && p.position == Position::Centre
+                        && p.rotate == 0
+                        && !p.flip
+                        && !p.flop
+                        && p.blur.is_none()
+                        && p.sharpen.is_none()
+                        && p.background.is_none();
+                    if !resize_only {
+                        return Err(InvalidJobSpec(
+                            "animated supports resizing only (width, height, fit, upscale)".into(),
+                        ));
+                    }
+                }
                 if p.optimize_huffman && !p.progressive && p.subsampling != Subsampling::Yuv444 {
                     return Err(InvalidJobSpec(
                         "optimize_huffman needs progressive: true or subsampling: \"444\"".into(),
@@ -575,6 +621,34 @@ mod tests {
         assert_eq!(p.format, OutputFormat::Jpeg);
         assert!(JobSpec::parse(JobType::Transform, json!({"width": 100, "fit": "cover"})).is_err());
         assert!(JobSpec::parse(JobType::Transform, json!({"fit": "squash"})).is_err());
+        let avif = JobSpec::parse(
+            JobType::Transform,
+            json!({"width": 64, "format": "avif", "quality": 50, "speed": 9}),
+        );
+        let Ok(JobSpec::Transform(p)) = avif else {
+            panic!("expected an avif transform, got {avif:?}");
+        };
+        assert_eq!((p.format, p.speed), (OutputFormat::Avif, Some(9)));
+        assert_eq!(p.format.extension(), "avif");
+        assert_eq!(p.format.mime(), "image/avif");
+        for bad in [
+            json!({"format": "avif", "speed": 10}),
+            json!({"format": "webp", "speed": 5}),
+            json!({"speed": 5}),
+            json!({"format": "avif", "speed": -1}),
+        ] {
+            assert!(
+                JobSpec::parse(JobType::Transform, bad.clone()).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(
+            JobSpec::parse(
+                JobType::Thumbnail,
+                json!({"width": 8, "height": 8, "format": "avif"})
+            )
+            .is_ok()
+        );
         assert!(
             JobSpec::parse(JobType::Transform, serde_json::Value::Null).is_ok(),
             "convert only"

@@ -1871,4 +1871,37 @@ mod postgres_only {
         repo.close().await;
         db.finish().await;
     }
+
+    /// `sslmode` in the URL is honoured: with `require` the session is encrypted (rustls), with
+    /// `disable` it is not. Debian's PostgreSQL serves TLS with its snakeoil certificate.
+    #[tokio::test]
+    async fn tls_is_used_when_the_url_asks_for_it() {
+        let db = TestDb::postgres().await;
+        let ssl_of = |mode: &'static str| {
+            let base = db.url();
+            let sep = if base.contains('?') { '&' } else { '?' };
+            let url = format!("{base}{sep}sslmode={mode}");
+            async move {
+                let repo = PgRepo::connect_url(&url, &PgOptions::default())
+                    .await
+                    .unwrap();
+                let ssl: bool =
+                    sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+                        .fetch_one(repo.pool())
+                        .await
+                        .unwrap();
+                repo.close().await;
+                ssl
+            }
+        };
+        assert!(
+            ssl_of("require").await,
+            "sslmode=require gives an encrypted session"
+        );
+        assert!(
+            !ssl_of("disable").await,
+            "sslmode=disable gives a plain one"
+        );
+        db.finish().await;
+    }
 }

@@ -306,7 +306,11 @@ fn read_exif(
         ImageFormat::Jpeg => image::ImageFormat::Jpeg,
         ImageFormat::Png => image::ImageFormat::Png,
         ImageFormat::Webp => image::ImageFormat::WebP,
-        ImageFormat::Gif => return None,
+        ImageFormat::Tiff => image::ImageFormat::Tiff,
+        // HEIF EXIF lives in an item libheif would have to read: not summarised yet.
+        ImageFormat::Gif | ImageFormat::Heic | ImageFormat::Heif | ImageFormat::Avif => {
+            return None;
+        }
     };
     let mut decoder_limits = image::Limits::default();
     decoder_limits.max_image_width = Some(limits.max_width);

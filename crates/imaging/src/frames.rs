@@ -39,7 +39,12 @@ pub(crate) fn check(
         count: 0,
     };
     match format {
-        ImageFormat::Jpeg => {}
+        // Still formats (a TIFF's later pages, a HEIF's other items, are never decoded).
+        ImageFormat::Jpeg
+        | ImageFormat::Tiff
+        | ImageFormat::Heic
+        | ImageFormat::Heif
+        | ImageFormat::Avif => {}
         ImageFormat::Gif => gif(bytes, &mut acc)?,
         ImageFormat::Png => png(bytes, &mut acc)?,
         ImageFormat::Webp => webp(bytes, &mut acc)?,

@@ -26,6 +26,7 @@ impl Plan {
 /// Validates the parameters that do not depend on the source.
 pub(crate) fn validate(op: &Transform, limits: &Limits) -> Result<(), ImagingError> {
     let invalid = |m: String| Err(ImagingError::InvalidParameters(m));
+    crate::encode::check_output_format(op.format)?;
     if !(1..=100).contains(&op.quality) {
         return invalid(format!("quality must be 1..=100, got {}", op.quality));
     }

@@ -12,14 +12,20 @@
 //! have a bug) are caught and reported as [`ImagingError::Corrupt`] /
 //! [`ImagingError::Encode`].
 
+mod animate;
 pub mod colour;
 mod decode;
+mod decode_webp;
 mod frames;
 mod geometry;
+#[cfg(feature = "heif")]
+mod heif;
 mod probe;
 mod transform;
 mod webp_mux;
 
+pub use animate::{Animate, animate};
+pub use encode::{AVIF_DEFAULT_SPEED, AVIF_MAX_SPEED};
 pub use probe::{probe, sniff};
 pub use transform::transform;
 
@@ -32,8 +38,17 @@ pub enum ImageFormat {
     Png,
     /// WebP (lossy or lossless; first frame if animated).
     Webp,
-    /// GIF (first frame).
+    /// GIF (first frame; all frames with [`animate`]).
     Gif,
+    /// TIFF (first page; 8/16-bit, grey, RGB(A), CMYK as the `tiff` crate decodes them).
+    Tiff,
+    /// HEIC: HEIF with HEVC images (brands `heic`, `heix`, `heim`, `heis`, `hevc`, `hevx`).
+    /// Decoding needs the `heif` feature (libheif).
+    Heic,
+    /// Other HEIF (brand `mif1`/`msf1` without a more specific one). Needs the `heif` feature.
+    Heif,
+    /// AVIF: HEIF with AV1 images (brands `avif`, `avis`). Needs the `heif` feature.
+    Avif,
 }
 
 impl ImageFormat {
@@ -44,6 +59,10 @@ impl ImageFormat {
             ImageFormat::Png => "image/png",
             ImageFormat::Webp => "image/webp",
             ImageFormat::Gif => "image/gif",
+            ImageFormat::Tiff => "image/tiff",
+            ImageFormat::Heic => "image/heic",
+            ImageFormat::Heif => "image/heif",
+            ImageFormat::Avif => "image/avif",
         }
     }
 
@@ -54,9 +73,26 @@ impl ImageFormat {
             ImageFormat::Png => "png",
             ImageFormat::Webp => "webp",
             ImageFormat::Gif => "gif",
+            ImageFormat::Tiff => "tiff",
+            ImageFormat::Heic => "heic",
+            ImageFormat::Heif => "heif",
+            ImageFormat::Avif => "avif",
         }
     }
+
+    /// True for the HEIF family (HEIC, HEIF, AVIF), decoded by libheif.
+    pub fn is_heif(self) -> bool {
+        matches!(
+            self,
+            ImageFormat::Heic | ImageFormat::Heif | ImageFormat::Avif
+        )
+    }
 }
+
+/// Whether this build can decode the HEIF family and encode AVIF (the `heif` feature:
+/// libheif). Without it, such inputs are refused with [`ImagingError::UnsupportedFormat`]
+/// after the header checks, and AVIF output with [`ImagingError::InvalidParameters`].
+pub const HEIF_SUPPORT: bool = cfg!(feature = "heif");
 
 /// Formats we can produce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -67,6 +103,11 @@ pub enum OutputFormat {
     Png,
     /// Lossy WebP (RGB or RGBA), quality-controlled.
     Webp,
+    /// AVIF (AV1 through libaom via libheif; needs the `heif` feature), quality- and
+    /// speed-controlled.
+    Avif,
+    /// GIF (256 colours per frame; all frames of an animated GIF with [`animate`]).
+    Gif,
 }
 
 impl OutputFormat {
@@ -76,6 +117,8 @@ impl OutputFormat {
             OutputFormat::Jpeg => "image/jpeg",
             OutputFormat::Png => "image/png",
             OutputFormat::Webp => "image/webp",
+            OutputFormat::Avif => "image/avif",
+            OutputFormat::Gif => "image/gif",
         }
     }
 
@@ -85,6 +128,8 @@ impl OutputFormat {
             OutputFormat::Jpeg => "jpg",
             OutputFormat::Png => "png",
             OutputFormat::Webp => "webp",
+            OutputFormat::Avif => "avif",
+            OutputFormat::Gif => "gif",
         }
     }
 }

@@ -14,9 +14,40 @@ pub fn sniff(bytes: &[u8]) -> Option<ImageFormat> {
         Some(ImageFormat::Gif)
     } else if bytes.len() >= 12 && bytes.starts_with(b"RIFF") && &bytes[8..12] == b"WEBP" {
         Some(ImageFormat::Webp)
+    } else if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
+        Some(ImageFormat::Tiff)
     } else {
-        None
+        heif_brand(bytes)
     }
+}
+
+/// HEIF family from the leading `ftyp` box: the major brand decides when it is specific,
+/// else the compatible brands (an AV1 brand first: `mif1` + `avif` is AVIF), else a plain
+/// `mif1`/`msf1` is generic HEIF. Anything else (MP4 video, QuickTime, JPEG 2000) is `None`.
+fn heif_brand(bytes: &[u8]) -> Option<ImageFormat> {
+    if bytes.get(4..8) != Some(b"ftyp".as_slice()) {
+        return None;
+    }
+    let size = usize::try_from(u32::from_be_bytes(bytes.get(0..4)?.try_into().ok()?)).ok()?;
+    let classify = |brand: &[u8]| match brand {
+        b"avif" | b"avis" | b"avio" => Some(ImageFormat::Avif),
+        b"heic" | b"heix" | b"heim" | b"heis" | b"hevc" | b"hevx" => Some(ImageFormat::Heic),
+        _ => None,
+    };
+    let major = bytes.get(8..12)?;
+    if let Some(f) = classify(major) {
+        return Some(f);
+    }
+    // Compatible brands follow the minor version, up to the end of the box.
+    let end = size.clamp(16, 16 + 4 * 64).min(bytes.len());
+    let compatible: Vec<&[u8]> = bytes.get(16..end)?.chunks_exact(4).collect();
+    for wanted in [ImageFormat::Avif, ImageFormat::Heic] {
+        if compatible.iter().any(|b| classify(b) == Some(wanted)) {
+            return Some(wanted);
+        }
+    }
+    let generic = |b: &[u8]| matches!(b, b"mif1" | b"msf1" | b"mif2" | b"miaf");
+    (generic(major) || compatible.iter().any(|b| generic(b))).then_some(ImageFormat::Heif)
 }
 
 /// Header only: sniff + dimensions (via `imagesize`) + frame count + limit checks.

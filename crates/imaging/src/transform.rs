@@ -35,11 +35,11 @@ pub fn transform(bytes: &[u8], op: &Transform, limits: &Limits) -> Result<Encode
 
 /// 8-bit pixels, tightly packed, 3 (RGB) or 4 (RGBA) channels.
 #[derive(Debug)]
-struct Raster {
-    width: u32,
-    height: u32,
-    alpha: bool,
-    data: Vec<u8>,
+pub(crate) struct Raster {
+    pub(crate) width: u32,
+    pub(crate) height: u32,
+    pub(crate) alpha: bool,
+    pub(crate) data: Vec<u8>,
 }
 
 impl Raster {
@@ -114,7 +114,7 @@ impl Raster {
     }
 
     /// Centres `self` on a `w × h` canvas filled with `bg` (per-channel).
-    fn pad(self, w: u32, h: u32, bg: &[u8]) -> Raster {
+    pub(crate) fn pad(self, w: u32, h: u32, bg: &[u8]) -> Raster {
         let ch = self.channels();
         if (w, h) == (self.width, self.height) || bg.len() != ch {
             return self;
@@ -188,11 +188,29 @@ fn decode(
             icc: fast.icc.filter(|p| is_rgb_icc(p)),
         });
     }
+    // WebP shrink-on-load through libwebp's scaled decoding (`crate::decode_webp`).
+    if format == ImageFormat::Webp
+        && let Some(fast) = crate::decode_webp::webp(bytes, op, limits)
+    {
+        return Ok(Decoded {
+            raster: Raster {
+                width: fast.width,
+                height: fast.height,
+                alpha: fast.alpha,
+                data: fast.data,
+            },
+            icc: None,
+        });
+    }
     let img_format = match format {
         ImageFormat::Jpeg => image::ImageFormat::Jpeg,
         ImageFormat::Png => image::ImageFormat::Png,
         ImageFormat::Webp => image::ImageFormat::WebP,
         ImageFormat::Gif => image::ImageFormat::Gif,
+        ImageFormat::Tiff => image::ImageFormat::Tiff,
+        ImageFormat::Heic | ImageFormat::Heif | ImageFormat::Avif => {
+            return decode_heif(bytes, limits);
+        }
     };
     let mut decoder_limits = image::Limits::default();
     decoder_limits.max_image_width = Some(limits.max_width);
@@ -271,6 +289,29 @@ fn decode(
     })
 }
 
+/// The HEIF family through libheif (`crate::heif`): `irot`/`imir` are applied by libheif and
+/// EXIF orientation is never applied on top (see there), whatever `auto_orient` says.
+#[cfg(feature = "heif")]
+fn decode_heif(bytes: &[u8], limits: &Limits) -> Result<Decoded, ImagingError> {
+    let img = crate::heif::decode(bytes, limits)?;
+    let raster = Raster {
+        width: img.width,
+        height: img.height,
+        alpha: img.alpha,
+        data: img.data,
+    };
+    Ok(Decoded {
+        raster: raster.drop_opaque_alpha(),
+        icc: img.icc,
+    })
+}
+
+/// Without the `heif` feature (the API process's build) HEIF-family images are not decoded.
+#[cfg(not(feature = "heif"))]
+fn decode_heif(_bytes: &[u8], _limits: &Limits) -> Result<Decoded, ImagingError> {
+    Err(ImagingError::UnsupportedFormat)
+}
+
 /// True when an EOI marker (`FF D9`) follows the first start-of-scan.
 ///
 /// Walks the marker segments up to the first SOS (so that an embedded EXIF
@@ -317,7 +358,7 @@ fn jpeg_has_eoi(bytes: &[u8]) -> bool {
 
 /// We always output RGB, so only an RGB ICC profile may be carried over
 /// (a GRAY or CMYK profile would be invalid on the output).
-fn is_rgb_icc(profile: &[u8]) -> bool {
+pub(crate) fn is_rgb_icc(profile: &[u8]) -> bool {
     profile.len() >= 128 && profile.get(16..20) == Some(b"RGB ".as_slice())
 }
 
@@ -370,7 +411,7 @@ fn resize_err(e: impl std::fmt::Display) -> ImagingError {
 ///
 /// Large reductions go through a cheap area-average (box) step to about
 /// twice the target size before the final Lanczos3 pass.
-fn resize(src: Raster, plan: &Plan) -> Result<Raster, ImagingError> {
+pub(crate) fn resize(src: Raster, plan: &Plan) -> Result<Raster, ImagingError> {
     let (rw, rh) = (plan.resize_w, plan.resize_h);
     if (rw, rh) == (src.width, src.height) {
         // Same size: same aspect, so cover needs no crop either.
@@ -471,6 +512,21 @@ fn encode(raster: &Raster, op: &Transform, icc: Option<Vec<u8>>) -> Result<Vec<u
             {
                 out = with_icc;
             }
+        }
+        OutputFormat::Avif => {
+            out = crate::encode::avif(
+                &raster.data,
+                raster.width,
+                raster.height,
+                raster.alpha,
+                op.quality,
+                crate::AVIF_DEFAULT_SPEED,
+                icc.as_deref(),
+            )?;
+        }
+        OutputFormat::Gif => {
+            out =
+                crate::encode::gif_still(&raster.data, raster.width, raster.height, raster.alpha)?;
         }
     }
     Ok(out)

@@ -252,6 +252,13 @@ fn assert_valid_output(name: &str, out: &Encoded) {
                 "{name}: WebP RIFF size must cover the file"
             );
         }
+        OutputFormat::Avif => {
+            assert_eq!(fmt, image::ImageFormat::Avif);
+        }
+        OutputFormat::Gif => {
+            assert_eq!(fmt, image::ImageFormat::Gif);
+            assert!(b.ends_with(&[0x3B]), "{name}: GIF must end at its trailer");
+        }
     }
     for needle in [&b"<html"[..], b"<script", b"<svg", b"alert("] {
         assert!(
@@ -559,6 +566,7 @@ fn truncated_files_are_corrupt() {
             F::Png => &[(4, Unsupported), (9, Corrupt), (20, Corrupt)],
             F::Gif => &[(4, Unsupported), (9, Corrupt)],
             F::Webp => &[(4, Unsupported), (9, Unsupported), (14, Corrupt)],
+            other => panic!("{other:?} is not in this list"),
         };
         for &(cut, want) in cuts {
             Case::new("truncated header", bytes[..cut].to_vec(), want, want).run();
@@ -781,6 +789,8 @@ fn fuzz_seeds_match_the_generators() {
         ("gif37", gif_37_bytes_claiming(300, 300)),
         ("jpeg633", jpeg_633_bytes_claiming(64, 64)),
         ("png_bomb", png_zero_bomb(256, 256, 6)),
+        ("tiff", common::encode(&img, image::ImageFormat::Tiff)),
+        ("tiff_bomb", common::tiff_claiming(65_000, 65_000)),
         (
             "png_iccp",
             png_insert_after_ihdr(&small_png(4, 4), &[(b"iCCP", iccp_bomb(4096))]),

@@ -703,3 +703,46 @@ fn cmyk_jpeg_is_converted_to_rgb() {
         );
     }
 }
+
+/// Large WebPs take libwebp's scaled decode (shrink-on-load); the result must match a full
+/// decode + Lanczos resize closely, with and without alpha.
+#[test]
+fn webp_shrink_on_load_matches_a_full_decode() {
+    for alpha in [false, true] {
+        let (w, h) = (2400u32, 1600u32);
+        let src = RgbaImage::from_fn(w, h, |x, y| {
+            let v = ((x / 40 + y / 40) % 2 * 120) as u8;
+            image::Rgba([
+                (x * 255 / w) as u8,
+                (y * 255 / h) as u8,
+                v,
+                if alpha { 180 } else { 255 },
+            ])
+        });
+        let bytes = if alpha {
+            webp::Encoder::from_rgba(src.as_raw(), w, h)
+                .encode(90.0)
+                .to_vec()
+        } else {
+            let rgb = DynamicImage::ImageRgba8(src).into_rgb8();
+            webp::Encoder::from_rgb(rgb.as_raw(), w, h)
+                .encode(90.0)
+                .to_vec()
+        };
+        let out = run(&bytes, &op(Some(300), None, Fit::Inside, OutputFormat::Png));
+        let got = image::load_from_memory(&out.bytes).unwrap().to_rgba8();
+        assert_eq!(got.dimensions(), (300, 200));
+        let reference = image::load_from_memory(&bytes)
+            .unwrap()
+            .resize_exact(300, 200, image::imageops::FilterType::Lanczos3)
+            .to_rgba8();
+        let diff: u64 = got
+            .as_raw()
+            .iter()
+            .zip(reference.as_raw())
+            .map(|(a, b)| u64::from(a.abs_diff(*b)))
+            .sum();
+        let mean = diff as f64 / got.as_raw().len() as f64;
+        assert!(mean < 3.0, "alpha {alpha}: mean difference {mean:.2}");
+    }
+}

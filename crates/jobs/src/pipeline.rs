@@ -57,6 +57,8 @@ fn format(f: OutputFormat) -> img::OutputFormat {
         OutputFormat::Jpeg => img::OutputFormat::Jpeg,
         OutputFormat::Png => img::OutputFormat::Png,
         OutputFormat::Webp => img::OutputFormat::Webp,
+        OutputFormat::Avif => img::OutputFormat::Avif,
+        OutputFormat::Gif => img::OutputFormat::Gif,
     }
 }
 
@@ -125,7 +127,8 @@ pub fn extended_pipeline(p: &TransformParams) -> Option<img::Pipeline> {
         && p.subsampling == Subsampling::Auto
         && !p.optimize_huffman
         && p.png_compression == PngCompression::Fast
-        && !p.lossless;
+        && !p.lossless
+        && p.speed.is_none_or(|s| s == img::AVIF_DEFAULT_SPEED);
     if plain {
         return None;
     }
@@ -184,6 +187,7 @@ pub fn extended_pipeline(p: &TransformParams) -> Option<img::Pipeline> {
             PngCompression::Best => img::PngCompression::Best,
         },
         webp_lossless: p.lossless,
+        avif_speed: p.speed.unwrap_or(img::AVIF_DEFAULT_SPEED),
         keep_icc: !p.strip_metadata,
         ..img::EncodeOptions::default()
     };
@@ -203,10 +207,19 @@ pub fn render(
     spec: &JobSpec,
     limits: &img::Limits,
 ) -> Result<img::Encoded, img::ImagingError> {
-    if let JobSpec::Transform(p) = spec
-        && let Some(pipe) = extended_pipeline(p)
-    {
-        return img::pipeline(bytes, &pipe, limits);
+    if let JobSpec::Transform(p) = spec {
+        if p.animated {
+            let op = img::Animate {
+                width: p.width,
+                height: p.height,
+                fit: fit(p.fit),
+                upscale: p.upscale,
+            };
+            return img::animate(bytes, &op, limits);
+        }
+        if let Some(pipe) = extended_pipeline(p) {
+            return img::pipeline(bytes, &pipe, limits);
+        }
     }
     img::transform(bytes, &operation(spec), limits)
 }

@@ -20,6 +20,7 @@ fn content_type_for(key: &ObjectKey) -> &'static str {
         Some("png") => "image/png",
         Some("webp") => "image/webp",
         Some("gif") => "image/gif",
+        Some("avif") => "image/avif",
         _ => "application/octet-stream",
     }
 }

@@ -28,7 +28,8 @@ const PROBE_BYTES: usize = 256 * 1024;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InitRequest {
-    /// The exact type that will be uploaded: image/jpeg, image/png, image/webp or image/gif.
+    /// The exact type that will be uploaded: image/jpeg, image/png, image/webp, image/gif,
+    /// image/tiff, image/heic, image/heif or image/avif.
     #[schema(example = "image/jpeg")]
     pub content_type: String,
     /// Largest body the upload URL accepts (1..=MAX_UPLOAD_SIZE).
@@ -550,7 +551,7 @@ async fn check_object(st: &AppState, up: &Upload) -> ApiResult<UploadOutcome> {
     };
     let sniffed = ContentType::parse(info.format.mime())
         .map_err(|e| ApiError::internal("sniffed type", &e))?;
-    if sniffed != up.declared {
+    if !up.declared.accepts(sniffed) {
         return reject(
             ErrorCode::ContentTypeMismatch,
             format!("declared {} but the bytes are {}", up.declared, sniffed),

@@ -868,3 +868,30 @@ fn is_root() -> bool {
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
         .unwrap_or(false)
 }
+
+/// An animated GIF: `frames` frames of `w`×`h`, each a different colour, 100 ms apart, looping.
+pub fn animated_gif(w: u32, h: u32, frames: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut enc = image::codecs::gif::GifEncoder::new(&mut out);
+        enc.set_repeat(image::codecs::gif::Repeat::Infinite)
+            .unwrap();
+        for i in 0..frames {
+            let c = (i * 80 % 256) as u8;
+            let img = image::RgbaImage::from_pixel(w, h, image::Rgba([c, 255 - c, 60, 255]));
+            let frame =
+                image::Frame::from_parts(img, 0, 0, image::Delay::from_numer_denom_ms(100, 1));
+            enc.encode_frame(frame).unwrap();
+        }
+    }
+    out
+}
+
+/// How many frames a GIF has.
+pub fn gif_frames(bytes: &[u8]) -> usize {
+    use image::AnimationDecoder;
+    image::codecs::gif::GifDecoder::new(std::io::Cursor::new(bytes))
+        .unwrap()
+        .into_frames()
+        .count()
+}

@@ -178,3 +178,31 @@ impl XorShift {
         x
     }
 }
+
+/// A little-endian TIFF header whose first IFD claims `w × h` (and nothing else).
+pub fn tiff_claiming(w: u32, h: u32) -> Vec<u8> {
+    let mut t = b"II*\x00".to_vec();
+    t.extend_from_slice(&8u32.to_le_bytes());
+    let entries: [(u16, u16, u32); 5] = [
+        (256, 4, w),    // ImageWidth, LONG
+        (257, 4, h),    // ImageLength
+        (258, 3, 8),    // BitsPerSample
+        (273, 4, 200),  // StripOffsets
+        (279, 4, 1000), // StripByteCounts
+    ];
+    t.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+    for (tag, typ, v) in entries {
+        t.extend_from_slice(&tag.to_le_bytes());
+        t.extend_from_slice(&typ.to_le_bytes());
+        t.extend_from_slice(&1u32.to_le_bytes());
+        if typ == 3 {
+            t.extend_from_slice(&(v as u16).to_le_bytes());
+            t.extend_from_slice(&[0, 0]);
+        } else {
+            t.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    t.extend_from_slice(&0u32.to_le_bytes());
+    t.resize(300, 0);
+    t
+}
