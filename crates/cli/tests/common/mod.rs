@@ -533,13 +533,23 @@ impl Server {
     /// init + upload + complete; returns the upload id.
     pub async fn upload_ready(&self, bytes: Vec<u8>, content_type: &str) -> String {
         let init = self.init_upload(content_type, bytes.len() as u64).await;
-        let r = self.send_upload(&init, bytes, content_type).await;
-        assert!(
-            r.status().is_success(),
-            "upload: {} {}",
-            r.status(),
-            r.text().await.unwrap()
-        );
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let r = self.send_upload(&init, bytes.clone(), content_type).await;
+            let status = r.status();
+            if status.is_success() {
+                break;
+            }
+            let body = r.text().await.unwrap();
+            // s3s-fs 0.14's form parser now and then fails a large multipart body with
+            // "failed to read file stream" (seen on a 12 MB noisy JPEG, depending on how the
+            // body is chunked on the wire): a test-server fault, retried here and nowhere else.
+            let flaky = production().is_some()
+                && status == 400
+                && body.contains("failed to read file stream");
+            assert!(flaky && tries < 4, "upload: {status} {body}");
+        }
         let id = init["upload_id"].as_str().unwrap().to_owned();
         let r = self.complete(&id).await;
         assert_eq!(r.status(), 200, "complete: {}", r.text().await.unwrap());
