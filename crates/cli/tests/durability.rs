@@ -100,11 +100,20 @@ async fn kill_9_mid_work_then_restart_completes_every_job_exactly_once() {
     for id in expected.keys() {
         let j = second.job(id).await;
         let attempts = j["attempts"].as_u64().unwrap();
-        assert_eq!(
-            history_count(&j, "started"),
-            attempts as usize,
-            "every attempt started once: {j}"
-        );
+        if j["engine"] == "temporal" {
+            // Temporal counts an activity attempt from its dispatch: a worker killed before the
+            // attempt recorded its start in job_logs leaves a counted attempt with no `started`.
+            assert!(
+                history_count(&j, "started") <= attempts as usize,
+                "no attempt started twice: {j}"
+            );
+        } else {
+            assert_eq!(
+                history_count(&j, "started"),
+                attempts as usize,
+                "every attempt started once: {j}"
+            );
+        }
         if attempts >= 2 {
             retried.push(id.clone());
         }
