@@ -3,6 +3,7 @@
 
 pub mod content_type;
 pub mod error;
+pub mod file_path;
 pub mod ids;
 pub mod job;
 pub mod key;
@@ -10,6 +11,7 @@ pub mod size;
 
 pub use content_type::ContentType;
 pub use error::ErrorCode;
+pub use file_path::FilePath;
 pub use ids::{JobId, TenantId, UploadId};
 pub use job::{
     CropBox, Fit, JobSpec, JobStatus, JobType, OutputFormat, PngCompression, Position, Sharpen,

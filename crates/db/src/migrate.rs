@@ -26,6 +26,12 @@ pub(crate) const SQLITE: &[Migration] = &[
         up: include_str!("../migrations/sqlite/0002_temporal_engine.up.sql"),
         down: include_str!("../migrations/sqlite/0002_temporal_engine.down.sql"),
     },
+    Migration {
+        version: 3,
+        name: "files",
+        up: include_str!("../migrations/sqlite/0003_files.up.sql"),
+        down: include_str!("../migrations/sqlite/0003_files.down.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -40,6 +46,12 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "temporal_engine",
         up: include_str!("../migrations/postgres/0002_temporal_engine.up.sql"),
         down: include_str!("../migrations/postgres/0002_temporal_engine.down.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "files",
+        up: include_str!("../migrations/postgres/0003_files.up.sql"),
+        down: include_str!("../migrations/postgres/0003_files.down.sql"),
     },
 ];
 

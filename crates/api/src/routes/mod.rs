@@ -1,6 +1,7 @@
 //! Handlers, one module per area.
 
 pub mod docs;
+pub mod files;
 pub mod health;
 pub mod jobs;
 pub mod objects;
