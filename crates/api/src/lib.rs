@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod jwt;
 pub mod routes;
 pub mod state;
 
@@ -70,6 +71,9 @@ pub fn openapi_and_router() -> (utoipa::openapi::OpenApi, OpenApiRouter<AppState
         .routes(routes!(routes::uploads::complete))
         .routes(routes!(routes::jobs::submit, routes::jobs::list))
         .routes(routes!(routes::jobs::get))
+        .routes(routes!(routes::admin::create_key, routes::admin::list_keys))
+        .routes(routes!(routes::admin::revoke_key))
+        .routes(routes!(routes::admin::audit_log))
         .split_for_parts();
     (api, OpenApiRouter::from(router))
 }

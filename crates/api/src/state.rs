@@ -111,4 +111,6 @@ pub struct AppState {
     pub dispatcher: Option<Arc<dyn JobDispatcher>>,
     /// Extra readiness checks (the job engine's server).
     pub checks: Vec<Arc<dyn HealthCheck>>,
+    /// Verifies JWT bearer tokens, when configured.
+    pub jwt: Option<Arc<crate::jwt::JwtVerifier>>,
 }

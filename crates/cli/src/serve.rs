@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
-use photo_api_http::auth::{generate_key, key_sha256};
+use photo_api_http::auth::{key_sha256, new_key_record};
 use photo_api_http::{ApiConfig, AppState, RouterConfig, WorkerHealth, WorkerState};
-use photo_db::{ApiKeyRecord, Repo};
+use photo_core::Scope;
+use photo_db::{NewAuditEntry, Repo};
 use photo_jobs::{SweepConfig, Worker, WorkerConfig};
 use photo_storage::ObjectStore;
 use tokio::sync::watch;
@@ -53,18 +54,26 @@ async fn ensure_admin_key(cfg: &Config, repo: &dyn Repo) -> anyhow::Result<()> {
     if cfg.api_key.is_some() || repo.count_api_keys().await? > 0 {
         return Ok(());
     }
-    let k = generate_key();
-    repo.insert_api_key(&ApiKeyRecord {
-        key_id: k.key_id.clone(),
-        tenant: photo_core::TenantId::default_tenant(),
-        name: "admin (created on first start)".into(),
-        secret_sha256: hex::encode(key_sha256(&k.key)),
-        scopes: vec!["admin".into(), "read".into(), "write".into()],
-        created_at: Utc::now(),
-        expires_at: None,
-        revoked_at: None,
-        last_used_at: None,
-    })
+    // The operator's key: every scope, including `global` (it manages every tenant's keys).
+    let (k, rec) = new_key_record(
+        photo_core::TenantId::default_tenant(),
+        "admin (created on first start)".into(),
+        &Scope::ALL,
+        None,
+        Utc::now(),
+    );
+    let detail = serde_json::json!({"name": rec.name, "scopes": rec.scopes, "expires_at": null});
+    repo.create_api_key(
+        &rec,
+        &NewAuditEntry {
+            at: rec.created_at,
+            actor: "serve".into(),
+            actor_tenant: None,
+            action: "key.created".into(),
+            target: Some(rec.key_id.clone()),
+            detail,
+        },
+    )
     .await?;
     // Printed once, to stdout only; only its hash is stored.
     println!("Created an admin API key. It is shown only this once; store it now:");
@@ -122,6 +131,7 @@ pub async fn serve(cfg: Config, cli_settings: Settings) -> anyhow::Result<()> {
             .iter()
             .map(|c| Arc::new(engine::Health(c.clone())) as Arc<dyn photo_api_http::HealthCheck>)
             .collect(),
+        jwt: None,
     };
     let app = photo_api_http::app(
         state,

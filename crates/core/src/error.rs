@@ -11,6 +11,14 @@ pub enum ErrorCode {
     Unauthenticated,
     /// The credentials are not valid.
     InvalidCredentials,
+    /// The credentials are valid but lack the scope this route needs.
+    InsufficientScope,
+    /// Too many requests for this key or client address; see `Retry-After`.
+    RateLimited,
+    /// The request URL is too long.
+    UriTooLong,
+    /// The request headers are too large.
+    HeadersTooLarge,
     /// The resource does not exist (or belongs to another tenant).
     NotFound,
     /// The HTTP method is not allowed on this route.
@@ -61,6 +69,10 @@ impl ErrorCode {
         match self {
             Self::Unauthenticated => "unauthenticated",
             Self::InvalidCredentials => "invalid_credentials",
+            Self::InsufficientScope => "insufficient_scope",
+            Self::RateLimited => "rate_limited",
+            Self::UriTooLong => "uri_too_long",
+            Self::HeadersTooLarge => "headers_too_large",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::InvalidRequest => "invalid_request",
@@ -91,7 +103,11 @@ impl ErrorCode {
     }
 }
 
-const ALL: [ErrorCode; 23] = [
+const ALL: [ErrorCode; 27] = [
+    ErrorCode::InsufficientScope,
+    ErrorCode::RateLimited,
+    ErrorCode::UriTooLong,
+    ErrorCode::HeadersTooLarge,
     ErrorCode::PolicyViolation,
     ErrorCode::Unauthenticated,
     ErrorCode::InvalidCredentials,

@@ -6,6 +6,7 @@ pub mod error;
 pub mod ids;
 pub mod job;
 pub mod key;
+pub mod scope;
 pub mod size;
 
 pub use content_type::ContentType;
@@ -16,4 +17,5 @@ pub use job::{
     Subsampling, ThumbnailParams, TransformParams,
 };
 pub use key::ObjectKey;
+pub use scope::Scope;
 pub use size::ByteSize;

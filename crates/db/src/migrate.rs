@@ -26,6 +26,14 @@ pub(crate) const SQLITE: &[Migration] = &[
         up: include_str!("../migrations/sqlite/0002_temporal_engine.up.sql"),
         down: include_str!("../migrations/sqlite/0002_temporal_engine.down.sql"),
     },
+    // 0003 and 0004 are reserved for other work in progress: the runner applies every listed
+    // migration that is not recorded, so a gap (or a lower number merged later) is fine.
+    Migration {
+        version: 5,
+        name: "tenants_auth",
+        up: include_str!("../migrations/sqlite/0005_tenants_auth.up.sql"),
+        down: include_str!("../migrations/sqlite/0005_tenants_auth.down.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -40,6 +48,14 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "temporal_engine",
         up: include_str!("../migrations/postgres/0002_temporal_engine.up.sql"),
         down: include_str!("../migrations/postgres/0002_temporal_engine.down.sql"),
+    },
+    // 0003 and 0004 are reserved for other work in progress: the runner applies every listed
+    // migration that is not recorded, so a gap (or a lower number merged later) is fine.
+    Migration {
+        version: 5,
+        name: "tenants_auth",
+        up: include_str!("../migrations/postgres/0005_tenants_auth.up.sql"),
+        down: include_str!("../migrations/postgres/0005_tenants_auth.down.sql"),
     },
 ];
 
