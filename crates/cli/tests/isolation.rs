@@ -565,7 +565,9 @@ async fn tenant_a_cannot_reach_tenant_b_on_any_route() {
     for r in &table {
         let built = (r.build)(a, b);
         assert!(!built.is_empty(), "{} {} has no probe", r.method, r.path);
-        let mut all: Vec<(Probe, Option<u16>)> = Vec::new();
+        // Probes with B's key id and A's secret: 401, or 404 where the target matches no route
+        // at all (the router answers before authentication).
+        let mut all: Vec<(Probe, Option<&[u16]>)> = Vec::new();
         for p in built {
             let mut with_a = p.clone();
             if !r.public {
@@ -575,7 +577,7 @@ async fn tenant_a_cannot_reach_tenant_b_on_any_route() {
                         req: p.req.clone().auth(&forged),
                         expect: Expect::Denied,
                     },
-                    Some(401),
+                    Some(&[401, 404]),
                 ));
             }
             all.push((with_a, None));
@@ -592,7 +594,7 @@ async fn tenant_a_cannot_reach_tenant_b_on_any_route() {
                 String::from_utf8_lossy(&res.body)
             );
             match (exact, p.expect) {
-                (Some(code), _) => assert_eq!(res.status, code, "{what}"),
+                (Some(codes), _) => assert!(codes.contains(&res.status), "{what}"),
                 (None, Expect::Denied) => {
                     assert!([403, 404].contains(&res.status), "expected 403/404: {what}")
                 }
