@@ -198,6 +198,43 @@ pub struct Settings {
         hide = true
     )]
     pub temporal_api_key: Option<String>,
+    /// Shared secret of HS256 bearer tokens (at least 32 characters).
+    #[arg(
+        long,
+        global = true,
+        env = "PHOTO_API_JWT_SECRET",
+        hide_env_values = true
+    )]
+    pub jwt_secret: Option<String>,
+    /// JWKS URL of RS256/ES256 bearer tokens (e.g. Supabase's or Auth0's .well-known/jwks.json).
+    #[arg(long, global = true, env = "PHOTO_API_JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<String>,
+    /// Required `iss` of bearer tokens.
+    #[arg(long, global = true, env = "PHOTO_API_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Accepted `aud` values of bearer tokens, comma-separated.
+    #[arg(long, global = true, env = "PHOTO_API_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Claim (dotted path) naming the token's tenant (default tenant_id).
+    #[arg(long, global = true, env = "PHOTO_API_JWT_TENANT_CLAIM")]
+    pub jwt_tenant_claim: Option<String>,
+    /// Claim (dotted path) holding the token's scopes (default scope).
+    #[arg(long, global = true, env = "PHOTO_API_JWT_SCOPE_CLAIM")]
+    pub jwt_scope_claim: Option<String>,
+    /// Scopes of tokens that carry none of ours (default read,write).
+    #[arg(long, global = true, env = "PHOTO_API_JWT_DEFAULT_SCOPES")]
+    pub jwt_default_scopes: Option<String>,
+    /// Accepted values of the token's `role` claim, comma-separated (default: any).
+    #[arg(long, global = true, env = "PHOTO_API_JWT_ALLOWED_ROLES")]
+    pub jwt_allowed_roles: Option<String>,
+    /// How long fetched JWKS keys are used before fetching again (default 10m).
+    #[arg(long, global = true, env = "PHOTO_API_JWKS_CACHE_TTL", value_parser = parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    pub jwks_cache_ttl: Option<Duration>,
+    /// Least time between JWKS fetches caused by unknown key ids (default 10s).
+    #[arg(long, global = true, env = "PHOTO_API_JWKS_MIN_REFRESH", value_parser = parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    pub jwks_min_refresh: Option<Duration>,
 }
 
 mod opt_duration {
@@ -252,6 +289,8 @@ pub struct Config {
     pub s3: Option<S3Settings>,
     /// `None`: jobs run on the SQL queue. `Some`: on Temporal.
     pub temporal: Option<photo_temporal::TemporalSettings>,
+    /// `None`: bearer JWTs are not accepted (API keys only).
+    pub jwt: Option<photo_api_http::jwt::JwtSettings>,
 }
 
 /// Where the S3 adapter stores objects. Credentials come from the standard AWS chain, never
@@ -290,7 +329,9 @@ impl Settings {
             log_level, log_format, debug, s3_bucket_raw, s3_bucket_processed, aws_region,
             s3_endpoint, s3_path_style, temporal_target, temporal_namespace, temporal_task_queue,
             temporal_tls_cert, temporal_tls_key, temporal_tls_ca, temporal_tls_server_name,
-            temporal_api_key)
+            temporal_api_key, jwt_secret, jwt_jwks_url, jwt_issuer, jwt_audience,
+            jwt_tenant_claim, jwt_scope_claim, jwt_default_scopes, jwt_allowed_roles,
+            jwks_cache_ttl, jwks_min_refresh)
     }
 
     /// Applies defaults and checks ranges.
@@ -344,6 +385,18 @@ impl Settings {
                 self.s3_endpoint,
                 self.s3_path_style,
             )?,
+            jwt: jwt_settings(JwtInput {
+                secret: self.jwt_secret,
+                jwks_url: self.jwt_jwks_url,
+                issuer: self.jwt_issuer,
+                audience: self.jwt_audience,
+                tenant_claim: self.jwt_tenant_claim,
+                scope_claim: self.jwt_scope_claim,
+                default_scopes: self.jwt_default_scopes,
+                allowed_roles: self.jwt_allowed_roles,
+                cache_ttl: self.jwks_cache_ttl,
+                min_refresh: self.jwks_min_refresh,
+            })?,
             temporal: temporal_settings(TemporalInput {
                 target: self.temporal_target,
                 namespace: self.temporal_namespace,
@@ -389,6 +442,65 @@ fn s3_settings(
         bucket_processed: processed,
         region: nonempty(region).unwrap_or_else(|| "us-east-1".into()),
         endpoint,
+    }))
+}
+
+struct JwtInput {
+    secret: Option<String>,
+    jwks_url: Option<String>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    tenant_claim: Option<String>,
+    scope_claim: Option<String>,
+    default_scopes: Option<String>,
+    allowed_roles: Option<String>,
+    cache_ttl: Option<Duration>,
+    min_refresh: Option<Duration>,
+}
+
+fn list(v: Option<String>) -> Vec<String> {
+    v.unwrap_or_default()
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn jwt_settings(i: JwtInput) -> anyhow::Result<Option<photo_api_http::jwt::JwtSettings>> {
+    let nonempty = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+    let secret = nonempty(i.secret);
+    let jwks_url = nonempty(i.jwks_url);
+    if secret.is_none() && jwks_url.is_none() {
+        return Ok(None);
+    }
+    if let Some(s) = &secret
+        && s.len() < 32
+    {
+        bail!("PHOTO_API_JWT_SECRET must be at least 32 characters");
+    }
+    if let Some(u) = &jwks_url
+        && !(u.starts_with("https://") || u.starts_with("http://"))
+    {
+        bail!("PHOTO_API_JWT_JWKS_URL must be an http(s) URL");
+    }
+    let default_scopes = photo_core::Scope::parse_list(
+        &nonempty(i.default_scopes).unwrap_or_else(|| "read,write".into()),
+    )
+    .context("PHOTO_API_JWT_DEFAULT_SCOPES")?;
+    if default_scopes.contains(&photo_core::Scope::Global) {
+        bail!("PHOTO_API_JWT_DEFAULT_SCOPES cannot include global");
+    }
+    Ok(Some(photo_api_http::jwt::JwtSettings {
+        hs256_secret: secret.map(String::into_bytes),
+        jwks_url,
+        issuer: nonempty(i.issuer),
+        audience: list(i.audience),
+        tenant_claim: nonempty(i.tenant_claim).unwrap_or_else(|| "tenant_id".into()),
+        scope_claim: nonempty(i.scope_claim).unwrap_or_else(|| "scope".into()),
+        default_scopes,
+        allowed_roles: list(i.allowed_roles),
+        jwks_cache_ttl: i.cache_ttl.unwrap_or(Duration::from_secs(600)),
+        jwks_min_refresh: i.min_refresh.unwrap_or(Duration::from_secs(10)),
     }))
 }
 

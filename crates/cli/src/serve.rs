@@ -131,7 +131,10 @@ pub async fn serve(cfg: Config, cli_settings: Settings) -> anyhow::Result<()> {
             .iter()
             .map(|c| Arc::new(engine::Health(c.clone())) as Arc<dyn photo_api_http::HealthCheck>)
             .collect(),
-        jwt: None,
+        jwt: cfg
+            .jwt
+            .clone()
+            .map(|j| Arc::new(photo_api_http::jwt::JwtVerifier::new(j))),
     };
     let app = photo_api_http::app(
         state,
@@ -215,6 +218,7 @@ pub async fn serve(cfg: Config, cli_settings: Settings) -> anyhow::Result<()> {
 fn child_settings(_cfg: &Config, cli: Settings) -> anyhow::Result<String> {
     let mut s = cli;
     s.api_key = None;
+    s.jwt_secret = None;
     s.worker_mode = None;
     Ok(serde_json::to_string(&s)?)
 }
