@@ -163,6 +163,22 @@ impl FromRequestParts<AppState> for Caller {
             ))
             .with("required_scope", needed.as_str()));
         }
+        if let Some(rate) = state.edge.rate_for(needed) {
+            let bucket = format!("cred:{}:{}:{needed}", caller.tenant, caller.key_id);
+            let info = state.edge.limiter.check(&bucket, rate, std::time::Instant::now());
+            if let Some(slot) = parts.extensions.get::<crate::edge::RateSlot>() {
+                slot.set(info);
+            }
+            if let Some(secs) = info.retry_after {
+                let mut e = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    ErrorCode::RateLimited,
+                    format!("too many '{needed}' requests for this credential; retry in {secs} s"),
+                );
+                e.retry_after = Some(secs);
+                return Err(e);
+            }
+        }
         Ok(caller)
     }
 }

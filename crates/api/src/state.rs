@@ -113,4 +113,6 @@ pub struct AppState {
     pub checks: Vec<Arc<dyn HealthCheck>>,
     /// Verifies JWT bearer tokens, when configured.
     pub jwt: Option<Arc<crate::jwt::JwtVerifier>>,
+    /// Rate limits, size limits, CORS and security headers.
+    pub edge: Arc<crate::edge::Edge>,
 }

@@ -235,6 +235,33 @@ pub struct Settings {
     #[arg(long, global = true, env = "PHOTO_API_JWKS_MIN_REFRESH", value_parser = parse_duration)]
     #[serde(default, with = "opt_duration")]
     pub jwks_min_refresh: Option<Duration>,
+    /// Browser origins allowed by CORS, comma-separated and exact (`*`: any, without credentials).
+    #[arg(long, global = true, env = "CORS_ORIGINS")]
+    pub cors_origins: Option<String>,
+    /// Let CORS requests carry credentials (needs an explicit origin list).
+    #[arg(long, global = true, env = "PHOTO_API_CORS_CREDENTIALS", value_parser = parse_bool)]
+    pub cors_credentials: Option<bool>,
+    /// Requests per credential to routes needing `read` (default 6000/min; `off`).
+    #[arg(long, global = true, env = "PHOTO_API_RATE_LIMIT_READ")]
+    pub rate_limit_read: Option<String>,
+    /// Requests per credential to routes needing `write` (default 3000/min; `off`).
+    #[arg(long, global = true, env = "PHOTO_API_RATE_LIMIT_WRITE")]
+    pub rate_limit_write: Option<String>,
+    /// Requests per credential to routes needing `admin` (default 600/min; `off`).
+    #[arg(long, global = true, env = "PHOTO_API_RATE_LIMIT_ADMIN")]
+    pub rate_limit_admin: Option<String>,
+    /// Requests per client address, any route (default 12000/min; `off`).
+    #[arg(long, global = true, env = "PHOTO_API_RATE_LIMIT_ADDRESS")]
+    pub rate_limit_address: Option<String>,
+    /// Requests served at once; beyond it 503 + Retry-After (default 1024).
+    #[arg(long, global = true, env = "PHOTO_API_MAX_CONCURRENT_REQUESTS")]
+    pub max_concurrent_requests: Option<usize>,
+    /// Longest request URL (path and query) (default 8KiB).
+    #[arg(long, global = true, env = "PHOTO_API_MAX_URL_BYTES")]
+    pub max_url_bytes: Option<ByteSize>,
+    /// Largest total of request headers (default 32KiB).
+    #[arg(long, global = true, env = "PHOTO_API_MAX_HEADER_BYTES")]
+    pub max_header_bytes: Option<ByteSize>,
 }
 
 mod opt_duration {
@@ -291,6 +318,8 @@ pub struct Config {
     pub temporal: Option<photo_temporal::TemporalSettings>,
     /// `None`: bearer JWTs are not accepted (API keys only).
     pub jwt: Option<photo_api_http::jwt::JwtSettings>,
+    /// Rate and size limits, CORS, HSTS.
+    pub edge: photo_api_http::edge::EdgeConfig,
 }
 
 /// Where the S3 adapter stores objects. Credentials come from the standard AWS chain, never
@@ -331,11 +360,14 @@ impl Settings {
             temporal_tls_cert, temporal_tls_key, temporal_tls_ca, temporal_tls_server_name,
             temporal_api_key, jwt_secret, jwt_jwks_url, jwt_issuer, jwt_audience,
             jwt_tenant_claim, jwt_scope_claim, jwt_default_scopes, jwt_allowed_roles,
-            jwks_cache_ttl, jwks_min_refresh)
+            jwks_cache_ttl, jwks_min_refresh, cors_origins, cors_credentials, rate_limit_read,
+            rate_limit_write, rate_limit_admin, rate_limit_address, max_concurrent_requests,
+            max_url_bytes, max_header_bytes)
     }
 
     /// Applies defaults and checks ranges.
     pub fn resolve(self) -> anyhow::Result<Config> {
+        let edge = edge_settings(&self)?;
         let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from("./data"));
         let database_url = match self.database_url {
             Some(u) => normalise_database_url(&u)?,
@@ -345,6 +377,7 @@ impl Settings {
             .map(|n| n.get())
             .unwrap_or(2);
         let c = Config {
+            edge,
             listen: self
                 .listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
@@ -443,6 +476,57 @@ fn s3_settings(
         region: nonempty(region).unwrap_or_else(|| "us-east-1".into()),
         endpoint,
     }))
+}
+
+fn edge_settings(s: &Settings) -> anyhow::Result<photo_api_http::edge::EdgeConfig> {
+    use photo_api_http::edge::{EdgeConfig, parse_rate};
+    let rate = |v: &Option<String>, name: &str, default: &str| {
+        parse_rate(v.as_deref().unwrap_or(default)).map_err(|e| anyhow::anyhow!("{name}: {e}"))
+    };
+    let cors_origins: Vec<String> = list(s.cors_origins.clone())
+        .into_iter()
+        .map(|o| o.trim_end_matches('/').to_owned())
+        .collect();
+    let cors_credentials = s.cors_credentials.unwrap_or(false);
+    if cors_credentials && cors_origins.iter().any(|o| o == "*") {
+        bail!(
+            "CORS_ORIGINS=* cannot be combined with PHOTO_API_CORS_CREDENTIALS: list the origins"
+        );
+    }
+    for o in &cors_origins {
+        if o != "*" && !(o.starts_with("https://") || o.starts_with("http://")) {
+            bail!("CORS_ORIGINS: {o:?} is not an origin like https://app.example.com");
+        }
+    }
+    let size = |v: Option<ByteSize>, default: u64| {
+        usize::try_from(v.map_or(default, ByteSize::bytes)).unwrap_or(usize::MAX)
+    };
+    let e = EdgeConfig {
+        rate_read: rate(&s.rate_limit_read, "PHOTO_API_RATE_LIMIT_READ", "6000/min")?,
+        rate_write: rate(&s.rate_limit_write, "PHOTO_API_RATE_LIMIT_WRITE", "3000/min")?,
+        rate_admin: rate(&s.rate_limit_admin, "PHOTO_API_RATE_LIMIT_ADMIN", "600/min")?,
+        rate_address: rate(
+            &s.rate_limit_address,
+            "PHOTO_API_RATE_LIMIT_ADDRESS",
+            "12000/min",
+        )?,
+        max_concurrent: s.max_concurrent_requests.unwrap_or(1024),
+        max_url_bytes: size(s.max_url_bytes, 8 * 1024),
+        max_header_bytes: size(s.max_header_bytes, 32 * 1024),
+        cors_origins,
+        cors_credentials,
+        hsts: s
+            .public_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://")),
+    };
+    if e.max_concurrent == 0 {
+        bail!("PHOTO_API_MAX_CONCURRENT_REQUESTS must be at least 1");
+    }
+    if e.max_url_bytes < 256 || e.max_header_bytes < 1024 {
+        bail!("PHOTO_API_MAX_URL_BYTES must be at least 256 and PHOTO_API_MAX_HEADER_BYTES 1KiB");
+    }
+    Ok(e)
 }
 
 struct JwtInput {

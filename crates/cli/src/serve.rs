@@ -135,6 +135,7 @@ pub async fn serve(cfg: Config, cli_settings: Settings) -> anyhow::Result<()> {
             .jwt
             .clone()
             .map(|j| Arc::new(photo_api_http::jwt::JwtVerifier::new(j))),
+        edge: Arc::new(photo_api_http::edge::Edge::new(cfg.edge.clone())),
     };
     let app = photo_api_http::app(
         state,
@@ -193,7 +194,11 @@ pub async fn serve(cfg: Config, cli_settings: Settings) -> anyhow::Result<()> {
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), worker_mode = ?cfg.worker_mode, "serving");
 
     let stop = stop_tx.clone();
-    axum::serve(listener, app)
+    // With the peer address, for the per-address rate limit.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight requests and jobs");
