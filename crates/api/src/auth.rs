@@ -165,7 +165,10 @@ impl FromRequestParts<AppState> for Caller {
         }
         if let Some(rate) = state.edge.rate_for(needed) {
             let bucket = format!("cred:{}:{}:{needed}", caller.tenant, caller.key_id);
-            let info = state.edge.limiter.check(&bucket, rate, std::time::Instant::now());
+            let info = state
+                .edge
+                .limiter
+                .check(&bucket, rate, std::time::Instant::now());
             if let Some(slot) = parts.extensions.get::<crate::edge::RateSlot>() {
                 slot.set(info);
             }

@@ -49,7 +49,10 @@ pub struct JwtSettings {
 impl std::fmt::Debug for JwtSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwtSettings")
-            .field("hs256_secret", &self.hs256_secret.as_ref().map(|_| "<redacted>"))
+            .field(
+                "hs256_secret",
+                &self.hs256_secret.as_ref().map(|_| "<redacted>"),
+            )
             .field("jwks_url", &self.jwks_url)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
@@ -276,8 +279,7 @@ impl JwtVerifier {
                     .fetched
                     .is_some_and(|t| t.elapsed() < self.settings.jwks_cache_ttl);
                 ttl_ok
-                    && c
-                        .fetched
+                    && c.fetched
                         .is_some_and(|t| t.elapsed() < self.settings.jwks_min_refresh)
             };
             if !recent {
@@ -303,12 +305,7 @@ impl JwtVerifier {
         &self,
         url: &str,
     ) -> Result<HashMap<String, (DecodingKey, Option<Algorithm>, Family)>, String> {
-        let res = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+        let res = self.http.get(url).send().await.map_err(|e| e.to_string())?;
         if !res.status().is_success() {
             return Err(format!("JWKS answered {}", res.status()));
         }

@@ -503,7 +503,11 @@ fn edge_settings(s: &Settings) -> anyhow::Result<photo_api_http::edge::EdgeConfi
     };
     let e = EdgeConfig {
         rate_read: rate(&s.rate_limit_read, "PHOTO_API_RATE_LIMIT_READ", "6000/min")?,
-        rate_write: rate(&s.rate_limit_write, "PHOTO_API_RATE_LIMIT_WRITE", "3000/min")?,
+        rate_write: rate(
+            &s.rate_limit_write,
+            "PHOTO_API_RATE_LIMIT_WRITE",
+            "3000/min",
+        )?,
         rate_admin: rate(&s.rate_limit_admin, "PHOTO_API_RATE_LIMIT_ADMIN", "600/min")?,
         rate_address: rate(
             &s.rate_limit_address,

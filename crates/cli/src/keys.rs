@@ -87,7 +87,8 @@ pub async fn run(cfg: Config, cmd: KeysCommand) -> anyhow::Result<()> {
             };
             let name = clean_key_name(name).map_err(|e| anyhow::anyhow!("--name: {}", e.detail))?;
             let (generated, rec) = new_key_record(tenant, name, &scopes, expires_at, now);
-            let detail = json!({"name": rec.name, "scopes": rec.scopes, "expires_at": rec.expires_at});
+            let detail =
+                json!({"name": rec.name, "scopes": rec.scopes, "expires_at": rec.expires_at});
             repo.create_api_key(&rec, &cli_audit("key.created", &rec.key_id, detail))
                 .await?;
             println!(
@@ -127,7 +128,8 @@ pub async fn run(cfg: Config, cmd: KeysCommand) -> anyhow::Result<()> {
                         v.tenant,
                         v.status,
                         v.scopes.join(","),
-                        v.expires_at.map_or_else(|| "never".into(), |t| t.to_rfc3339()),
+                        v.expires_at
+                            .map_or_else(|| "never".into(), |t| t.to_rfc3339()),
                         v.name
                     );
                 }

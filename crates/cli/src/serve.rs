@@ -199,13 +199,13 @@ pub async fn serve(cfg: Config, cli_settings: Settings) -> anyhow::Result<()> {
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: finishing in-flight requests and jobs");
-            let _ = stop.send(true);
-        })
-        .await
-        .context("HTTP server failed")?;
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight requests and jobs");
+        let _ = stop.send(true);
+    })
+    .await
+    .context("HTTP server failed")?;
     let _ = stop_tx.send(true);
     if let Some(t) = workers_task {
         let _ = t.await;

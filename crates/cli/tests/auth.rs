@@ -69,7 +69,14 @@ async fn keys_cli_creates_lists_and_revokes() {
     let (ok, out, err) = keys_cli(
         &dir,
         &[
-            "create", "--tenant", "acme", "--scope", "read,write", "--expires", "30d", "--name",
+            "create",
+            "--tenant",
+            "acme",
+            "--scope",
+            "read,write",
+            "--expires",
+            "30d",
+            "--name",
             "ci uploader",
         ],
     );
@@ -80,26 +87,37 @@ async fn keys_cli_creates_lists_and_revokes() {
         .unwrap()
         .to_owned();
     let key_id = key.split('_').nth(1).unwrap().to_owned();
-    assert!(out.contains(&format!("Created API key {key_id} for tenant acme")), "{out}");
+    assert!(
+        out.contains(&format!("Created API key {key_id} for tenant acme")),
+        "{out}"
+    );
     assert!(!err.contains(&key), "the key never reaches the log");
 
     // Bad input is refused with the flag's name, nothing created.
     for (args, expect) in [
         (vec!["create", "--tenant", "Bad Tenant"], "--tenant"),
-        (vec!["create", "--tenant", "acme", "--scope", "root"], "--scope"),
-        (vec!["create", "--tenant", "acme", "--expires", "soon"], "--expires"),
+        (
+            vec!["create", "--tenant", "acme", "--scope", "root"],
+            "--scope",
+        ),
+        (
+            vec!["create", "--tenant", "acme", "--expires", "soon"],
+            "--expires",
+        ),
     ] {
         let (ok, _, err) = keys_cli(&dir, &args);
         assert!(!ok, "{args:?}");
         assert!(err.contains(expect), "{args:?}: {err}");
     }
 
-    let s = Server::start_with(Opts {
-        data_dir: Some(dir.clone()),
-        key: Some(key.clone()),
-        ..Default::default()
-    }
-    .env("API_KEY", BOOT))
+    let s = Server::start_with(
+        Opts {
+            data_dir: Some(dir.clone()),
+            key: Some(key.clone()),
+            ..Default::default()
+        }
+        .env("API_KEY", BOOT),
+    )
     .await;
     assert_eq!(s.get("/jobs").await.status(), 200);
     let init = s.init_upload("image/jpeg", 100).await;
@@ -116,8 +134,14 @@ async fn keys_cli_creates_lists_and_revokes() {
     assert!(!out.contains(&key), "list never shows a secret");
     let (ok, out, _) = keys_cli(&dir, &["list", "--json"]);
     assert!(ok);
-    let rows: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let mine = rows.iter().find(|r| r["key_id"] == key_id.as_str()).unwrap();
+    let rows: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mine = rows
+        .iter()
+        .find(|r| r["key_id"] == key_id.as_str())
+        .unwrap();
     assert_eq!(mine["scopes"], json!(["read", "write"]));
     assert!(mine["expires_at"].is_string());
 
@@ -155,7 +179,13 @@ async fn admin_api_manages_keys_within_a_tenant_and_audits_it() {
     let (_, other_id) = new_key(&s, BOOT, json!({"tenant": "other", "scopes": ["read"]})).await;
 
     // A tenant admin creates keys for its own tenant only, and only with scopes it holds.
-    let r = post_as(&s, &acme_admin, "/admin/keys", json!({"scopes": ["read"], "name": "reader", "expires_in": "30d"})).await;
+    let r = post_as(
+        &s,
+        &acme_admin,
+        "/admin/keys",
+        json!({"scopes": ["read"], "name": "reader", "expires_in": "30d"}),
+    )
+    .await;
     assert_eq!(r.status(), 201);
     let created: Value = r.json().await.unwrap();
     assert_eq!(created["tenant"], "acme");
@@ -194,50 +224,118 @@ async fn admin_api_manages_keys_within_a_tenant_and_audits_it() {
 
     // The reader reads, but cannot write or administer.
     assert_eq!(get_as(&s, &reader, "/jobs").await.status(), 200);
-    let r = post_as(&s, &reader, "/uploads/init", json!({"content_type": "image/jpeg", "max_bytes": 10})).await;
+    let r = post_as(
+        &s,
+        &reader,
+        "/uploads/init",
+        json!({"content_type": "image/jpeg", "max_bytes": 10}),
+    )
+    .await;
     let p = expect_problem(r, 403, "insufficient_scope").await;
     assert_eq!(p["required_scope"], "write");
-    expect_problem(get_as(&s, &reader, "/admin/keys").await, 403, "insufficient_scope").await;
+    expect_problem(
+        get_as(&s, &reader, "/admin/keys").await,
+        403,
+        "insufficient_scope",
+    )
+    .await;
 
     // Lists: acme's admin sees acme's keys only, never a secret; the global admin sees all.
-    let list: Value = get_as(&s, &acme_admin, "/admin/keys").await.json().await.unwrap();
-    let ids: Vec<&str> = list["keys"].as_array().unwrap().iter().map(|k| k["key_id"].as_str().unwrap()).collect();
+    let list: Value = get_as(&s, &acme_admin, "/admin/keys")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = list["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["key_id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids.len(), 2, "{list}");
     assert!(ids.contains(&acme_admin_id.as_str()) && ids.contains(&reader_id.as_str()));
     assert!(!list.to_string().contains(&reader), "no secrets in lists");
-    expect_problem(get_as(&s, &acme_admin, "/admin/keys?tenant=other").await, 403, "insufficient_scope").await;
+    expect_problem(
+        get_as(&s, &acme_admin, "/admin/keys?tenant=other").await,
+        403,
+        "insufficient_scope",
+    )
+    .await;
     let all: Value = get_as(&s, BOOT, "/admin/keys").await.json().await.unwrap();
     assert_eq!(all["keys"].as_array().unwrap().len(), 3);
-    let others: Value = get_as(&s, BOOT, "/admin/keys?tenant=other").await.json().await.unwrap();
+    let others: Value = get_as(&s, BOOT, "/admin/keys?tenant=other")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(others["keys"][0]["key_id"], other_id.as_str());
 
     // last_used_at is recorded (asynchronously) after a use.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let list: Value = get_as(&s, &acme_admin, "/admin/keys").await.json().await.unwrap();
-        let k = list["keys"].as_array().unwrap().iter().find(|k| k["key_id"] == reader_id.as_str()).cloned().unwrap();
+        let list: Value = get_as(&s, &acme_admin, "/admin/keys")
+            .await
+            .json()
+            .await
+            .unwrap();
+        let k = list["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["key_id"] == reader_id.as_str())
+            .cloned()
+            .unwrap();
         if k["last_used_at"].is_string() {
             break;
         }
-        assert!(Instant::now() < deadline, "last_used_at never recorded: {k}");
+        assert!(
+            Instant::now() < deadline,
+            "last_used_at never recorded: {k}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     // Revocation: another tenant's key is not found; the own key is revoked at once; twice is
     // the same answer.
-    expect_problem(delete_as(&s, &acme_admin, &format!("/admin/keys/{other_id}")).await, 404, "not_found").await;
-    expect_problem(delete_as(&s, &acme_admin, "/admin/keys/not-a-key").await, 404, "not_found").await;
+    expect_problem(
+        delete_as(&s, &acme_admin, &format!("/admin/keys/{other_id}")).await,
+        404,
+        "not_found",
+    )
+    .await;
+    expect_problem(
+        delete_as(&s, &acme_admin, "/admin/keys/not-a-key").await,
+        404,
+        "not_found",
+    )
+    .await;
     let r = delete_as(&s, &acme_admin, &format!("/admin/keys/{reader_id}")).await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["status"], "revoked");
-    expect_problem(get_as(&s, &reader, "/jobs").await, 401, "invalid_credentials").await;
-    let again: Value = delete_as(&s, &acme_admin, &format!("/admin/keys/{reader_id}")).await.json().await.unwrap();
+    expect_problem(
+        get_as(&s, &reader, "/jobs").await,
+        401,
+        "invalid_credentials",
+    )
+    .await;
+    let again: Value = delete_as(&s, &acme_admin, &format!("/admin/keys/{reader_id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(again["revoked_at"], v["revoked_at"]);
-    assert_eq!(get_as(&s, BOOT, &format!("/admin/keys?tenant=other")).await.status(), 200);
+    assert_eq!(
+        get_as(&s, BOOT, "/admin/keys?tenant=other").await.status(),
+        200
+    );
 
     // The audit log: acme's admin sees acme's entries, newest first, one per change.
-    let log: Value = get_as(&s, &acme_admin, "/admin/audit").await.json().await.unwrap();
+    let log: Value = get_as(&s, &acme_admin, "/admin/audit")
+        .await
+        .json()
+        .await
+        .unwrap();
     let entries = log["entries"].as_array().unwrap();
     let acts: Vec<(String, String, String)> = entries
         .iter()
@@ -252,28 +350,67 @@ async fn admin_api_manages_keys_within_a_tenant_and_audits_it() {
     assert_eq!(
         acts,
         [
-            ("key.revoked".to_owned(), acme_admin_id.clone(), reader_id.clone()),
-            ("key.created".to_owned(), acme_admin_id.clone(), reader_id.clone()),
-            ("key.created".to_owned(), "bootstrap".to_owned(), acme_admin_id.clone()),
+            (
+                "key.revoked".to_owned(),
+                acme_admin_id.clone(),
+                reader_id.clone()
+            ),
+            (
+                "key.created".to_owned(),
+                acme_admin_id.clone(),
+                reader_id.clone()
+            ),
+            (
+                "key.created".to_owned(),
+                "bootstrap".to_owned(),
+                acme_admin_id.clone()
+            ),
         ]
     );
     assert!(entries.iter().all(|e| e["tenant"] == "acme"));
     assert_eq!(entries[1]["detail"]["scopes"], json!(["read"]));
     assert!(!log.to_string().contains(&reader) && !log.to_string().contains(&acme_admin));
-    expect_problem(get_as(&s, &acme_admin, "/admin/audit?tenant=other").await, 403, "insufficient_scope").await;
-    expect_problem(get_as(&s, &acme_admin, "/admin/audit?limit=0").await, 422, "invalid_request").await;
-    let page: Value = get_as(&s, BOOT, "/admin/audit?limit=2").await.json().await.unwrap();
+    expect_problem(
+        get_as(&s, &acme_admin, "/admin/audit?tenant=other").await,
+        403,
+        "insufficient_scope",
+    )
+    .await;
+    expect_problem(
+        get_as(&s, &acme_admin, "/admin/audit?limit=0").await,
+        422,
+        "invalid_request",
+    )
+    .await;
+    let page: Value = get_as(&s, BOOT, "/admin/audit?limit=2")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(page["entries"].as_array().unwrap().len(), 2);
     let before = page["next_before"].as_i64().unwrap();
-    let rest: Value = get_as(&s, BOOT, &format!("/admin/audit?before={before}")).await.json().await.unwrap();
-    assert_eq!(rest["entries"].as_array().unwrap().len(), 2, "4 actions in all: {rest}");
+    let rest: Value = get_as(&s, BOOT, &format!("/admin/audit?before={before}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        rest["entries"].as_array().unwrap().len(),
+        2,
+        "4 actions in all: {rest}"
+    );
     assert!(rest["next_before"].is_null());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn expired_keys_are_refused() {
     let s = boot_server().await;
-    let (key, _) = new_key(&s, BOOT, json!({"tenant": "acme", "scopes": ["read"], "expires_in": "1s"})).await;
+    let (key, _) = new_key(
+        &s,
+        BOOT,
+        json!({"tenant": "acme", "scopes": ["read"], "expires_in": "1s"}),
+    )
+    .await;
     let deadline = Instant::now() + Duration::from_secs(10);
     // Valid until it expires, refused from then on (the wait is for the clock, not a timing check).
     loop {
@@ -286,7 +423,11 @@ async fn expired_keys_are_refused() {
         assert!(Instant::now() < deadline, "the key never expired");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let list: Value = get_as(&s, BOOT, "/admin/keys?tenant=acme").await.json().await.unwrap();
+    let list: Value = get_as(&s, BOOT, "/admin/keys?tenant=acme")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["keys"][0]["status"], "expired");
 }
 
@@ -317,7 +458,15 @@ async fn every_documented_route_enforces_its_scope() {
         let (k, _) = new_key(&s, BOOT, json!({"tenant": "acme", "scopes": scopes})).await;
         without.insert(missing, k);
     }
-    let doc: Value = s.http.get(s.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let doc: Value = s
+        .http
+        .get(s.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let mut checked = 0;
     for (path, ops) in doc["paths"].as_object().unwrap() {
         for (method, op) in ops.as_object().unwrap() {
@@ -334,7 +483,13 @@ async fn every_documented_route_enforces_its_scope() {
                 .join("/");
             let m = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap();
             let scope = needed(method, path);
-            let r = s.http.request(m.clone(), s.url(&concrete)).json(&json!({})).send().await.unwrap();
+            let r = s
+                .http
+                .request(m.clone(), s.url(&concrete))
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap();
             expect_problem(r, 401, "unauthenticated").await;
             let r = s
                 .http

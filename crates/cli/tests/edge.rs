@@ -24,9 +24,21 @@ fn header(r: &reqwest::Response, name: &str) -> Option<String> {
 }
 
 fn assert_security_headers(r: &reqwest::Response, what: &str) {
-    assert_eq!(header(r, "x-content-type-options").as_deref(), Some("nosniff"), "{what}");
-    assert_eq!(header(r, "x-frame-options").as_deref(), Some("DENY"), "{what}");
-    assert_eq!(header(r, "referrer-policy").as_deref(), Some("no-referrer"), "{what}");
+    assert_eq!(
+        header(r, "x-content-type-options").as_deref(),
+        Some("nosniff"),
+        "{what}"
+    );
+    assert_eq!(
+        header(r, "x-frame-options").as_deref(),
+        Some("DENY"),
+        "{what}"
+    );
+    assert_eq!(
+        header(r, "referrer-policy").as_deref(),
+        Some("no-referrer"),
+        "{what}"
+    );
     let csp = header(r, "content-security-policy").unwrap_or_default();
     assert!(
         csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
@@ -42,29 +54,54 @@ async fn security_headers_are_on_every_response() {
     let job = s
         .submit(json!({"job_type": "thumbnail", "upload_id": upload, "params": {"width": 16, "height": 16}}))
         .await;
-    let done = s.wait_job(job["job_id"].as_str().unwrap(), Duration::from_secs(60)).await;
+    let done = s
+        .wait_job(job["job_id"].as_str().unwrap(), Duration::from_secs(60))
+        .await;
     let out = done["outputs"][0]["url"].as_str().unwrap().to_owned();
     let cases = vec![
         ("healthz", c.get(s.url("/healthz")).send().await.unwrap()),
         ("health", c.get(s.url("/health")).send().await.unwrap()),
         ("docs", c.get(s.url("/docs")).send().await.unwrap()),
-        ("openapi", c.get(s.url("/openapi.json")).send().await.unwrap()),
+        (
+            "openapi",
+            c.get(s.url("/openapi.json")).send().await.unwrap(),
+        ),
         ("401", c.get(s.url("/jobs")).send().await.unwrap()),
         ("200", s.get("/jobs").await),
         ("404 route", s.get("/nope").await),
-        ("404 job", s.get("/jobs/00000000-0000-0000-0000-000000000000").await),
+        (
+            "404 job",
+            s.get("/jobs/00000000-0000-0000-0000-000000000000").await,
+        ),
         ("405", c.put(s.url("/jobs")).send().await.unwrap()),
-        ("422", s.post("/uploads/init", json!({"content_type": "text/html", "max_bytes": 1})).await),
+        (
+            "422",
+            s.post(
+                "/uploads/init",
+                json!({"content_type": "text/html", "max_bytes": 1}),
+            )
+            .await,
+        ),
         ("signed download", c.get(&out).send().await.unwrap()),
-        ("bad signature", c.get(format!("{}0", out)).send().await.unwrap()),
+        (
+            "bad signature",
+            c.get(format!("{}0", out)).send().await.unwrap(),
+        ),
     ];
     for (what, r) in &cases {
         assert_security_headers(r, what);
-        assert!(header(r, "strict-transport-security").is_none(), "{what}: no HSTS over plain HTTP");
+        assert!(
+            header(r, "strict-transport-security").is_none(),
+            "{what}: no HSTS over plain HTTP"
+        );
     }
     // Reached over TLS (an https public URL, behind a TLS proxy): HSTS too.
     // (It announces its public URL, so it is started on a known port here.)
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let dir = tempdir();
     let mut child = command(&dir)
         .arg("serve")
@@ -76,16 +113,27 @@ async fn security_headers_are_on_every_response() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let r = loop {
-        if let Ok(r) = c.get(format!("http://127.0.0.1:{port}/healthz")).send().await {
+        if let Ok(r) = c
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+        {
             break r;
         }
-        assert!(Instant::now() < deadline, "the https-public-URL server did not start");
+        assert!(
+            Instant::now() < deadline,
+            "the https-public-URL server did not start"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let _ = child.kill();
     let _ = child.wait();
     assert_security_headers(&r, "tls");
-    assert!(header(&r, "strict-transport-security").unwrap().contains("max-age="));
+    assert!(
+        header(&r, "strict-transport-security")
+            .unwrap()
+            .contains("max-age=")
+    );
 }
 
 fn preflight(s: &Server, origin: &str, method: &str) -> reqwest::RequestBuilder {
@@ -93,27 +141,57 @@ fn preflight(s: &Server, origin: &str, method: &str) -> reqwest::RequestBuilder 
         .request(reqwest::Method::OPTIONS, s.url("/jobs"))
         .header("Origin", origin)
         .header("Access-Control-Request-Method", method)
-        .header("Access-Control-Request-Headers", "authorization,content-type")
+        .header(
+            "Access-Control-Request-Headers",
+            "authorization,content-type",
+        )
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cors_allows_exactly_the_configured_origins() {
-    let s = Server::start_with(
-        opts().env("CORS_ORIGINS", "https://app.example.test, https://admin.example.test/"),
-    )
+    let s = Server::start_with(opts().env(
+        "CORS_ORIGINS",
+        "https://app.example.test, https://admin.example.test/",
+    ))
     .await;
     let ok = "https://app.example.test";
     let r = preflight(&s, ok, "POST").send().await.unwrap();
     assert!(r.status().is_success(), "{}", r.status());
-    assert_eq!(header(&r, "access-control-allow-origin").as_deref(), Some(ok));
-    assert!(header(&r, "access-control-allow-methods").unwrap().contains("POST"));
-    let allowed = header(&r, "access-control-allow-headers").unwrap().to_ascii_lowercase();
-    assert!(allowed.contains("authorization") && allowed.contains("content-type"), "{allowed}");
-    assert!(header(&r, "access-control-allow-credentials").is_none(), "credentials off by default");
-    assert!(header(&r, "vary").unwrap_or_default().to_ascii_lowercase().contains("origin"));
+    assert_eq!(
+        header(&r, "access-control-allow-origin").as_deref(),
+        Some(ok)
+    );
+    assert!(
+        header(&r, "access-control-allow-methods")
+            .unwrap()
+            .contains("POST")
+    );
+    let allowed = header(&r, "access-control-allow-headers")
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        allowed.contains("authorization") && allowed.contains("content-type"),
+        "{allowed}"
+    );
+    assert!(
+        header(&r, "access-control-allow-credentials").is_none(),
+        "credentials off by default"
+    );
+    assert!(
+        header(&r, "vary")
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+            .contains("origin")
+    );
     assert_security_headers(&r, "preflight");
-    let admin = preflight(&s, "https://admin.example.test", "DELETE").send().await.unwrap();
-    assert_eq!(header(&admin, "access-control-allow-origin").as_deref(), Some("https://admin.example.test"));
+    let admin = preflight(&s, "https://admin.example.test", "DELETE")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        header(&admin, "access-control-allow-origin").as_deref(),
+        Some("https://admin.example.test")
+    );
 
     // Not listed, or merely similar: no CORS grant (the browser refuses the call).
     for bad in [
@@ -125,24 +203,54 @@ async fn cors_allows_exactly_the_configured_origins() {
     ] {
         let r = preflight(&s, bad, "POST").send().await.unwrap();
         assert!(header(&r, "access-control-allow-origin").is_none(), "{bad}");
-        let r = s.http.get(s.url("/jobs")).bearer_auth(&s.key).header("Origin", bad).send().await.unwrap();
+        let r = s
+            .http
+            .get(s.url("/jobs"))
+            .bearer_auth(&s.key)
+            .header("Origin", bad)
+            .send()
+            .await
+            .unwrap();
         assert!(header(&r, "access-control-allow-origin").is_none(), "{bad}");
     }
     // An actual request from an allowed origin: granted, and the useful headers are exposed.
-    let r = s.http.get(s.url("/jobs")).bearer_auth(&s.key).header("Origin", ok).send().await.unwrap();
+    let r = s
+        .http
+        .get(s.url("/jobs"))
+        .bearer_auth(&s.key)
+        .header("Origin", ok)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(header(&r, "access-control-allow-origin").as_deref(), Some(ok));
-    let exposed = header(&r, "access-control-expose-headers").unwrap().to_ascii_lowercase();
-    assert!(exposed.contains("x-request-id") && exposed.contains("retry-after"), "{exposed}");
+    assert_eq!(
+        header(&r, "access-control-allow-origin").as_deref(),
+        Some(ok)
+    );
+    let exposed = header(&r, "access-control-expose-headers")
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        exposed.contains("x-request-id") && exposed.contains("retry-after"),
+        "{exposed}"
+    );
 
     // With credentials: an explicit list only; `*` with credentials refuses to start.
     let creds = Server::start_with(
-        opts().env("CORS_ORIGINS", ok).env("PHOTO_API_CORS_CREDENTIALS", "true"),
+        opts()
+            .env("CORS_ORIGINS", ok)
+            .env("PHOTO_API_CORS_CREDENTIALS", "true"),
     )
     .await;
     let r = preflight(&creds, ok, "GET").send().await.unwrap();
-    assert_eq!(header(&r, "access-control-allow-origin").as_deref(), Some(ok));
-    assert_eq!(header(&r, "access-control-allow-credentials").as_deref(), Some("true"));
+    assert_eq!(
+        header(&r, "access-control-allow-origin").as_deref(),
+        Some(ok)
+    );
+    assert_eq!(
+        header(&r, "access-control-allow-credentials").as_deref(),
+        Some("true")
+    );
     let dir = tempdir();
     let out = command(&dir)
         .arg("serve")
@@ -153,11 +261,20 @@ async fn cors_allows_exactly_the_configured_origins() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("CORS_ORIGINS") && err.contains("PHOTO_API_CORS_CREDENTIALS"), "{err}");
+    assert!(
+        err.contains("CORS_ORIGINS") && err.contains("PHOTO_API_CORS_CREDENTIALS"),
+        "{err}"
+    );
     // `*` alone: any origin, never with credentials.
     let any = Server::start_with(opts().env("CORS_ORIGINS", "*")).await;
-    let r = preflight(&any, "https://whoever.example.test", "GET").send().await.unwrap();
-    assert_eq!(header(&r, "access-control-allow-origin").as_deref(), Some("*"));
+    let r = preflight(&any, "https://whoever.example.test", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        header(&r, "access-control-allow-origin").as_deref(),
+        Some("*")
+    );
     assert!(header(&r, "access-control-allow-credentials").is_none());
 }
 
@@ -171,7 +288,10 @@ async fn new_key(s: &Server, scopes: Value) -> String {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    r.json::<Value>().await.unwrap()["key"].as_str().unwrap().to_owned()
+    r.json::<Value>().await.unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -196,7 +316,7 @@ async fn rate_limits_per_credential_and_scope() {
     }
     let r = get(&a).await.unwrap();
     let retry: u64 = header(&r, "retry-after").unwrap().parse().unwrap();
-    assert!(retry >= 1 && retry <= 720, "one token per 720 s: {retry}");
+    assert!((1..=720).contains(&retry), "one token per 720 s: {retry}");
     assert_eq!(header(&r, "ratelimit-remaining").as_deref(), Some("0"));
     assert!(header(&r, "ratelimit-reset").is_some());
     assert_security_headers(&r, "429");
@@ -214,7 +334,12 @@ async fn rate_limits_per_credential_and_scope() {
     assert_eq!(init(&a).await.unwrap().status(), 201);
     expect_problem(init(&a).await.unwrap(), 429, "rate_limited").await;
     // Unauthenticated requests are not counted against a key.
-    expect_problem(s.http.get(s.url("/jobs")).send().await.unwrap(), 401, "unauthenticated").await;
+    expect_problem(
+        s.http.get(s.url("/jobs")).send().await.unwrap(),
+        401,
+        "unauthenticated",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -229,7 +354,11 @@ async fn rate_limits_per_client_address() {
     for path in ["/healthz", "/jobs", "/health", "/nope"] {
         let r = s.http.get(s.url(path)).send().await.unwrap();
         assert_ne!(r.status(), 429, "{path}");
-        assert_eq!(header(&r, "ratelimit-limit").as_deref(), Some("4"), "{path}");
+        assert_eq!(
+            header(&r, "ratelimit-limit").as_deref(),
+            Some("4"),
+            "{path}"
+        );
     }
     let r = s.get("/jobs").await;
     assert!(header(&r, "retry-after").is_some());
@@ -259,7 +388,10 @@ async fn urls_and_headers_have_size_limits() {
         .post(s.url("/jobs"))
         .bearer_auth(&s.key)
         .header("content-type", "application/json")
-        .body(format!("{{\"job_type\":\"thumbnail\",\"pad\":\"{}\"}}", "c".repeat(200_000)))
+        .body(format!(
+            "{{\"job_type\":\"thumbnail\",\"pad\":\"{}\"}}",
+            "c".repeat(200_000)
+        ))
         .send()
         .await
         .unwrap();

@@ -236,7 +236,10 @@ async fn make_tenant(s: &mut Server, name: &str, shade: u32) -> Tenant {
     // With S3 the signed URLs point at the bucket: A then tries a made-up signature on our
     // own signed routes instead.
     let our_query = |url: &str| match url.strip_prefix(&as_t.base) {
-        Some(rest) => rest.split_once('?').map(|x| x.1.to_owned()).unwrap_or_default(),
+        Some(rest) => rest
+            .split_once('?')
+            .map(|x| x.1.to_owned())
+            .unwrap_or_default(),
         None => "expires=9999999999&sig=0123".into(),
     };
     let t = Tenant {
@@ -395,10 +398,9 @@ fn routes() -> Vec<Route> {
                 Req::new("POST", "/uploads/init")
                     .json(json!({"content_type": "image/jpeg", "max_bytes": 10})),
                 // A tenant named in the body is refused (unknown field), never obeyed.
-                Req::new("POST", "/uploads/init").json(
-                    json!({"content_type": "image/jpeg", "max_bytes": 10, "tenant": b.name}),
-                ),
-                Req::new("POST", &format!("/uploads/init?tenant={}", b.name))
+                Req::new("POST", "/uploads/init")
+                    .json(json!({"content_type": "image/jpeg", "max_bytes": 10, "tenant": b.name})),
+                Req::new("POST", format!("/uploads/init?tenant={}", b.name))
                     .json(json!({"content_type": "image/jpeg", "max_bytes": 10})),
             ])
         }),
@@ -417,7 +419,10 @@ fn routes() -> Vec<Route> {
         }),
         // Signed, no credential: A's own signature (or none) on B's upload.
         public("POST", "/uploads/{upload_id}/object", |a, b| {
-            let fields = [("key", b.pending_key.as_str()), ("Content-Type", "image/png")];
+            let fields = [
+                ("key", b.pending_key.as_str()),
+                ("Content-Type", "image/png"),
+            ];
             let file = common::png(4, 4);
             let mut v = Vec::new();
             for id in variants(&b.pending_id, &a.pending_id) {
@@ -469,17 +474,17 @@ fn routes() -> Vec<Route> {
         }),
         route("POST", "/admin/keys", |_, b| {
             denied([
+                Req::new("POST", "/admin/keys").json(json!({"tenant": b.name, "scopes": ["read"]})),
                 Req::new("POST", "/admin/keys")
-                    .json(json!({"tenant": b.name, "scopes": ["read"]})),
-                Req::new("POST", "/admin/keys").json(
-                    json!({"tenant": "TENANT-B", "scopes": ["read"]}),
-                ),
-                Req::new("POST", "/admin/keys")
-                    .json(json!({"scopes": ["read", "global"]})),
+                    .json(json!({"tenant": "TENANT-B", "scopes": ["read"]})),
+                Req::new("POST", "/admin/keys").json(json!({"scopes": ["read", "global"]})),
             ])
             .into_iter()
-            .chain(own([Req::new("POST", format!("/admin/keys?tenant={}", b.name))
-                .json(json!({"scopes": ["read"], "name": "own"}))]))
+            .chain(own([Req::new(
+                "POST",
+                format!("/admin/keys?tenant={}", b.name),
+            )
+            .json(json!({"scopes": ["read"], "name": "own"}))]))
             .collect()
         }),
         route("GET", "/admin/keys", |_, b| {
@@ -522,8 +527,10 @@ async fn documented(s: &Server) -> BTreeSet<(String, String)> {
     let mut out = BTreeSet::new();
     for (path, ops) in doc["paths"].as_object().unwrap() {
         for method in ops.as_object().unwrap().keys() {
-            if ["get", "put", "post", "delete", "patch", "head", "options", "trace"]
-                .contains(&method.as_str())
+            if [
+                "get", "put", "post", "delete", "patch", "head", "options", "trace",
+            ]
+            .contains(&method.as_str())
             {
                 out.insert((method.to_ascii_uppercase(), path.clone()));
             }
@@ -555,7 +562,10 @@ async fn tenant_a_cannot_reach_tenant_b_on_any_route() {
          for each to `routes()` in crates/cli/tests/isolation.rs"
     );
     let stale: Vec<_> = covered.difference(&doc).collect();
-    assert!(stale.is_empty(), "probes for routes no longer documented: {stale:?}");
+    assert!(
+        stale.is_empty(),
+        "probes for routes no longer documented: {stale:?}"
+    );
 
     let markers = fx.b_markers();
     // B's key id with A's secret: authentication fails, whatever the route.
@@ -601,11 +611,7 @@ async fn tenant_a_cannot_reach_tenant_b_on_any_route() {
                 (None, Expect::OwnOnly) => assert!(res.status < 500, "{what}"),
             }
             // Nothing of B's that A did not send itself.
-            let sent = format!(
-                "{} {}",
-                p.req.target,
-                String::from_utf8_lossy(&p.req.body)
-            );
+            let sent = format!("{} {}", p.req.target, String::from_utf8_lossy(&p.req.body));
             for (name, m) in &markers {
                 if find(sent.as_bytes(), m) {
                     continue;
@@ -623,7 +629,10 @@ async fn tenant_a_cannot_reach_tenant_b_on_any_route() {
     // DELETEs revoked nothing of B's.
     let as_b = |path: &str| Req::new("GET", path).auth(&b.key);
     let base = &fx.server.base;
-    assert_eq!(send(base, &as_b(&format!("/uploads/{}", b.upload_id))).status, 200);
+    assert_eq!(
+        send(base, &as_b(&format!("/uploads/{}", b.upload_id))).status,
+        200
+    );
     let job: Value =
         serde_json::from_slice(&send(base, &as_b(&format!("/jobs/{}", b.job_id))).body).unwrap();
     assert_eq!(job["status"], "completed");

@@ -82,10 +82,20 @@ fn rsa_key(dir: &Path, kid: &str) -> TestKey {
     let der = format!("{kid}.der");
     openssl(&["genrsa", "-out", &pem, "2048"], dir);
     openssl(
-        &["rsa", "-in", &pem, "-traditional", "-outform", "DER", "-out", &der],
+        &[
+            "rsa",
+            "-in",
+            &pem,
+            "-traditional",
+            "-outform",
+            "DER",
+            "-out",
+            &der,
+        ],
         dir,
     );
-    let modulus = String::from_utf8(openssl(&["rsa", "-in", &pem, "-noout", "-modulus"], dir)).unwrap();
+    let modulus =
+        String::from_utf8(openssl(&["rsa", "-in", &pem, "-noout", "-modulus"], dir)).unwrap();
     let hex = modulus.trim().strip_prefix("Modulus=").unwrap();
     let n: Vec<u8> = (0..hex.len())
         .step_by(2)
@@ -102,12 +112,30 @@ fn ec_key(dir: &Path, kid: &str) -> TestKey {
     let pem = format!("{kid}.pem");
     let p8 = format!("{kid}.p8");
     let public = format!("{kid}.pub");
-    openssl(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", &pem], dir);
     openssl(
-        &["pkcs8", "-topk8", "-nocrypt", "-in", &pem, "-outform", "DER", "-out", &p8],
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            &pem,
+        ],
         dir,
     );
-    openssl(&["ec", "-in", &pem, "-pubout", "-outform", "DER", "-out", &public], dir);
+    openssl(
+        &[
+            "pkcs8", "-topk8", "-nocrypt", "-in", &pem, "-outform", "DER", "-out", &p8,
+        ],
+        dir,
+    );
+    openssl(
+        &[
+            "ec", "-in", &pem, "-pubout", "-outform", "DER", "-out", &public,
+        ],
+        dir,
+    );
     let spki = std::fs::read(dir.join(&public)).unwrap();
     // The uncompressed point 04 || x || y ends the SubjectPublicKeyInfo.
     let point = &spki[spki.len() - 65..];
@@ -135,7 +163,10 @@ struct Jwks {
 
 async fn jwks_server() -> Jwks {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/.well-known/jwks.json", listener.local_addr().unwrap());
+    let url = format!(
+        "http://{}/.well-known/jwks.json",
+        listener.local_addr().unwrap()
+    );
     let keys: Arc<Mutex<Vec<Value>>> = Arc::default();
     let fetches: Arc<AtomicUsize> = Arc::default();
     let (k, f) = (keys.clone(), fetches.clone());
@@ -149,7 +180,9 @@ async fn jwks_server() -> Jwks {
                 let mut buf = vec![0u8; 4096];
                 let mut got = Vec::new();
                 while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                    let Ok(n) = sock.read(&mut buf).await else { return };
+                    let Ok(n) = sock.read(&mut buf).await else {
+                        return;
+                    };
                     if n == 0 {
                         return;
                     }
@@ -169,7 +202,12 @@ async fn jwks_server() -> Jwks {
 }
 
 async fn get_with(s: &Server, token: &str, path: &str) -> reqwest::Response {
-    s.http.get(s.url(path)).bearer_auth(token).send().await.unwrap()
+    s.http
+        .get(s.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
 }
 
 async fn init_with(s: &Server, token: &str) -> reqwest::Response {
@@ -201,24 +239,54 @@ async fn hs256_tokens_are_checked_and_scoped() {
     let r = init_with(&s, &good).await;
     assert_eq!(r.status(), 201);
     let up: Value = r.json().await.unwrap();
-    assert!(up["key"].as_str().unwrap().starts_with("tenants/acme/"), "{up}");
+    assert!(
+        up["key"].as_str().unwrap().starts_with("tenants/acme/"),
+        "{up}"
+    );
     let id = up["upload_id"].as_str().unwrap();
-    assert_eq!(get_with(&s, &good, &format!("/uploads/{id}")).await.status(), 200);
+    assert_eq!(
+        get_with(&s, &good, &format!("/uploads/{id}"))
+            .await
+            .status(),
+        200
+    );
 
     // Another tenant's token sees nothing of acme's.
     let other = hs(&claims("other", None), SECRET);
-    expect_problem(get_with(&s, &other, &format!("/uploads/{id}")).await, 404, "not_found").await;
+    expect_problem(
+        get_with(&s, &other, &format!("/uploads/{id}")).await,
+        404,
+        "not_found",
+    )
+    .await;
 
     // Wrong scope: a read-only token cannot write or administer.
     let reader = hs(&claims("acme", Some("read")), SECRET);
     assert_eq!(get_with(&s, &reader, "/jobs").await.status(), 200);
     expect_problem(init_with(&s, &reader).await, 403, "insufficient_scope").await;
-    expect_problem(get_with(&s, &reader, "/admin/keys").await, 403, "insufficient_scope").await;
+    expect_problem(
+        get_with(&s, &reader, "/admin/keys").await,
+        403,
+        "insufficient_scope",
+    )
+    .await;
     // `global` never comes from a token.
     let greedy = hs(&claims("acme", Some("read admin global")), SECRET);
-    let keys: Value = get_with(&s, &greedy, "/admin/keys").await.json().await.unwrap();
-    assert!(keys["keys"].as_array().unwrap().is_empty(), "acme's keys only: {keys}");
-    expect_problem(get_with(&s, &greedy, "/admin/keys?tenant=default").await, 403, "insufficient_scope").await;
+    let keys: Value = get_with(&s, &greedy, "/admin/keys")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        keys["keys"].as_array().unwrap().is_empty(),
+        "acme's keys only: {keys}"
+    );
+    expect_problem(
+        get_with(&s, &greedy, "/admin/keys?tenant=default").await,
+        403,
+        "insufficient_scope",
+    )
+    .await;
 
     let mut expired = claims("acme", None);
     expired["exp"] = json!(now() - 3600);
@@ -238,7 +306,11 @@ async fn hs256_tokens_are_checked_and_scoped() {
     let body = B64.encode(claims("acme", None).to_string());
     for (what, token, detail) in [
         ("expired", hs(&expired, SECRET), "expired"),
-        ("wrong signature", hs(&claims("acme", None), "another-secret-0123456789abcdef0123"), "signature"),
+        (
+            "wrong signature",
+            hs(&claims("acme", None), "another-secret-0123456789abcdef0123"),
+            "signature",
+        ),
         ("wrong audience", hs(&wrong_aud, SECRET), "audience"),
         ("wrong issuer", hs(&wrong_iss, SECRET), "issuer"),
         ("refused role", hs(&anon, SECRET), "role"),
@@ -246,13 +318,27 @@ async fn hs256_tokens_are_checked_and_scoped() {
         ("not yet valid", hs(&not_yet, SECRET), "not valid yet"),
         ("no exp", hs(&no_exp, SECRET), "claim"),
         ("alg none", format!("{header_none}.{body}."), "malformed"),
-        ("tampered", {
-            let t = hs(&claims("acme", None), SECRET);
-            let parts: Vec<&str> = t.split('.').collect();
-            format!("{}.{}.{}", parts[0], B64.encode(claims("other", None).to_string()), parts[2])
-        }, "signature"),
+        (
+            "tampered",
+            {
+                let t = hs(&claims("acme", None), SECRET);
+                let parts: Vec<&str> = t.split('.').collect();
+                format!(
+                    "{}.{}.{}",
+                    parts[0],
+                    B64.encode(claims("other", None).to_string()),
+                    parts[2]
+                )
+            },
+            "signature",
+        ),
     ] {
-        let p = expect_problem(get_with(&s, &token, "/jobs").await, 401, "invalid_credentials").await;
+        let p = expect_problem(
+            get_with(&s, &token, "/jobs").await,
+            401,
+            "invalid_credentials",
+        )
+        .await;
         assert!(
             p["detail"].as_str().unwrap().contains(detail),
             "{what}: {p}"
@@ -261,7 +347,12 @@ async fn hs256_tokens_are_checked_and_scoped() {
     // RS256 tokens are refused when no JWKS is configured.
     let dir = tempdir();
     let k = rsa_key(&dir, "r1");
-    expect_problem(get_with(&s, &sign(&k, "r1", &claims("acme", None)), "/jobs").await, 401, "invalid_credentials").await;
+    expect_problem(
+        get_with(&s, &sign(&k, "r1", &claims("acme", None)), "/jobs").await,
+        401,
+        "invalid_credentials",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -271,7 +362,10 @@ async fn jwks_tokens_rs256_es256_refresh_and_withdrawal() {
     let r2 = rsa_key(&dir, "r2");
     let e1 = ec_key(&dir, "e1");
     let jwks = jwks_server().await;
-    jwks.keys.lock().unwrap().extend([r1.jwk.clone(), e1.jwk.clone()]);
+    jwks.keys
+        .lock()
+        .unwrap()
+        .extend([r1.jwk.clone(), e1.jwk.clone()]);
     let opts = |ttl: &str| {
         Opts::default()
             .env("API_KEY", "jwt-test-bootstrap-0123456789")
@@ -298,40 +392,88 @@ async fn jwks_tokens_rs256_es256_refresh_and_withdrawal() {
 
     // Signed by a key the JWKS does not hold, under a known kid: wrong signature.
     let forged = sign(&r2, "r1", &c);
-    expect_problem(get_with(&s, &forged, "/jobs").await, 401, "invalid_credentials").await;
+    expect_problem(
+        get_with(&s, &forged, "/jobs").await,
+        401,
+        "invalid_credentials",
+    )
+    .await;
     // An EC-signed token claiming the RSA key: refused.
     let mut h = Header::new(Algorithm::ES256);
     h.kid = Some("r1".into());
     let confused = encode(&h, &c, &e1.enc).unwrap();
-    expect_problem(get_with(&s, &confused, "/jobs").await, 401, "invalid_credentials").await;
+    expect_problem(
+        get_with(&s, &confused, "/jobs").await,
+        401,
+        "invalid_credentials",
+    )
+    .await;
     // HS256 signed with the RSA public key's JWK as the secret (algorithm confusion): refused.
     let mut h = Header::new(Algorithm::HS256);
     h.kid = Some("r1".into());
-    let hs_conf = encode(&h, &c, &EncodingKey::from_secret(r1.jwk.to_string().as_bytes())).unwrap();
-    expect_problem(get_with(&s, &hs_conf, "/jobs").await, 401, "invalid_credentials").await;
+    let hs_conf = encode(
+        &h,
+        &c,
+        &EncodingKey::from_secret(r1.jwk.to_string().as_bytes()),
+    )
+    .unwrap();
+    expect_problem(
+        get_with(&s, &hs_conf, "/jobs").await,
+        401,
+        "invalid_credentials",
+    )
+    .await;
     // Wrong audience and expiry are checked for JWKS tokens too.
     let mut bad = c.clone();
     bad["aud"] = json!("other");
-    expect_problem(get_with(&s, &sign(&r1, "r1", &bad), "/jobs").await, 401, "invalid_credentials").await;
+    expect_problem(
+        get_with(&s, &sign(&r1, "r1", &bad), "/jobs").await,
+        401,
+        "invalid_credentials",
+    )
+    .await;
     let mut old = c.clone();
     old["exp"] = json!(now() - 3600);
-    expect_problem(get_with(&s, &sign(&r1, "r1", &old), "/jobs").await, 401, "invalid_credentials").await;
+    expect_problem(
+        get_with(&s, &sign(&r1, "r1", &old), "/jobs").await,
+        401,
+        "invalid_credentials",
+    )
+    .await;
 
     // Rotation: a new key appears in the JWKS; a token with its unknown kid triggers a fetch.
     let before = jwks.fetches.load(Ordering::SeqCst);
     let new = sign(&r2, "r2", &c);
     jwks.keys.lock().unwrap().push(r2.jwk.clone());
-    assert_eq!(get_with(&s, &new, "/jobs").await.status(), 200, "refreshed on unknown kid");
+    assert_eq!(
+        get_with(&s, &new, "/jobs").await.status(),
+        200,
+        "refreshed on unknown kid"
+    );
     assert_eq!(jwks.fetches.load(Ordering::SeqCst), before + 1);
     // A kid nobody publishes: refused after one more fetch.
     let ghost = sign(&r2, "ghost", &c);
-    let p = expect_problem(get_with(&s, &ghost, "/jobs").await, 401, "invalid_credentials").await;
+    let p = expect_problem(
+        get_with(&s, &ghost, "/jobs").await,
+        401,
+        "invalid_credentials",
+    )
+    .await;
     assert!(p["detail"].as_str().unwrap().contains("kid"), "{p}");
 
     // Withdrawn keys: with a short cache, a key removed from the JWKS stops working.
     let s2 = Server::start_with(opts("1ms")).await;
     assert_eq!(get_with(&s2, &rs, "/jobs").await.status(), 200);
     jwks.keys.lock().unwrap().retain(|k| k["kid"] != "r1");
-    expect_problem(get_with(&s2, &rs, "/jobs").await, 401, "invalid_credentials").await;
-    assert_eq!(get_with(&s2, &es, "/jobs").await.status(), 200, "other keys still work");
+    expect_problem(
+        get_with(&s2, &rs, "/jobs").await,
+        401,
+        "invalid_credentials",
+    )
+    .await;
+    assert_eq!(
+        get_with(&s2, &es, "/jobs").await.status(),
+        200,
+        "other keys still work"
+    );
 }

@@ -8,8 +8,9 @@ use std::time::Instant;
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use photo_core::{ContentType, JobId, JobSpec, JobStatus, JobType, ObjectKey, TenantId, UploadId};
 use photo_db::{
-    ApiKeyRecord, ClaimToken, Database, Failure, Job, JobEngine, JobFilter, JobOutput, NewJob,
-    NewAuditEntry, NewUpload, PgOptions, PgRepo, Repo, TemporalRoute, UploadOutcome, UploadStatus,
+    ApiKeyRecord, ClaimToken, Database, Failure, Job, JobEngine, JobFilter, JobOutput,
+    NewAuditEntry, NewJob, NewUpload, PgOptions, PgRepo, Repo, TemporalRoute, UploadOutcome,
+    UploadStatus,
 };
 use serde_json::json;
 
@@ -256,17 +257,28 @@ async fn api_keys_admin_and_audit(db: &TestDb) {
     assert_eq!(got.revoked_at, Some(rv.at));
     // Twice: still found, still revoked at the first time, audited once.
     let again = repo
-        .revoke_api_key(None, "aaaaaaaaaaa2", &audit("boot", "key.revoked", "aaaaaaaaaaa2"))
+        .revoke_api_key(
+            None,
+            "aaaaaaaaaaa2",
+            &audit("boot", "key.revoked", "aaaaaaaaaaa2"),
+        )
         .await
         .unwrap()
         .unwrap();
     assert_eq!(again.revoked_at, Some(rv.at));
     assert_eq!(
-        repo.find_api_key("aaaaaaaaaaa2").await.unwrap().unwrap().revoked_at,
+        repo.find_api_key("aaaaaaaaaaa2")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at,
         Some(rv.at)
     );
 
-    let t1_log = repo.list_audit(Some(&tenant("t1")), None, 100).await.unwrap();
+    let t1_log = repo
+        .list_audit(Some(&tenant("t1")), None, 100)
+        .await
+        .unwrap();
     let acts: Vec<(&str, Option<&str>)> = t1_log
         .iter()
         .map(|e| (e.entry.action.as_str(), e.entry.target.as_deref()))
@@ -282,7 +294,10 @@ async fn api_keys_admin_and_audit(db: &TestDb) {
     );
     assert_eq!(t1_log[0].entry, rv, "stored as given");
     assert!(t1_log.iter().all(|e| e.tenant == tenant("t1")));
-    let t2_log = repo.list_audit(Some(&tenant("t2")), None, 100).await.unwrap();
+    let t2_log = repo
+        .list_audit(Some(&tenant("t2")), None, 100)
+        .await
+        .unwrap();
     assert_eq!(t2_log.len(), 1);
     assert_eq!(repo.list_audit(None, None, 100).await.unwrap().len(), 4);
     // Paging by seq.

@@ -241,7 +241,9 @@ pub async fn create_key(
         .ok_or_else(|| invalid("a global admin must name the key's tenant"))?;
     let scopes = Scope::parse_list(&req.scopes.join(",")).map_err(|e| invalid(e.to_string()))?;
     if scopes.is_empty() {
-        return Err(invalid("scopes must name at least one of read, write, admin"));
+        return Err(invalid(
+            "scopes must name at least one of read, write, admin",
+        ));
     }
     let held = caller.scope_set();
     if let Some(s) = scopes.iter().find(|s| !held.contains(s)) {
