@@ -2,10 +2,9 @@
 //! is recorded in the audit log with the actor `cli`.
 
 use anyhow::{Context, bail};
-use chrono::Utc;
 use clap::Subcommand;
 use photo_api_http::auth::new_key_record;
-use photo_api_http::routes::admin::clean_key_name;
+use photo_api_http::routes::admin::{clean_key_name, now};
 use photo_core::{Scope, TenantId};
 use photo_db::NewAuditEntry;
 use serde_json::json;
@@ -49,7 +48,7 @@ pub enum KeysCommand {
 
 fn cli_audit(action: &str, target: &str, detail: serde_json::Value) -> NewAuditEntry {
     NewAuditEntry {
-        at: Utc::now(),
+        at: now(),
         actor: "cli".into(),
         actor_tenant: None,
         action: action.into(),
@@ -73,7 +72,7 @@ pub async fn run(cfg: Config, cmd: KeysCommand) -> anyhow::Result<()> {
             if scopes.is_empty() {
                 bail!("--scope must name at least one of read, write, admin, global");
             }
-            let now = Utc::now();
+            let now = now();
             let expires_at = match expires {
                 None => None,
                 Some(d) => {

@@ -58,7 +58,7 @@ async fn security_headers_are_on_every_response() {
         .wait_job(job["job_id"].as_str().unwrap(), Duration::from_secs(60))
         .await;
     let out = done["outputs"][0]["url"].as_str().unwrap().to_owned();
-    let cases = vec![
+    let mut cases = vec![
         ("healthz", c.get(s.url("/healthz")).send().await.unwrap()),
         ("health", c.get(s.url("/health")).send().await.unwrap()),
         ("docs", c.get(s.url("/docs")).send().await.unwrap()),
@@ -82,12 +82,15 @@ async fn security_headers_are_on_every_response() {
             )
             .await,
         ),
-        ("signed download", c.get(&out).send().await.unwrap()),
-        (
-            "bad signature",
-            c.get(format!("{}0", out)).send().await.unwrap(),
-        ),
     ];
+    // Our own signed downloads (with S3 the URL is the bucket's, whose headers are not ours).
+    if out.starts_with(&s.base) {
+        cases.push(("signed download", c.get(&out).send().await.unwrap()));
+        cases.push((
+            "bad signature",
+            c.get(format!("{out}0")).send().await.unwrap(),
+        ));
+    }
     for (what, r) in &cases {
         assert_security_headers(r, what);
         assert!(

@@ -212,9 +212,18 @@ pub fn clean_key_name(name: Option<String>) -> ApiResult<String> {
     Ok(name)
 }
 
+/// Now, to the microsecond: what PostgreSQL stores, so an answer built from the values written
+/// equals what a later read returns.
+pub fn now() -> DateTime<Utc> {
+    use chrono::DurationRound;
+    let t = Utc::now();
+    t.duration_trunc(chrono::Duration::microseconds(1))
+        .unwrap_or(t)
+}
+
 fn audit(caller: &Caller, action: &str, target: &str, detail: serde_json::Value) -> NewAuditEntry {
     NewAuditEntry {
-        at: Utc::now(),
+        at: now(),
         actor: caller.key_id.clone(),
         actor_tenant: Some(caller.tenant.clone()),
         action: action.into(),
@@ -251,7 +260,7 @@ pub async fn create_key(
             "cannot grant '{s}': the caller does not hold it"
         )));
     }
-    let now = Utc::now();
+    let now = now();
     let expires_at = match (req.expires_in.as_deref(), req.expires_at) {
         (Some(_), Some(_)) => return Err(invalid("give expires_in or expires_at, not both")),
         (Some(d), None) => {
