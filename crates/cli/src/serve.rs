@@ -130,7 +130,12 @@ pub async fn serve(cfg: Config, cli_settings: Settings) -> anyhow::Result<()> {
         checks: temporal
             .iter()
             .map(|c| Arc::new(engine::Health(c.clone())) as Arc<dyn photo_api_http::HealthCheck>)
+            .chain(cfg.clamd.iter().map(|c| {
+                Arc::new(photo_api_http::scan::ClamdHealth(c.clone()))
+                    as Arc<dyn photo_api_http::HealthCheck>
+            }))
             .collect(),
+        scanner: cfg.clamd.clone(),
         jwt: cfg
             .jwt
             .clone()

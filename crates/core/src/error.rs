@@ -51,6 +51,8 @@ pub enum ErrorCode {
     ImageTooLarge,
     /// The image is truncated or corrupt.
     CorruptImage,
+    /// The malware scanner found a signature in the upload.
+    MalwareDetected,
     /// The upload is not ready for processing.
     UploadNotReady,
     /// Job parameters are invalid.
@@ -89,6 +91,7 @@ impl ErrorCode {
             Self::UnsupportedFormat => "unsupported_format",
             Self::ImageTooLarge => "image_too_large",
             Self::CorruptImage => "corrupt_image",
+            Self::MalwareDetected => "malware_detected",
             Self::UploadNotReady => "upload_not_ready",
             Self::InvalidParameters => "invalid_parameters",
             Self::PayloadTooLarge => "payload_too_large",
@@ -103,7 +106,8 @@ impl ErrorCode {
     }
 }
 
-const ALL: [ErrorCode; 27] = [
+const ALL: [ErrorCode; 28] = [
+    ErrorCode::MalwareDetected,
     ErrorCode::InsufficientScope,
     ErrorCode::RateLimited,
     ErrorCode::UriTooLong,
