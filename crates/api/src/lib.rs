@@ -2,9 +2,12 @@
 //! errors, request ids and the OpenAPI document.
 
 pub mod auth;
+pub mod edge;
 pub mod error;
 pub mod extract;
+pub mod jwt;
 pub mod routes;
+pub mod scan;
 pub mod state;
 
 use std::sync::Arc;
@@ -12,7 +15,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderName, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -81,6 +84,9 @@ pub fn openapi_and_router() -> (utoipa::openapi::OpenApi, OpenApiRouter<AppState
         .routes(routes!(routes::files::copy))
         .routes(routes!(routes::files::move_))
         .routes(routes!(routes::files::presigned_upload))
+        .routes(routes!(routes::admin::create_key, routes::admin::list_keys))
+        .routes(routes!(routes::admin::revoke_key))
+        .routes(routes!(routes::admin::audit_log))
         .split_for_parts();
     (api, OpenApiRouter::from(router))
 }
@@ -106,6 +112,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// Builds the whole application.
 pub fn app(state: AppState, cfg: RouterConfig) -> Router {
+    let edge = state.edge.clone();
     let doc = Arc::new(serde_json::to_value(openapi()).unwrap_or_default());
     let (_, api) = openapi_and_router();
     let api: Router<AppState> = Router::from(api)
@@ -178,6 +185,8 @@ pub fn app(state: AppState, cfg: RouterConfig) -> Router {
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(problem_for_bare_errors))
+        .layer(tower::util::option_layer(edge::cors(&edge.cfg)))
+        .layer(middleware::from_fn_with_state(edge, edge::edge_layer))
         .layer(middleware::from_fn(request_id_scope))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
         .layer(
@@ -191,7 +200,6 @@ pub fn app(state: AppState, cfg: RouterConfig) -> Router {
             }),
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuid))
-        .layer(middleware::from_fn(security_headers))
 }
 
 async fn fallback() -> ApiError {
@@ -247,22 +255,4 @@ async fn problem_for_bare_errors(req: Request, next: Next) -> Response {
         out.headers_mut().entry(k).or_insert(v.clone());
     }
     out
-}
-
-async fn security_headers(req: Request, next: Next) -> Response {
-    let mut res = next.run(req).await;
-    let h = res.headers_mut();
-    h.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
-    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    h.insert(
-        "content-security-policy",
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
-        ),
-    );
-    res
 }

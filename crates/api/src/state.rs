@@ -140,4 +140,10 @@ pub struct AppState {
     pub dispatcher: Option<Arc<dyn JobDispatcher>>,
     /// Extra readiness checks (the job engine's server).
     pub checks: Vec<Arc<dyn HealthCheck>>,
+    /// Verifies JWT bearer tokens, when configured.
+    pub jwt: Option<Arc<crate::jwt::JwtVerifier>>,
+    /// Rate limits, size limits, CORS and security headers.
+    pub edge: Arc<crate::edge::Edge>,
+    /// Scans uploads before they are promoted, when configured.
+    pub scanner: Option<crate::scan::Clamd>,
 }

@@ -219,6 +219,77 @@ pub struct Settings {
         hide = true
     )]
     pub temporal_api_key: Option<String>,
+    /// Shared secret of HS256 bearer tokens (at least 32 characters).
+    #[arg(
+        long,
+        global = true,
+        env = "PHOTO_API_JWT_SECRET",
+        hide_env_values = true
+    )]
+    pub jwt_secret: Option<String>,
+    /// JWKS URL of RS256/ES256 bearer tokens (e.g. Supabase's or Auth0's .well-known/jwks.json).
+    #[arg(long, global = true, env = "PHOTO_API_JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<String>,
+    /// Required `iss` of bearer tokens.
+    #[arg(long, global = true, env = "PHOTO_API_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Accepted `aud` values of bearer tokens, comma-separated.
+    #[arg(long, global = true, env = "PHOTO_API_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Claim (dotted path) naming the token's tenant (default tenant_id).
+    #[arg(long, global = true, env = "PHOTO_API_JWT_TENANT_CLAIM")]
+    pub jwt_tenant_claim: Option<String>,
+    /// Claim (dotted path) holding the token's scopes (default scope).
+    #[arg(long, global = true, env = "PHOTO_API_JWT_SCOPE_CLAIM")]
+    pub jwt_scope_claim: Option<String>,
+    /// Scopes of tokens that carry none of ours (default read,write).
+    #[arg(long, global = true, env = "PHOTO_API_JWT_DEFAULT_SCOPES")]
+    pub jwt_default_scopes: Option<String>,
+    /// Accepted values of the token's `role` claim, comma-separated (default: any).
+    #[arg(long, global = true, env = "PHOTO_API_JWT_ALLOWED_ROLES")]
+    pub jwt_allowed_roles: Option<String>,
+    /// How long fetched JWKS keys are used before fetching again (default 10m).
+    #[arg(long, global = true, env = "PHOTO_API_JWKS_CACHE_TTL", value_parser = parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    pub jwks_cache_ttl: Option<Duration>,
+    /// Least time between JWKS fetches caused by unknown key ids (default 10s).
+    #[arg(long, global = true, env = "PHOTO_API_JWKS_MIN_REFRESH", value_parser = parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    pub jwks_min_refresh: Option<Duration>,
+    /// Browser origins allowed by CORS, comma-separated and exact (`*`: any, without credentials).
+    #[arg(long, global = true, env = "CORS_ORIGINS")]
+    pub cors_origins: Option<String>,
+    /// Let CORS requests carry credentials (needs an explicit origin list).
+    #[arg(long, global = true, env = "PHOTO_API_CORS_CREDENTIALS", value_parser = parse_bool)]
+    pub cors_credentials: Option<bool>,
+    /// Requests per credential to routes needing `read` (default 6000/min; `off`).
+    #[arg(long, global = true, env = "PHOTO_API_RATE_LIMIT_READ")]
+    pub rate_limit_read: Option<String>,
+    /// Requests per credential to routes needing `write` (default 3000/min; `off`).
+    #[arg(long, global = true, env = "PHOTO_API_RATE_LIMIT_WRITE")]
+    pub rate_limit_write: Option<String>,
+    /// Requests per credential to routes needing `admin` (default 600/min; `off`).
+    #[arg(long, global = true, env = "PHOTO_API_RATE_LIMIT_ADMIN")]
+    pub rate_limit_admin: Option<String>,
+    /// Requests per client address, any route (default 12000/min; `off`).
+    #[arg(long, global = true, env = "PHOTO_API_RATE_LIMIT_ADDRESS")]
+    pub rate_limit_address: Option<String>,
+    /// Requests served at once; beyond it 503 + Retry-After (default 1024).
+    #[arg(long, global = true, env = "PHOTO_API_MAX_CONCURRENT_REQUESTS")]
+    pub max_concurrent_requests: Option<usize>,
+    /// Longest request URL (path and query) (default 8KiB).
+    #[arg(long, global = true, env = "PHOTO_API_MAX_URL_BYTES")]
+    pub max_url_bytes: Option<ByteSize>,
+    /// Largest total of request headers (default 32KiB).
+    #[arg(long, global = true, env = "PHOTO_API_MAX_HEADER_BYTES")]
+    pub max_header_bytes: Option<ByteSize>,
+    /// clamd to scan uploads with: tcp://host:3310 or unix:///run/clamav/clamd.ctl (default: none).
+    #[arg(long, global = true, env = "PHOTO_API_CLAMD")]
+    pub clamd: Option<String>,
+    /// Limit of one malware scan (default 60s).
+    #[arg(long, global = true, env = "PHOTO_API_CLAMD_TIMEOUT", value_parser = parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    pub clamd_timeout: Option<Duration>,
 }
 
 mod opt_duration {
@@ -279,6 +350,12 @@ pub struct Config {
     pub s3: Option<S3Settings>,
     /// `None`: jobs run on the SQL queue. `Some`: on Temporal.
     pub temporal: Option<photo_temporal::TemporalSettings>,
+    /// `None`: bearer JWTs are not accepted (API keys only).
+    pub jwt: Option<photo_api_http::jwt::JwtSettings>,
+    /// Rate and size limits, CORS, HSTS.
+    pub edge: photo_api_http::edge::EdgeConfig,
+    /// `None`: uploads are not scanned for malware.
+    pub clamd: Option<photo_api_http::scan::Clamd>,
 }
 
 /// Where the S3 adapter stores objects. Credentials come from the standard AWS chain, never
@@ -318,11 +395,16 @@ impl Settings {
             log_level, log_format, debug, s3_bucket_raw, s3_bucket_processed, aws_region,
             s3_endpoint, s3_path_style, temporal_target, temporal_namespace, temporal_task_queue,
             temporal_tls_cert, temporal_tls_key, temporal_tls_ca, temporal_tls_server_name,
-            temporal_api_key)
+            temporal_api_key, jwt_secret, jwt_jwks_url, jwt_issuer, jwt_audience,
+            jwt_tenant_claim, jwt_scope_claim, jwt_default_scopes, jwt_allowed_roles,
+            jwks_cache_ttl, jwks_min_refresh, cors_origins, cors_credentials, rate_limit_read,
+            rate_limit_write, rate_limit_admin, rate_limit_address, max_concurrent_requests,
+            max_url_bytes, max_header_bytes, clamd, clamd_timeout)
     }
 
     /// Applies defaults and checks ranges.
     pub fn resolve(self) -> anyhow::Result<Config> {
+        let edge = edge_settings(&self)?;
         let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from("./data"));
         let database_url = match self.database_url {
             Some(u) => normalise_database_url(&u)?,
@@ -331,7 +413,23 @@ impl Settings {
         let cpus = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
+        let clamd = match self
+            .clamd
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            None => None,
+            Some(a) => Some(photo_api_http::scan::Clamd {
+                addr: a
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("PHOTO_API_CLAMD: {e}"))?,
+                timeout: self.clamd_timeout.unwrap_or(Duration::from_secs(60)),
+            }),
+        };
         let c = Config {
+            clamd,
+            edge,
             listen: self
                 .listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
@@ -386,6 +484,18 @@ impl Settings {
                 self.s3_endpoint,
                 self.s3_path_style,
             )?,
+            jwt: jwt_settings(JwtInput {
+                secret: self.jwt_secret,
+                jwks_url: self.jwt_jwks_url,
+                issuer: self.jwt_issuer,
+                audience: self.jwt_audience,
+                tenant_claim: self.jwt_tenant_claim,
+                scope_claim: self.jwt_scope_claim,
+                default_scopes: self.jwt_default_scopes,
+                allowed_roles: self.jwt_allowed_roles,
+                cache_ttl: self.jwks_cache_ttl,
+                min_refresh: self.jwks_min_refresh,
+            })?,
             temporal: temporal_settings(TemporalInput {
                 target: self.temporal_target,
                 namespace: self.temporal_namespace,
@@ -431,6 +541,120 @@ fn s3_settings(
         bucket_processed: processed,
         region: nonempty(region).unwrap_or_else(|| "us-east-1".into()),
         endpoint,
+    }))
+}
+
+fn edge_settings(s: &Settings) -> anyhow::Result<photo_api_http::edge::EdgeConfig> {
+    use photo_api_http::edge::{EdgeConfig, parse_rate};
+    let rate = |v: &Option<String>, name: &str, default: &str| {
+        parse_rate(v.as_deref().unwrap_or(default)).map_err(|e| anyhow::anyhow!("{name}: {e}"))
+    };
+    let cors_origins: Vec<String> = list(s.cors_origins.clone())
+        .into_iter()
+        .map(|o| o.trim_end_matches('/').to_owned())
+        .collect();
+    let cors_credentials = s.cors_credentials.unwrap_or(false);
+    if cors_credentials && cors_origins.iter().any(|o| o == "*") {
+        bail!(
+            "CORS_ORIGINS=* cannot be combined with PHOTO_API_CORS_CREDENTIALS: list the origins"
+        );
+    }
+    for o in &cors_origins {
+        if o != "*" && !(o.starts_with("https://") || o.starts_with("http://")) {
+            bail!("CORS_ORIGINS: {o:?} is not an origin like https://app.example.com");
+        }
+    }
+    let size = |v: Option<ByteSize>, default: u64| {
+        usize::try_from(v.map_or(default, ByteSize::bytes)).unwrap_or(usize::MAX)
+    };
+    let e = EdgeConfig {
+        rate_read: rate(&s.rate_limit_read, "PHOTO_API_RATE_LIMIT_READ", "6000/min")?,
+        rate_write: rate(
+            &s.rate_limit_write,
+            "PHOTO_API_RATE_LIMIT_WRITE",
+            "3000/min",
+        )?,
+        rate_admin: rate(&s.rate_limit_admin, "PHOTO_API_RATE_LIMIT_ADMIN", "600/min")?,
+        rate_address: rate(
+            &s.rate_limit_address,
+            "PHOTO_API_RATE_LIMIT_ADDRESS",
+            "12000/min",
+        )?,
+        max_concurrent: s.max_concurrent_requests.unwrap_or(1024),
+        max_url_bytes: size(s.max_url_bytes, 8 * 1024),
+        max_header_bytes: size(s.max_header_bytes, 32 * 1024),
+        cors_origins,
+        cors_credentials,
+        hsts: s
+            .public_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://")),
+    };
+    if e.max_concurrent == 0 {
+        bail!("PHOTO_API_MAX_CONCURRENT_REQUESTS must be at least 1");
+    }
+    if e.max_url_bytes < 256 || e.max_header_bytes < 1024 {
+        bail!("PHOTO_API_MAX_URL_BYTES must be at least 256 and PHOTO_API_MAX_HEADER_BYTES 1KiB");
+    }
+    Ok(e)
+}
+
+struct JwtInput {
+    secret: Option<String>,
+    jwks_url: Option<String>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    tenant_claim: Option<String>,
+    scope_claim: Option<String>,
+    default_scopes: Option<String>,
+    allowed_roles: Option<String>,
+    cache_ttl: Option<Duration>,
+    min_refresh: Option<Duration>,
+}
+
+fn list(v: Option<String>) -> Vec<String> {
+    v.unwrap_or_default()
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn jwt_settings(i: JwtInput) -> anyhow::Result<Option<photo_api_http::jwt::JwtSettings>> {
+    let nonempty = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+    let secret = nonempty(i.secret);
+    let jwks_url = nonempty(i.jwks_url);
+    if secret.is_none() && jwks_url.is_none() {
+        return Ok(None);
+    }
+    if let Some(s) = &secret
+        && s.len() < 32
+    {
+        bail!("PHOTO_API_JWT_SECRET must be at least 32 characters");
+    }
+    if let Some(u) = &jwks_url
+        && !(u.starts_with("https://") || u.starts_with("http://"))
+    {
+        bail!("PHOTO_API_JWT_JWKS_URL must be an http(s) URL");
+    }
+    let default_scopes = photo_core::Scope::parse_list(
+        &nonempty(i.default_scopes).unwrap_or_else(|| "read,write".into()),
+    )
+    .context("PHOTO_API_JWT_DEFAULT_SCOPES")?;
+    if default_scopes.contains(&photo_core::Scope::Global) {
+        bail!("PHOTO_API_JWT_DEFAULT_SCOPES cannot include global");
+    }
+    Ok(Some(photo_api_http::jwt::JwtSettings {
+        hs256_secret: secret.map(String::into_bytes),
+        jwks_url,
+        issuer: nonempty(i.issuer),
+        audience: list(i.audience),
+        tenant_claim: nonempty(i.tenant_claim).unwrap_or_else(|| "tenant_id".into()),
+        scope_claim: nonempty(i.scope_claim).unwrap_or_else(|| "scope".into()),
+        default_scopes,
+        allowed_roles: list(i.allowed_roles),
+        jwks_cache_ttl: i.cache_ttl.unwrap_or(Duration::from_secs(600)),
+        jwks_min_refresh: i.min_refresh.unwrap_or(Duration::from_secs(10)),
     }))
 }
 

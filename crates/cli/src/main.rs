@@ -3,6 +3,7 @@
 
 mod config;
 mod engine;
+mod keys;
 mod serve;
 mod wiring;
 
@@ -40,6 +41,11 @@ enum Command {
     },
     /// Expire old uploads and staging leftovers once, then exit.
     Sweep,
+    /// Create, list and revoke API keys (straight in the database; no server needed).
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
     /// Create the S3 buckets if missing and apply their settings (public access blocked,
     /// versioning, lifecycle rules); with local storage, prepare the data directory.
     Setup,
@@ -75,6 +81,7 @@ fn main() -> ExitCode {
                 Command::Migrate { down } => serve::migrate(cfg, down).await,
                 Command::Sweep => serve::sweep(cfg).await,
                 Command::Setup => serve::setup(cfg).await,
+                Command::Keys { command } => keys::run(cfg, command).await,
             }
         })
     })();

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
-use photo_api_http::auth::{generate_key, key_sha256};
+use photo_api_http::auth::{key_sha256, new_key_record};
 use photo_api_http::{ApiConfig, AppState, RouterConfig, WorkerHealth, WorkerState};
-use photo_db::{ApiKeyRecord, Repo};
+use photo_core::Scope;
+use photo_db::{NewAuditEntry, Repo};
 use photo_jobs::{SweepConfig, Worker, WorkerConfig};
 use photo_storage::ObjectStore;
 use tokio::sync::watch;
@@ -53,18 +54,26 @@ async fn ensure_admin_key(cfg: &Config, repo: &dyn Repo) -> anyhow::Result<()> {
     if cfg.api_key.is_some() || repo.count_api_keys().await? > 0 {
         return Ok(());
     }
-    let k = generate_key();
-    repo.insert_api_key(&ApiKeyRecord {
-        key_id: k.key_id.clone(),
-        tenant: photo_core::TenantId::default_tenant(),
-        name: "admin (created on first start)".into(),
-        secret_sha256: hex::encode(key_sha256(&k.key)),
-        scopes: vec!["admin".into(), "read".into(), "write".into()],
-        created_at: Utc::now(),
-        expires_at: None,
-        revoked_at: None,
-        last_used_at: None,
-    })
+    // The operator's key: every scope, including `global` (it manages every tenant's keys).
+    let (k, rec) = new_key_record(
+        photo_core::TenantId::default_tenant(),
+        "admin (created on first start)".into(),
+        &Scope::ALL,
+        None,
+        Utc::now(),
+    );
+    let detail = serde_json::json!({"name": rec.name, "scopes": rec.scopes, "expires_at": null});
+    repo.create_api_key(
+        &rec,
+        &NewAuditEntry {
+            at: rec.created_at,
+            actor: "serve".into(),
+            actor_tenant: None,
+            action: "key.created".into(),
+            target: Some(rec.key_id.clone()),
+            detail,
+        },
+    )
     .await?;
     // Printed once, to stdout only; only its hash is stored.
     println!("Created an admin API key. It is shown only this once; store it now:");
@@ -128,7 +137,17 @@ pub async fn serve(cfg: Config, cli_settings: Settings) -> anyhow::Result<()> {
         checks: temporal
             .iter()
             .map(|c| Arc::new(engine::Health(c.clone())) as Arc<dyn photo_api_http::HealthCheck>)
+            .chain(cfg.clamd.iter().map(|c| {
+                Arc::new(photo_api_http::scan::ClamdHealth(c.clone()))
+                    as Arc<dyn photo_api_http::HealthCheck>
+            }))
             .collect(),
+        scanner: cfg.clamd.clone(),
+        jwt: cfg
+            .jwt
+            .clone()
+            .map(|j| Arc::new(photo_api_http::jwt::JwtVerifier::new(j))),
+        edge: Arc::new(photo_api_http::edge::Edge::new(cfg.edge.clone())),
     };
     let app = photo_api_http::app(
         state,
@@ -191,14 +210,18 @@ pub async fn serve(cfg: Config, cli_settings: Settings) -> anyhow::Result<()> {
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), worker_mode = ?cfg.worker_mode, "serving");
 
     let stop = stop_tx.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: finishing in-flight requests and jobs");
-            let _ = stop.send(true);
-        })
-        .await
-        .context("HTTP server failed")?;
+    // With the peer address, for the per-address rate limit.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight requests and jobs");
+        let _ = stop.send(true);
+    })
+    .await
+    .context("HTTP server failed")?;
     let _ = stop_tx.send(true);
     if let Some(t) = workers_task {
         let _ = t.await;
@@ -216,6 +239,7 @@ pub async fn serve(cfg: Config, cli_settings: Settings) -> anyhow::Result<()> {
 fn child_settings(_cfg: &Config, cli: Settings) -> anyhow::Result<String> {
     let mut s = cli;
     s.api_key = None;
+    s.jwt_secret = None;
     s.worker_mode = None;
     Ok(serde_json::to_string(&s)?)
 }

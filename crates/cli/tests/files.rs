@@ -618,7 +618,11 @@ async fn thousands_of_files_paginate_and_folders_copy_move_delete_as_units() {
     let moved: Value = r.json().await.unwrap();
     assert_eq!(moved["entries"], 1_500 + 3 + 1);
     expect_problem(s.get("/files/metadata/archive/big").await, 404, "not_found").await;
-    assert_eq!(list_all(&s, "moved", true, 1000).await.len(), 1_503, "3 folders + 1,500 files");
+    assert_eq!(
+        list_all(&s, "moved", true, 1000).await.len(),
+        1_503,
+        "3 folders + 1,500 files"
+    );
 
     // Delete the original: the moved copy keeps every byte.
     let r = send(

@@ -11,6 +11,14 @@ pub enum ErrorCode {
     Unauthenticated,
     /// The credentials are not valid.
     InvalidCredentials,
+    /// The credentials are valid but lack the scope this route needs.
+    InsufficientScope,
+    /// Too many requests for this key or client address; see `Retry-After`.
+    RateLimited,
+    /// The request URL is too long.
+    UriTooLong,
+    /// The request headers are too large.
+    HeadersTooLarge,
     /// The resource does not exist (or belongs to another tenant).
     NotFound,
     /// The HTTP method is not allowed on this route.
@@ -43,6 +51,8 @@ pub enum ErrorCode {
     ImageTooLarge,
     /// The image is truncated or corrupt.
     CorruptImage,
+    /// The malware scanner found a signature in the upload.
+    MalwareDetected,
     /// The upload is not ready for processing.
     UploadNotReady,
     /// Job parameters are invalid.
@@ -73,6 +83,10 @@ impl ErrorCode {
         match self {
             Self::Unauthenticated => "unauthenticated",
             Self::InvalidCredentials => "invalid_credentials",
+            Self::InsufficientScope => "insufficient_scope",
+            Self::RateLimited => "rate_limited",
+            Self::UriTooLong => "uri_too_long",
+            Self::HeadersTooLarge => "headers_too_large",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::InvalidRequest => "invalid_request",
@@ -89,6 +103,7 @@ impl ErrorCode {
             Self::UnsupportedFormat => "unsupported_format",
             Self::ImageTooLarge => "image_too_large",
             Self::CorruptImage => "corrupt_image",
+            Self::MalwareDetected => "malware_detected",
             Self::UploadNotReady => "upload_not_ready",
             Self::InvalidParameters => "invalid_parameters",
             Self::PayloadTooLarge => "payload_too_large",
@@ -109,7 +124,12 @@ impl ErrorCode {
     }
 }
 
-const ALL: [ErrorCode; 29] = [
+const ALL: [ErrorCode; 34] = [
+    ErrorCode::MalwareDetected,
+    ErrorCode::InsufficientScope,
+    ErrorCode::RateLimited,
+    ErrorCode::UriTooLong,
+    ErrorCode::HeadersTooLarge,
     ErrorCode::PolicyViolation,
     ErrorCode::Unauthenticated,
     ErrorCode::InvalidCredentials,

@@ -7,6 +7,7 @@ pub mod file_path;
 pub mod ids;
 pub mod job;
 pub mod key;
+pub mod scope;
 pub mod size;
 
 pub use content_type::ContentType;
@@ -18,4 +19,5 @@ pub use job::{
     Subsampling, ThumbnailParams, TransformParams,
 };
 pub use key::ObjectKey;
+pub use scope::Scope;
 pub use size::ByteSize;

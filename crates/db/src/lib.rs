@@ -105,6 +105,27 @@ pub trait Repo: FileRepo + Send + Sync + std::fmt::Debug {
     async fn touch_api_key(&self, key_id: &str, at: DateTime<Utc>) -> DbResult<()>;
     /// How many keys exist (revoked ones included).
     async fn count_api_keys(&self) -> DbResult<u64>;
+    /// Stores a new key and its audit entry (for the key's tenant) in one transaction.
+    async fn create_api_key(&self, key: &ApiKeyRecord, audit: &NewAuditEntry) -> DbResult<()>;
+    /// Keys of `tenant` (every tenant's when `None`), oldest first; revoked ones included.
+    async fn list_api_keys(&self, tenant: Option<&TenantId>) -> DbResult<Vec<ApiKeyRecord>>;
+    /// Revokes a key of `tenant` (any tenant's when `None`). `None` when there is no such key
+    /// there; otherwise the key as it is now. The audit entry is written, in the same
+    /// transaction, only when this call revoked it (revoking twice records one entry).
+    async fn revoke_api_key(
+        &self,
+        tenant: Option<&TenantId>,
+        key_id: &str,
+        audit: &NewAuditEntry,
+    ) -> DbResult<Option<ApiKeyRecord>>;
+    /// Audit entries of `tenant` (every tenant's when `None`), newest first, with `seq` below
+    /// `before` when given.
+    async fn list_audit(
+        &self,
+        tenant: Option<&TenantId>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> DbResult<Vec<AuditEntry>>;
 
     // --- uploads
     /// Stores a new pending upload.

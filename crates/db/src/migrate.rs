@@ -32,6 +32,14 @@ pub(crate) const SQLITE: &[Migration] = &[
         up: include_str!("../migrations/sqlite/0003_files.up.sql"),
         down: include_str!("../migrations/sqlite/0003_files.down.sql"),
     },
+    // 0004 is reserved for work in progress: the runner applies every listed migration
+    // that is not recorded, so a gap (or a lower number merged later) is fine.
+    Migration {
+        version: 5,
+        name: "tenants_auth",
+        up: include_str!("../migrations/sqlite/0005_tenants_auth.up.sql"),
+        down: include_str!("../migrations/sqlite/0005_tenants_auth.down.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -52,6 +60,14 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "files",
         up: include_str!("../migrations/postgres/0003_files.up.sql"),
         down: include_str!("../migrations/postgres/0003_files.down.sql"),
+    },
+    // 0004 is reserved for work in progress: the runner applies every listed migration
+    // that is not recorded, so a gap (or a lower number merged later) is fine.
+    Migration {
+        version: 5,
+        name: "tenants_auth",
+        up: include_str!("../migrations/postgres/0005_tenants_auth.up.sql"),
+        down: include_str!("../migrations/postgres/0005_tenants_auth.down.sql"),
     },
 ];
 

@@ -27,6 +27,34 @@ pub struct ApiKeyRecord {
     pub last_used_at: Option<DateTime<Utc>>,
 }
 
+/// An admin action to record in the audit log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAuditEntry {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who: a key id, `bootstrap`, `jwt:<subject>` or `cli`.
+    pub actor: String,
+    /// The actor's own tenant (none for the CLI).
+    pub actor_tenant: Option<TenantId>,
+    /// What: `key.created`, `key.revoked`.
+    pub action: String,
+    /// What it was done to (a key id).
+    pub target: Option<String>,
+    /// Extra facts (name, scopes, expiry); never a secret.
+    pub detail: serde_json::Value,
+}
+
+/// A recorded admin action.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    /// Position in the log, increasing.
+    pub seq: i64,
+    /// The tenant acted upon.
+    pub tenant: TenantId,
+    /// The action.
+    pub entry: NewAuditEntry,
+}
+
 /// Where an upload is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -135,6 +135,27 @@ macro_rules! decoders {
             })
         }
 
+        fn audit_from_row(r: &$row) -> DbResult<AuditEntry> {
+            let tenant = |col: &str| -> DbResult<Option<TenantId>> {
+                r.try_get::<Option<String>, _>(col)?
+                    .map(|s| TenantId::parse(&s).map_err(|e| corrupt(col, e)))
+                    .transpose()
+            };
+            let detail: String = r.try_get("detail")?;
+            Ok(AuditEntry {
+                seq: r.try_get("seq")?,
+                tenant: tenant("tenant_id")?.ok_or_else(|| corrupt("tenant_id", "null"))?,
+                entry: NewAuditEntry {
+                    at: r.try_get("at")?,
+                    actor: r.try_get("actor")?,
+                    actor_tenant: tenant("actor_tenant")?,
+                    action: r.try_get("action")?,
+                    target: r.try_get("target")?,
+                    detail: serde_json::from_str(&detail).map_err(|e| corrupt("detail", e))?,
+                },
+            })
+        }
+
         fn api_key_from_row(r: &$row) -> DbResult<ApiKeyRecord> {
             let scopes: String = r.try_get("scopes")?;
             Ok(ApiKeyRecord {

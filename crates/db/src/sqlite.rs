@@ -83,6 +83,27 @@ fn sqlite_path(url: &str) -> &str {
 crate::rows::decoders!(SqliteRow);
 crate::files::file_repo!(SqliteRepo, SqliteRow, "BEGIN IMMEDIATE");
 
+async fn insert_audit(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tenant: &TenantId,
+    e: &NewAuditEntry,
+) -> DbResult<()> {
+    sqlx::query(
+        "INSERT INTO audit_log (at, tenant_id, actor, actor_tenant, action, target, detail)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(e.at)
+    .bind(tenant.as_str())
+    .bind(&e.actor)
+    .bind(e.actor_tenant.as_ref().map(TenantId::as_str))
+    .bind(&e.action)
+    .bind(&e.target)
+    .bind(e.detail.to_string())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 #[async_trait::async_trait]
 impl Repo for SqliteRepo {
     async fn health(&self) -> DbResult<()> {
@@ -131,6 +152,92 @@ impl Repo for SqliteRepo {
             .fetch_one(&self.pool)
             .await?;
         Ok(n.max(0) as u64)
+    }
+
+    async fn create_api_key(&self, k: &ApiKeyRecord, audit: &NewAuditEntry) -> DbResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO api_keys (key_id, tenant_id, name, secret_sha256, scopes, created_at, expires_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&k.key_id)
+        .bind(k.tenant.as_str())
+        .bind(&k.name)
+        .bind(&k.secret_sha256)
+        .bind(k.scopes.join(","))
+        .bind(k.created_at)
+        .bind(k.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, &k.tenant, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_api_keys(&self, tenant: Option<&TenantId>) -> DbResult<Vec<ApiKeyRecord>> {
+        sqlx::query(
+            "SELECT * FROM api_keys WHERE (?1 IS NULL OR tenant_id = ?1)
+             ORDER BY created_at, key_id",
+        )
+        .bind(tenant.map(TenantId::as_str))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(api_key_from_row)
+        .collect()
+    }
+
+    async fn revoke_api_key(
+        &self,
+        tenant: Option<&TenantId>,
+        key_id: &str,
+        audit: &NewAuditEntry,
+    ) -> DbResult<Option<ApiKeyRecord>> {
+        // IMMEDIATE: the write lock up front, so two revocations cannot both see it live.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let Some(row) = sqlx::query(
+            "SELECT * FROM api_keys WHERE key_id = ?1 AND (?2 IS NULL OR tenant_id = ?2)",
+        )
+        .bind(key_id)
+        .bind(tenant.map(TenantId::as_str))
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let mut key = api_key_from_row(&row)?;
+        if key.revoked_at.is_none() {
+            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE key_id = ?")
+                .bind(audit.at)
+                .bind(key_id)
+                .execute(&mut *tx)
+                .await?;
+            insert_audit(&mut tx, &key.tenant, audit).await?;
+            key.revoked_at = Some(audit.at);
+        }
+        tx.commit().await?;
+        Ok(Some(key))
+    }
+
+    async fn list_audit(
+        &self,
+        tenant: Option<&TenantId>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> DbResult<Vec<AuditEntry>> {
+        sqlx::query(
+            "SELECT * FROM audit_log WHERE (?1 IS NULL OR tenant_id = ?1)
+               AND (?2 IS NULL OR seq < ?2)
+             ORDER BY seq DESC LIMIT ?3",
+        )
+        .bind(tenant.map(TenantId::as_str))
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(audit_from_row)
+        .collect()
     }
 
     async fn insert_upload(&self, u: &NewUpload) -> DbResult<()> {

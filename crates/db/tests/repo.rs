@@ -8,8 +8,9 @@ use std::time::Instant;
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use photo_core::{ContentType, JobId, JobSpec, JobStatus, JobType, ObjectKey, TenantId, UploadId};
 use photo_db::{
-    ApiKeyRecord, ClaimToken, Database, Failure, Job, JobEngine, JobFilter, JobOutput, NewJob,
-    NewUpload, PgOptions, PgRepo, Repo, TemporalRoute, UploadOutcome, UploadStatus,
+    ApiKeyRecord, ClaimToken, Database, Failure, Job, JobEngine, JobFilter, JobOutput,
+    NewAuditEntry, NewJob, NewUpload, PgOptions, PgRepo, Repo, TemporalRoute, UploadOutcome,
+    UploadStatus,
 };
 use serde_json::json;
 
@@ -109,17 +110,24 @@ async fn migrations_are_idempotent_and_reversible(db: &TestDb) {
     );
     drop(again);
 
-    // 0002 (the engine columns) reverts alone and leaves the 0001 schema working.
+    // 0005 (the audit log) reverts alone and re-applies.
     assert_eq!(mig.migrate_down(1).await.unwrap(), 1);
+    assert!(!db.table_exists("audit_log").await);
+    assert!(db.table_exists("api_keys").await);
+    assert_eq!(mig.migrate().await.unwrap(), 1, "0005 re-applies");
+    assert!(db.table_exists("audit_log").await);
+
+    // 0002 (the engine columns) reverts alone and leaves the 0001 schema working.
+    assert_eq!(mig.migrate_down(2).await.unwrap(), 2);
     assert!(db.table_exists("job_logs").await);
     let cols = db.columns("job_logs").await;
     assert!(!cols.iter().any(|c| c == "engine"), "{cols:?}");
     assert!(cols.iter().any(|c| c == "temporal_workflow_id"), "{cols:?}");
-    assert_eq!(mig.migrate().await.unwrap(), 1, "0002 re-applies");
+    assert_eq!(mig.migrate().await.unwrap(), 2, "0002 and 0005 re-apply");
     assert!(db.columns("job_logs").await.iter().any(|c| c == "engine"));
 
-    assert_eq!(mig.migrate_down(2).await.unwrap(), 2);
-    for t in ["job_logs", "job_events", "uploads", "api_keys"] {
+    assert_eq!(mig.migrate_down(3).await.unwrap(), 3);
+    for t in ["job_logs", "job_events", "uploads", "api_keys", "audit_log"] {
         assert!(!db.table_exists(t).await, "{t} dropped by down");
     }
     assert_eq!(
@@ -128,7 +136,7 @@ async fn migrations_are_idempotent_and_reversible(db: &TestDb) {
         "nothing left to revert"
     );
 
-    assert_eq!(mig.migrate().await.unwrap(), 2);
+    assert_eq!(mig.migrate().await.unwrap(), 3);
     assert!(db.table_exists("job_logs").await);
     assert_eq!(mig.migrate().await.unwrap(), 0);
     // The schema is usable again, triggers included.
@@ -184,6 +192,129 @@ fn key(id: &str, t: &str, now: DateTime<Utc>) -> ApiKeyRecord {
         revoked_at: None,
         last_used_at: None,
     }
+}
+
+fn audit(actor: &str, action: &str, target: &str) -> NewAuditEntry {
+    NewAuditEntry {
+        at: now(),
+        actor: actor.into(),
+        actor_tenant: Some(tenant("t1")),
+        action: action.into(),
+        target: Some(target.into()),
+        detail: json!({"name": "ci"}),
+    }
+}
+
+/// Keys created and revoked through the admin path: listed per tenant, revocation scoped to a
+/// tenant (another tenant's key is "not found"), each change audited once, in the same
+/// transaction.
+async fn api_keys_admin_and_audit(db: &TestDb) {
+    let repo = db.repo();
+    let now = now();
+    let a1 = key("aaaaaaaaaaa1", "t1", now);
+    let a2 = key("aaaaaaaaaaa2", "t1", now + Duration::seconds(1));
+    let b1 = key("bbbbbbbbbbb1", "t2", now);
+    for k in [&a1, &a2, &b1] {
+        repo.create_api_key(k, &audit("boot", "key.created", &k.key_id))
+            .await
+            .unwrap();
+    }
+    let ids = |v: Vec<ApiKeyRecord>| v.into_iter().map(|k| k.key_id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(repo.list_api_keys(Some(&tenant("t1"))).await.unwrap()),
+        ["aaaaaaaaaaa1", "aaaaaaaaaaa2"]
+    );
+    assert_eq!(repo.list_api_keys(None).await.unwrap().len(), 3);
+    assert!(
+        repo.list_api_keys(Some(&tenant("t9")))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Tenant t1 cannot revoke t2's key: not found, nothing changed, nothing audited.
+    let rv = audit("aaaaaaaaaaa1", "key.revoked", "bbbbbbbbbbb1");
+    assert!(
+        repo.revoke_api_key(Some(&tenant("t1")), "bbbbbbbbbbb1", &rv)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        repo.find_api_key("bbbbbbbbbbb1")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_none()
+    );
+    let rv = audit("aaaaaaaaaaa1", "key.revoked", "aaaaaaaaaaa2");
+    let got = repo
+        .revoke_api_key(Some(&tenant("t1")), "aaaaaaaaaaa2", &rv)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.revoked_at, Some(rv.at));
+    // Twice: still found, still revoked at the first time, audited once.
+    let again = repo
+        .revoke_api_key(
+            None,
+            "aaaaaaaaaaa2",
+            &audit("boot", "key.revoked", "aaaaaaaaaaa2"),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.revoked_at, Some(rv.at));
+    assert_eq!(
+        repo.find_api_key("aaaaaaaaaaa2")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at,
+        Some(rv.at)
+    );
+
+    let t1_log = repo
+        .list_audit(Some(&tenant("t1")), None, 100)
+        .await
+        .unwrap();
+    let acts: Vec<(&str, Option<&str>)> = t1_log
+        .iter()
+        .map(|e| (e.entry.action.as_str(), e.entry.target.as_deref()))
+        .collect();
+    assert_eq!(
+        acts,
+        [
+            ("key.revoked", Some("aaaaaaaaaaa2")),
+            ("key.created", Some("aaaaaaaaaaa2")),
+            ("key.created", Some("aaaaaaaaaaa1")),
+        ],
+        "newest first, one entry per change"
+    );
+    assert_eq!(t1_log[0].entry, rv, "stored as given");
+    assert!(t1_log.iter().all(|e| e.tenant == tenant("t1")));
+    let t2_log = repo
+        .list_audit(Some(&tenant("t2")), None, 100)
+        .await
+        .unwrap();
+    assert_eq!(t2_log.len(), 1);
+    assert_eq!(repo.list_audit(None, None, 100).await.unwrap().len(), 4);
+    // Paging by seq.
+    let first = repo.list_audit(None, None, 2).await.unwrap();
+    let rest = repo
+        .list_audit(None, Some(first[1].seq), 100)
+        .await
+        .unwrap();
+    assert_eq!(first.len() + rest.len(), 4);
+    assert!(rest.iter().all(|e| e.seq < first[1].seq));
+
+    // A key id that already exists is refused, and its audit entry is not written either.
+    let dup = repo
+        .create_api_key(&a1, &audit("boot", "key.created", "dup"))
+        .await;
+    assert!(dup.is_err());
+    assert_eq!(repo.list_audit(None, None, 100).await.unwrap().len(), 4);
 }
 
 async fn api_keys_insert_find_touch_count(db: &TestDb) {
@@ -1397,13 +1528,13 @@ async fn concurrent_first_opens_migrate_once(db: &TestDb) {
         // multi-threaded runtime, so these really run at once.
         let (a, b, c, d) = tokio::join!(open(), open(), open(), open());
         let ran: usize = [&a, &b, &c, &d].iter().map(|(_, n)| n).sum();
-        assert_eq!(ran, 2, "each of the two migrations ran exactly once");
+        assert_eq!(ran, 3, "each of the three migrations ran exactly once");
         for (d, _) in [&a, &b, &c, &d] {
             assert_eq!(d.migrate().await.unwrap(), 0);
             assert!(TestDb::table_exists_in(d, "job_logs").await);
         }
         let n = common::scalar(&a.0, "SELECT COUNT(*) FROM schema_migrations").await;
-        assert_eq!(n, 2);
+        assert_eq!(n, 3);
         for (d, _) in [a, b, c, d] {
             if let Database::Postgres(r) = d {
                 r.close().await;
@@ -1498,6 +1629,7 @@ on_both!(
     migrations_are_idempotent_and_reversible,
     job_logs_has_the_design_columns,
     api_keys_insert_find_touch_count,
+    api_keys_admin_and_audit,
     uploads_tenancy_and_lifecycle,
     expired_uploads_sweep,
     job_round_trip_and_tenancy,

@@ -326,6 +326,36 @@ async fn store_part(
             ));
         }
     };
+    // With a malware scanner: the object has no row yet, so it is never served; it becomes a
+    // file only when clean.
+    if let Some(scanner) = &st.scanner {
+        let verdict = match st.store.open(Bucket::Processed, &key).await {
+            Ok(obj) => scanner.scan(obj.body).await,
+            Err(e) => {
+                abandon(st, &key).await;
+                return Err(e.into());
+            }
+        };
+        match verdict {
+            Ok(crate::scan::Verdict::Clean) => {}
+            Ok(crate::scan::Verdict::Infected(sig)) => {
+                abandon(st, &key).await;
+                tracing::warn!(tenant = %caller.tenant, signature = %sig, "malware found in a file upload");
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    ErrorCode::MalwareDetected,
+                    format!("malware detected: {sig}; nothing was stored"),
+                ));
+            }
+            Err(e) => {
+                abandon(st, &key).await;
+                tracing::warn!(error = %e, "scan failed; the file was not stored");
+                return Err(ApiError::unavailable(
+                    "the malware scanner is unavailable; nothing was stored — retry shortly",
+                ));
+            }
+        }
+    }
     let new = NewFile {
         tenant: caller.tenant.clone(),
         path: path.clone(),
@@ -420,7 +450,8 @@ async fn small_field(field: axum::extract::multipart::Field<'_>, name: &str) -> 
         (status = 409, description = "A file exists there and overwrite is false (`already_exists`), or a folder is in the way (`is_a_folder`, `not_a_folder`)", body = Problem),
         (status = 413, description = "File over the size limit (`upload_too_large`)", body = Problem),
         (status = 415, description = "Not an image type we store (`unsupported_format`)", body = Problem),
-        (status = 422, description = "Image refused: `image_too_large`, `corrupt_image`; bad metadata (`invalid_request`)", body = Problem)))]
+        (status = 422, description = "Image refused: `image_too_large`, `corrupt_image`, `malware_detected`; bad metadata (`invalid_request`)", body = Problem),
+        (status = 503, description = "The malware scanner is configured but unavailable; nothing stored", body = Problem)))]
 pub async fn upload(
     State(st): State<AppState>,
     caller: Caller,

@@ -1,5 +1,6 @@
 //! Handlers, one module per area.
 
+pub mod admin;
 pub mod docs;
 pub mod files;
 pub mod health;

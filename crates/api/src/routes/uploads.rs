@@ -453,7 +453,8 @@ fn rejected_error(u: &Upload) -> ApiError {
         (status = 401, description = "Missing or invalid API key", body = Problem),
         (status = 404, description = "Unknown upload (or another tenant's)", body = Problem),
         (status = 409, description = "Nothing uploaded yet (`upload_missing`) or expired (`upload_state`)", body = Problem),
-        (status = 422, description = "Rejected: `content_type_mismatch`, `unsupported_format`, `image_too_large`, `corrupt_image`, `upload_too_large`, `empty_upload`; the body carries `status: rejected` and `reason`", body = Problem)))]
+        (status = 422, description = "Rejected: `content_type_mismatch`, `unsupported_format`, `image_too_large`, `corrupt_image`, `upload_too_large`, `empty_upload`, `malware_detected`; the body carries `status: rejected` and `reason`", body = Problem),
+        (status = 503, description = "The malware scanner (when configured) failed or is down: nothing promoted; retry (`service_unavailable`)", body = Problem)))]
 pub async fn complete(
     State(st): State<AppState>,
     caller: Caller,
@@ -491,7 +492,10 @@ pub async fn complete(
         }
         UploadStatus::Uploaded => {}
     }
-    let outcome = check_object(&st, &up).await?;
+    let outcome = match scan_object(&st, &up).await? {
+        Some(rejected) => rejected,
+        None => check_object(&st, &up).await?,
+    };
     let done = st
         .repo
         .complete_upload(id, &outcome, Utc::now())
@@ -524,6 +528,36 @@ async fn ready_view(st: &AppState, up: &Upload) -> ApiResult<Json<UploadView>> {
     let mut view = UploadView::from(up);
     view.file = file.as_ref().map(crate::routes::files::FileView::from);
     Ok(Json(view))
+}
+
+/// With a scanner configured: streams the raw object to clamd. `Some(rejection)` when it is
+/// infected; an error (503, nothing promoted) when the scanner fails or cannot be reached.
+async fn scan_object(st: &AppState, up: &Upload) -> ApiResult<Option<UploadOutcome>> {
+    let Some(scanner) = &st.scanner else {
+        return Ok(None);
+    };
+    let obj = match st.store.open(Bucket::Raw, &up.key).await {
+        Ok(o) => o,
+        // check_object reports the missing object.
+        Err(StoreError::NotFound) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    match scanner.scan(obj.body).await {
+        Ok(crate::scan::Verdict::Clean) => Ok(None),
+        Ok(crate::scan::Verdict::Infected(sig)) => {
+            tracing::warn!(upload_id = %up.upload_id, signature = %sig, "malware found in an upload");
+            Ok(Some(UploadOutcome::Rejected {
+                code: ErrorCode::MalwareDetected.as_str().to_owned(),
+                reason: format!("malware detected: {sig}"),
+            }))
+        }
+        Err(e) => {
+            tracing::warn!(upload_id = %up.upload_id, error = %e, "scan failed; the upload stays unpromoted");
+            Err(ApiError::unavailable(
+                "the malware scanner is unavailable; the upload was not promoted — call complete again shortly",
+            ))
+        }
+    }
 }
 
 async fn check_object(st: &AppState, up: &Upload) -> ApiResult<UploadOutcome> {

@@ -359,7 +359,12 @@ pub fn command(data_dir: &Path) -> Command {
         .env("PHOTO_API_DATA_DIR", data_dir)
         .env("LOG_LEVEL", "info,sqlx=warn")
         .env("PHOTO_API_POLL_INTERVAL", "50ms")
-        .env("PHOTO_API_RETRY_BACKOFF", "100ms");
+        .env("PHOTO_API_RETRY_BACKOFF", "100ms")
+        // The fault-injection suites poll far faster than a client should; rate limits are
+        // tested on their own (tests/edge.rs sets them).
+        .env("PHOTO_API_RATE_LIMIT_READ", "off")
+        .env("PHOTO_API_RATE_LIMIT_WRITE", "off")
+        .env("PHOTO_API_RATE_LIMIT_ADDRESS", "off");
     if let Some(p) = production() {
         c.envs(p.env(data_dir));
     }
