@@ -206,6 +206,35 @@ fn parse_metadata(raw: &str) -> ApiResult<BTreeMap<String, String>> {
     Ok(map)
 }
 
+/// `body`, hashing every chunk that passes; read the digest with [`finish`] once it is consumed.
+fn hashed<S>(
+    body: S,
+) -> (
+    impl futures_util::Stream<Item = S::Item>,
+    Arc<Mutex<Sha256>>,
+)
+where
+    S: futures_util::TryStream<Ok = bytes::Bytes>
+        + futures_util::Stream<Item = Result<bytes::Bytes, S::Error>>,
+{
+    let hasher = Arc::new(Mutex::new(Sha256::new()));
+    let h = Arc::clone(&hasher);
+    let body = body.inspect_ok(move |b| {
+        if let Ok(mut h) = h.lock() {
+            h.update(b);
+        }
+    });
+    (body, hasher)
+}
+
+/// The hex SHA-256 of what passed through [`hashed`].
+fn finish(hasher: &Mutex<Sha256>) -> String {
+    hasher
+        .lock()
+        .map(|mut h| hex::encode(h.finalize_reset()))
+        .unwrap_or_default()
+}
+
 /// What to do with the object of a write that did not become a file.
 async fn abandon(st: &AppState, key: &ObjectKey) {
     if st.store.delete(Bucket::Processed, key).await.is_ok()
@@ -272,15 +301,10 @@ async fn store_part(
         + chrono::Duration::hours(24)
             .max(chrono::Duration::from_std(st.cfg.files.gc_delay).unwrap_or_default());
     st.repo.file_object_intent(&key, intent).await?;
-    let hasher = Arc::new(Mutex::new(Sha256::new()));
-    let h = Arc::clone(&hasher);
-    let body = futures_util::stream::once(async move { Ok(head.freeze()) })
-        .chain(field.map_err(std::io::Error::other))
-        .inspect_ok(move |b| {
-            if let Ok(mut h) = h.lock() {
-                h.update(b);
-            }
-        });
+    let (body, hasher) = hashed(
+        futures_util::stream::once(async move { Ok(head.freeze()) })
+            .chain(field.map_err(std::io::Error::other)),
+    );
     let size = match st
         .store
         .put_stream(Bucket::Processed, &key, Box::pin(body), limit)
@@ -298,10 +322,7 @@ async fn store_part(
             });
         }
     };
-    let etag = hasher
-        .lock()
-        .map(|mut h| hex::encode(h.finalize_reset()))
-        .unwrap_or_default();
+    let etag = finish(&hasher);
     // The header within the pixel limits (no pixel decoding in the API process).
     let prefix = match st
         .store
@@ -1419,21 +1440,12 @@ pub(crate) async fn promote_upload(
         }
         Err(e) => return Err(e.into()),
     };
-    let hasher = Arc::new(Mutex::new(Sha256::new()));
-    let h = Arc::clone(&hasher);
-    let body = src.body.inspect_ok(move |b| {
-        if let Ok(mut h) = h.lock() {
-            h.update(b);
-        }
-    });
+    let (body, hasher) = hashed(src.body);
     let size = st
         .store
         .put_stream(Bucket::Processed, &key, Box::pin(body), up.max_bytes)
         .await?;
-    let etag = hasher
-        .lock()
-        .map(|mut h| hex::encode(h.finalize_reset()))
-        .unwrap_or_default();
+    let etag = finish(&hasher);
     let new = NewFile {
         tenant: up.tenant.clone(),
         path: path.clone(),
