@@ -70,6 +70,9 @@ pub fn openapi_and_router() -> (utoipa::openapi::OpenApi, OpenApiRouter<AppState
         .routes(routes!(routes::uploads::complete))
         .routes(routes!(routes::jobs::submit, routes::jobs::list))
         .routes(routes!(routes::jobs::get))
+        .routes(routes!(routes::jobs::cancel))
+        .routes(routes!(routes::jobs::retry))
+        .routes(routes!(routes::jobs::redrive))
         .split_for_parts();
     (api, OpenApiRouter::from(router))
 }

@@ -92,6 +92,9 @@ pub trait JobDispatcher: Send + Sync + std::fmt::Debug {
     /// Starts the job's workflow. Idempotent: a job already started counts as success. An
     /// error leaves the job in the outbox, from which `serve` starts it later.
     async fn dispatch(&self, job: &Job) -> Result<(), String>;
+    /// Asks the engine to cancel the job's run (its row is already `cancelled`). Cancelling a
+    /// run that already ended, or never started, is a success.
+    async fn cancel(&self, job: &Job) -> Result<(), String>;
 }
 
 /// Everything a handler can reach.

@@ -51,6 +51,10 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// A required dependency is unavailable.
     ServiceUnavailable,
+    /// The job has finished (completed, failed, dead or cancelled) and cannot be cancelled.
+    JobNotCancellable,
+    /// Only failed or dead jobs can be retried.
+    JobNotRetryable,
     /// Something failed on our side; details are in the server log.
     Internal,
 }
@@ -81,6 +85,8 @@ impl ErrorCode {
             Self::InvalidParameters => "invalid_parameters",
             Self::PayloadTooLarge => "payload_too_large",
             Self::ServiceUnavailable => "service_unavailable",
+            Self::JobNotCancellable => "job_not_cancellable",
+            Self::JobNotRetryable => "job_not_retryable",
             Self::Internal => "internal",
         }
     }
@@ -91,7 +97,7 @@ impl ErrorCode {
     }
 }
 
-const ALL: [ErrorCode; 23] = [
+const ALL: [ErrorCode; 25] = [
     ErrorCode::PolicyViolation,
     ErrorCode::Unauthenticated,
     ErrorCode::InvalidCredentials,
@@ -114,6 +120,8 @@ const ALL: [ErrorCode; 23] = [
     ErrorCode::InvalidParameters,
     ErrorCode::PayloadTooLarge,
     ErrorCode::ServiceUnavailable,
+    ErrorCode::JobNotCancellable,
+    ErrorCode::JobNotRetryable,
     ErrorCode::Internal,
 ];
 

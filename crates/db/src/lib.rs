@@ -135,6 +135,28 @@ pub trait Repo: Send + Sync + std::fmt::Debug {
     async fn list_jobs(&self, tenant: &TenantId, filter: &JobFilter) -> DbResult<Vec<Job>>;
     /// Status history of a job, oldest first.
     async fn job_events(&self, id: JobId) -> DbResult<Vec<JobEvent>>;
+    /// Cancels a job of `tenant` that has not finished (`submitted`, `retrying` or `started`):
+    /// it becomes `cancelled` and its claim token is revoked, so a running attempt can neither
+    /// heartbeat nor record a result and stops at its next step boundary. `None` (no change)
+    /// when the job is absent, another tenant's, or already finished.
+    async fn cancel_job(
+        &self,
+        tenant: &TenantId,
+        id: JobId,
+        now: DateTime<Utc>,
+    ) -> DbResult<Option<Job>>;
+    /// Queues a `failed` or `dead` job of `tenant` again as a fresh submission: attempts from
+    /// zero, error and outputs cleared, due now (its history keeps the earlier attempts). A
+    /// Temporal job gets `workflow_id` as its new workflow (a finished workflow id cannot be
+    /// reused) and goes back to the outbox. `None` (no change) when the job is absent, another
+    /// tenant's, or not failed/dead.
+    async fn retry_job(
+        &self,
+        tenant: &TenantId,
+        id: JobId,
+        workflow_id: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> DbResult<Option<Job>>;
 
     // --- the queue
     /// Claims the next runnable job (queued and due, or started with an expired lease) for

@@ -483,6 +483,60 @@ impl Repo for PgRepo {
             .collect()
     }
 
+    async fn cancel_job(
+        &self,
+        tenant: &TenantId,
+        id: JobId,
+        now: DateTime<Utc>,
+    ) -> DbResult<Option<Job>> {
+        sqlx::query(
+            "UPDATE job_logs SET status = 'cancelled', completed_at = $1, outputs = NULL,
+                 error_code = 'cancelled', error_message = 'cancelled on request',
+                 lease_owner = NULL, lease_token = NULL, lease_expires_at_ms = NULL, updated_at = $1
+             WHERE job_id = $2 AND tenant_id = $3 AND status IN ('submitted', 'retrying', 'started')
+             RETURNING *",
+        )
+        .bind(now)
+        .bind(id.to_string())
+        .bind(tenant.as_str())
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(job_from_row)
+        .transpose()
+    }
+
+    async fn retry_job(
+        &self,
+        tenant: &TenantId,
+        id: JobId,
+        workflow_id: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> DbResult<Option<Job>> {
+        sqlx::query(
+            "UPDATE job_logs SET status = 'submitted', attempts = 0, run_at_ms = $1,
+                 started_at = NULL, completed_at = NULL, outputs = NULL, error_code = NULL,
+                 error_message = NULL, lease_owner = NULL, lease_token = NULL,
+                 lease_expires_at_ms = NULL, updated_at = $2,
+                 temporal_workflow_id = CASE WHEN engine = 'temporal'
+                     THEN COALESCE($3, temporal_workflow_id) ELSE temporal_workflow_id END,
+                 temporal_dispatched_at_ms = CASE WHEN engine = 'temporal'
+                     THEN NULL ELSE temporal_dispatched_at_ms END
+             WHERE job_id = $4 AND tenant_id = $5 AND status IN ('failed', 'dead')
+             RETURNING *",
+        )
+        .bind(ms(now))
+        .bind(now)
+        .bind(workflow_id)
+        .bind(id.to_string())
+        .bind(tenant.as_str())
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(job_from_row)
+        .transpose()
+    }
+
     async fn claim_job(
         &self,
         worker: &str,
@@ -696,7 +750,8 @@ impl Repo for PgRepo {
     ) -> DbResult<Vec<Job>> {
         sqlx::query(
             "SELECT * FROM job_logs
-             WHERE engine = 'temporal' AND temporal_dispatched_at_ms IS NULL AND created_at <= $1
+             WHERE engine = 'temporal' AND temporal_dispatched_at_ms IS NULL
+               AND status IN ('submitted', 'retrying', 'started') AND created_at <= $1
              ORDER BY job_id LIMIT $2",
         )
         .bind(created_before)

@@ -9,7 +9,9 @@ mod pipeline;
 mod sweep;
 mod worker;
 
-pub use pipeline::{PipelineError, extended_pipeline, render, run_pipeline};
+pub use pipeline::{
+    Checkpoint, PipelineError, extended_pipeline, output_keys, render, run_pipeline,
+};
 pub use sweep::errors::SweepError;
 pub use sweep::{SweepConfig, SweepReport, sweep_once};
 pub use worker::{AttemptOutcome, ExtraHeartbeat, Worker, WorkerConfig, backoff};

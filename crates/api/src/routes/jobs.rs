@@ -402,3 +402,246 @@ pub async fn list(
         next_cursor,
     }))
 }
+
+fn parse_job_id(job_id: &str) -> ApiResult<JobId> {
+    job_id.parse().map_err(|_| ApiError::not_found("job"))
+}
+
+/// Cancels a job that has not finished. A queued job never starts; a running one stops at its
+/// next step boundary (read, transform, write) and ends `cancelled`; whatever it wrote is
+/// removed. On Temporal the job's workflow is cancelled too. Cancelling a finished job is a
+/// `409 job_not_cancellable`.
+#[utoipa::path(post, path = "/jobs/{job_id}/cancel", tag = "jobs",
+    security(("bearer" = [])),
+    params(("job_id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "Cancelled", body = JobView),
+        (status = 401, description = "Missing or invalid API key", body = Problem),
+        (status = 404, description = "Unknown job (or another tenant's)", body = Problem),
+        (status = 409, description = "The job has finished (`job_not_cancellable`)", body = Problem)))]
+pub async fn cancel(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(job_id): Path<String>,
+) -> ApiResult<Json<JobView>> {
+    let id = parse_job_id(&job_id)?;
+    let Some(job) = st.repo.cancel_job(&caller.tenant, id, Utc::now()).await? else {
+        let job = st
+            .repo
+            .get_job(&caller.tenant, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("job"))?;
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::JobNotCancellable,
+            format!("the job is {}; only unfinished jobs can be cancelled", job.status),
+        )
+        .with("status", job.status.as_str()));
+    };
+    // Outputs live under deterministic keys: remove any an attempt wrote before it noticed the
+    // cancellation (the worker removes what it writes after this, too).
+    for key in photo_jobs_keys(&job) {
+        if let Err(e) = st.store.delete(Bucket::Processed, &key).await {
+            tracing::warn!(job_id = %id, error = %e, "removing a cancelled job's output failed");
+        }
+    }
+    if let Some(d) = &st.dispatcher {
+        if let Err(e) = d.cancel(&job).await {
+            // The row says cancelled, which is what attempts check: the workflow's next
+            // attempt refuses to start and the running one stops at its next step.
+            tracing::warn!(job_id = %id, error = %e, "cancelling the Temporal workflow failed");
+        }
+    }
+    tracing::info!(job_id = %id, tenant = %caller.tenant, "job cancelled");
+    Ok(Json(view(&st, &job)))
+}
+
+/// The deterministic output keys of a job (as the worker writes them).
+fn photo_jobs_keys(job: &Job) -> Vec<photo_core::ObjectKey> {
+    let ext = match &job.spec {
+        JobSpec::Thumbnail(p) => p.format.extension(),
+        JobSpec::Transform(p) => p.format.extension(),
+    };
+    photo_core::ObjectKey::job_output(&job.tenant, job.job_id, job.job_type.as_str(), ext)
+        .into_iter()
+        .collect()
+}
+
+async fn requeue(st: &AppState, tenant: &photo_core::TenantId, id: JobId) -> ApiResult<Option<Job>> {
+    // A Temporal job runs a new workflow: the old id belongs to a closed workflow.
+    let workflow_id = st
+        .dispatcher
+        .as_ref()
+        .map(|d| format!("{}-r{}", d.route(id).workflow_id, Utc::now().timestamp_millis()));
+    let Some(job) = st
+        .repo
+        .retry_job(tenant, id, workflow_id.as_deref(), Utc::now())
+        .await?
+    else {
+        return Ok(None);
+    };
+    if let Some(d) = &st.dispatcher {
+        if job.temporal.is_some() {
+            match d.dispatch(&job).await {
+                Ok(()) => {
+                    if let Err(e) = st.repo.mark_dispatched(job.job_id, Utc::now()).await {
+                        tracing::warn!(job_id = %job.job_id, error = %e, "recording the workflow start failed; the outbox will confirm it");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(job_id = %job.job_id, error = %e, "starting the workflow failed; the outbox will retry it");
+                }
+            }
+        }
+    }
+    Ok(Some(job))
+}
+
+/// Queues a `failed` or `dead` job again: a fresh set of attempts, the same id and outputs
+/// key; its history keeps the earlier attempts. Anything else is a `409 job_not_retryable`.
+#[utoipa::path(post, path = "/jobs/{job_id}/retry", tag = "jobs",
+    security(("bearer" = [])),
+    params(("job_id" = String, Path, description = "Job id")),
+    responses(
+        (status = 202, description = "Queued again", body = JobView),
+        (status = 401, description = "Missing or invalid API key", body = Problem),
+        (status = 404, description = "Unknown job (or another tenant's)", body = Problem),
+        (status = 409, description = "The job is not failed or dead (`job_not_retryable`)", body = Problem)))]
+pub async fn retry(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(job_id): Path<String>,
+) -> ApiResult<(StatusCode, Json<JobView>)> {
+    let id = parse_job_id(&job_id)?;
+    let Some(job) = requeue(&st, &caller.tenant, id).await? else {
+        let job = st
+            .repo
+            .get_job(&caller.tenant, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("job"))?;
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::JobNotRetryable,
+            format!("the job is {}; only failed or dead jobs can be retried", job.status),
+        )
+        .with("status", job.status.as_str()));
+    };
+    tracing::info!(job_id = %id, tenant = %caller.tenant, "job queued again");
+    Ok((StatusCode::ACCEPTED, Json(view(&st, &job))))
+}
+
+/// Largest number of jobs one redrive requeues.
+pub const MAX_REDRIVE: u32 = 1000;
+
+/// `POST /jobs/redrive` body: which dead jobs to queue again (all of them when empty).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedriveRequest {
+    /// Only jobs of this type.
+    #[serde(default)]
+    pub job_type: Option<String>,
+    /// Only jobs whose last error has this code (e.g. `storage_error`, `worker_lost`).
+    #[serde(default)]
+    pub error_code: Option<String>,
+    /// Only jobs created at or after (RFC 3339).
+    #[serde(default)]
+    pub created_after: Option<DateTime<Utc>>,
+    /// Only jobs created before (RFC 3339).
+    #[serde(default)]
+    pub created_before: Option<DateTime<Utc>>,
+    /// At most this many, 1..=1000 (default 1000); call again for more.
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// What a redrive did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RedriveResult {
+    /// How many dead jobs were queued again.
+    pub redriven: usize,
+    /// Their ids.
+    pub job_ids: Vec<String>,
+    /// True when `limit` stopped the redrive before every matching job was queued.
+    pub more: bool,
+}
+
+/// Queues the caller's dead jobs again (the dead-letter list is `GET /jobs?status=dead`): all
+/// of them (body `{}`), or those matching the filter, up to `limit` per call.
+#[utoipa::path(post, path = "/jobs/redrive", tag = "jobs", request_body = RedriveRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Queued again", body = RedriveResult),
+        (status = 400, description = "Malformed body", body = Problem),
+        (status = 401, description = "Missing or invalid API key", body = Problem),
+        (status = 422, description = "Bad filter (`invalid_parameters`)", body = Problem)))]
+pub async fn redrive(
+    State(st): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<RedriveRequest>,
+) -> ApiResult<Json<RedriveResult>> {
+    let job_type = req
+        .job_type
+        .map(|s| {
+            JobType::parse(&s).ok_or_else(|| {
+                unprocessable(ErrorCode::InvalidParameters, format!("unknown job_type {s:?}"))
+            })
+        })
+        .transpose()?;
+    if req.error_code.as_ref().is_some_and(|c| c.is_empty() || c.len() > 64) {
+        return Err(unprocessable(
+            ErrorCode::InvalidParameters,
+            "error_code must be 1..=64 characters",
+        ));
+    }
+    let limit = req.limit.unwrap_or(MAX_REDRIVE);
+    if !(1..=MAX_REDRIVE).contains(&limit) {
+        return Err(unprocessable(
+            ErrorCode::InvalidParameters,
+            format!("limit must be between 1 and {MAX_REDRIVE}"),
+        ));
+    }
+    let mut ids = Vec::new();
+    let mut before_id = None;
+    let mut more = false;
+    'pages: loop {
+        let page = st
+            .repo
+            .list_jobs(
+                &caller.tenant,
+                &JobFilter {
+                    status: Some(JobStatus::Dead),
+                    job_type,
+                    created_after: req.created_after,
+                    created_before: req.created_before,
+                    before_id,
+                    limit: MAX_PAGE,
+                },
+            )
+            .await?;
+        let Some(last) = page.last() else { break };
+        before_id = Some(last.job_id);
+        let full = page.len() == MAX_PAGE as usize;
+        for job in page {
+            if req.error_code.as_ref().is_some_and(|c| job.error_code.as_ref() != Some(c)) {
+                continue;
+            }
+            if ids.len() == limit as usize {
+                more = true;
+                break 'pages;
+            }
+            // A job that stopped being dead meanwhile (retried by someone else) is skipped.
+            if requeue(&st, &caller.tenant, job.job_id).await?.is_some() {
+                ids.push(job.job_id.to_string());
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+    tracing::info!(tenant = %caller.tenant, redriven = ids.len(), "dead jobs redriven");
+    Ok(Json(RedriveResult {
+        redriven: ids.len(),
+        job_ids: ids,
+        more,
+    }))
+}

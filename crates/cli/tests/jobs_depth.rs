@@ -1,0 +1,452 @@
+//! Jobs in depth (issue 8), black-box: cancel, retry, the dead-letter list and redrive — on
+//! the engine the suite runs on (`PHOTO_API_TEST_ENGINE`: the SQL queue or Temporal) and the
+//! backend (`PHOTO_API_TEST_BACKEND`: embedded or PostgreSQL + s3s-fs).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+/// The database URL of a test server's data directory.
+fn database_url(data_dir: &Path) -> String {
+    match production() {
+        Some(p) => p.database_url(data_dir),
+        None => format!("sqlite://{}", data_dir.join("photo-api.db").display()),
+    }
+}
+
+/// An API key of another tenant (`other`), stored straight into the server's database: the
+/// service has no key-management route yet.
+async fn other_tenant_key(data_dir: &Path) -> String {
+    let repo = photo_db::open(&database_url(data_dir), &photo_db::PgOptions::default())
+        .await
+        .unwrap();
+    let k = photo_api_http::auth::generate_key();
+    repo.insert_api_key(&photo_db::ApiKeyRecord {
+        key_id: k.key_id.clone(),
+        tenant: photo_core::TenantId::parse("other").unwrap(),
+        name: "other tenant".into(),
+        secret_sha256: hex::encode(photo_api_http::auth::key_sha256(&k.key)),
+        scopes: vec!["read".into(), "write".into()],
+        created_at: chrono::Utc::now(),
+        expires_at: None,
+        revoked_at: None,
+        last_used_at: None,
+    })
+    .await
+    .unwrap();
+    k.key
+}
+
+fn spawn_worker(data_dir: &Path) -> KillOnDrop {
+    let mut c = command(data_dir);
+    c.arg("worker")
+        .env("PHOTO_API_WORKER_CONCURRENCY", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    KillOnDrop(c.spawn().unwrap())
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn statuses(job: &Value) -> Vec<String> {
+    job["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["status"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The Temporal workflow statuses of this server's jobs, by workflow id.
+fn workflow_statuses(data_dir: &Path) -> Vec<(String, String)> {
+    temporal_workflow_list(data_dir)
+        .iter()
+        .map(|w| {
+            (
+                w["execution"]["workflowId"].as_str().unwrap().to_owned(),
+                w["status"].to_string(),
+            )
+        })
+        .collect()
+}
+
+async fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn post_empty(s: &Server, path: &str) -> reqwest::Response {
+    s.http
+        .post(s.url(path))
+        .bearer_auth(&s.key)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_cancelled_queued_job_never_starts() {
+    // No workers: the job stays queued until it is cancelled; then a worker comes.
+    let s = Server::start_with(Opts::default().arg("--worker-mode").arg("none")).await;
+    let id = s.upload_ready(jpeg(320, 240), "image/jpeg").await;
+    let job = s
+        .submit(json!({"job_type": "thumbnail", "upload_id": id, "params": {"width": 64, "height": 64}}))
+        .await;
+    let jid = job["job_id"].as_str().unwrap().to_owned();
+    let r = post_empty(&s, &format!("/jobs/{jid}/cancel")).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "cancelled", "{v}");
+
+    let _w = spawn_worker(&s.data_dir);
+    // A control job proves the worker is up and has had the chance to take the cancelled one.
+    let control = s
+        .submit(json!({"job_type": "thumbnail", "upload_id": id, "params": {"width": 32, "height": 32}}))
+        .await;
+    let c = s
+        .wait_job(control["job_id"].as_str().unwrap(), Duration::from_secs(60))
+        .await;
+    assert_eq!(c["status"], "completed", "{c}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let j = s.job(&jid).await;
+    assert_eq!(j["status"], "cancelled", "{j}");
+    assert_eq!(j["attempts"], 0, "never started: {j}");
+    assert_eq!(statuses(&j), ["submitted", "cancelled"], "{j}");
+    assert!(j["outputs"].as_array().unwrap().is_empty());
+    assert!(j["completed_at"].is_string(), "{j}");
+
+    if temporal_engine() {
+        let wf = j["temporal_workflow_id"].as_str().unwrap().to_owned();
+        let data_dir = s.data_dir.clone();
+        let mut last = Vec::new();
+        wait_until("the workflow to end cancelled", Duration::from_secs(30), || {
+            last = workflow_statuses(&data_dir);
+            last.iter()
+                .any(|(id, st)| *id == wf && st.contains("CANCELED"))
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_running_job_stops_at_a_step_boundary_with_its_outputs_gone() {
+    // One job at a time: a control job submitted after the cancel completes only once the
+    // cancelled attempt has let go of its slot, so its end is observable from outside.
+    let s = Server::start_with(
+        Opts::default()
+            .env("MAX_UPLOAD_SIZE", "60MB")
+            .env("PHOTO_API_WORKER_CONCURRENCY", "1"),
+    )
+    .await;
+    // A large noisy image re-encoded as PNG takes seconds: a wide window to cancel it in.
+    let big = s.upload_ready(noisy_jpeg(4000, 3000), "image/jpeg").await;
+    let small = s.upload_ready(jpeg(320, 240), "image/jpeg").await;
+    let job = s
+        .submit(json!({"job_type": "transform", "upload_id": big, "params": {"format": "png"}}))
+        .await;
+    let jid = job["job_id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let j = s.job(&jid).await;
+        if j["status"] == "started" {
+            break;
+        }
+        assert_ne!(j["status"], "completed", "finished before it could be cancelled");
+        assert!(Instant::now() < deadline, "never started: {j}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let r = post_empty(&s, &format!("/jobs/{jid}/cancel")).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "cancelled", "{v}");
+
+    let control = s
+        .submit(json!({"job_type": "thumbnail", "upload_id": small, "params": {"width": 32, "height": 32}}))
+        .await;
+    let c = s
+        .wait_job(control["job_id"].as_str().unwrap(), Duration::from_secs(120))
+        .await;
+    assert_eq!(c["status"], "completed", "{c}");
+
+    let j = s.job(&jid).await;
+    assert_eq!(j["status"], "cancelled", "{j}");
+    assert_eq!(j["attempts"], 1, "{j}");
+    assert_eq!(
+        statuses(&j),
+        ["submitted", "started", "cancelled"],
+        "the attempt recorded nothing after the cancel: {j}"
+    );
+    assert!(j["outputs"].as_array().unwrap().is_empty(), "{j}");
+    // The attempt's output key (deterministic) holds nothing, nor does anything under the job.
+    let key = format!("tenants/default/jobs/{jid}/transform.png");
+    assert!(
+        !processed_object_path(&s.data_dir, &key).exists(),
+        "the cancelled job's output is gone"
+    );
+    let processed = processed_object_path(&s.data_dir, "");
+    let leftovers: Vec<String> = files_under(&processed)
+        .into_iter()
+        .filter(|f| f.contains(&jid))
+        .collect();
+    assert!(leftovers.is_empty(), "nothing of the cancelled job is stored: {leftovers:?}");
+
+    if temporal_engine() {
+        let wf = j["temporal_workflow_id"].as_str().unwrap().to_owned();
+        let data_dir = s.data_dir.clone();
+        wait_until("the workflow to end cancelled", Duration::from_secs(30), || {
+            workflow_statuses(&data_dir)
+                .iter()
+                .any(|(id, st)| *id == wf && st.contains("CANCELED"))
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn cancel_and_retry_answer_409_by_state_and_404_across_tenants() {
+    let s = Server::start().await;
+    let id = s.upload_ready(jpeg(320, 240), "image/jpeg").await;
+    let job = s
+        .submit(json!({"job_type": "thumbnail", "upload_id": id, "params": {"width": 64, "height": 64}}))
+        .await;
+    let jid = job["job_id"].as_str().unwrap().to_owned();
+    let done = s.wait_job(&jid, Duration::from_secs(60)).await;
+    assert_eq!(done["status"], "completed", "{done}");
+
+    let p = expect_problem(
+        post_empty(&s, &format!("/jobs/{jid}/cancel")).await,
+        409,
+        "job_not_cancellable",
+    )
+    .await;
+    assert_eq!(p["status"], 409);
+    expect_problem(
+        post_empty(&s, &format!("/jobs/{jid}/retry")).await,
+        409,
+        "job_not_retryable",
+    )
+    .await;
+    // The completed job and its output are untouched.
+    let after = s.job(&jid).await;
+    assert_eq!(after["status"], "completed");
+    let (status, _, _) = download(after["outputs"][0]["url"].as_str().unwrap()).await;
+    assert_eq!(status, 200);
+
+    // Unknown and malformed ids.
+    for path in [
+        "/jobs/01890000-0000-7000-8000-000000000000/cancel".to_owned(),
+        "/jobs/not-a-job/cancel".to_owned(),
+        "/jobs/01890000-0000-7000-8000-000000000000/retry".to_owned(),
+    ] {
+        expect_problem(post_empty(&s, &path).await, 404, "not_found").await;
+    }
+
+    // Another tenant sees none of it: 404, and the job is unchanged.
+    let other = other_tenant_key(&s.data_dir).await;
+    for action in ["cancel", "retry"] {
+        let r = s
+            .http
+            .post(s.url(&format!("/jobs/{jid}/{action}")))
+            .bearer_auth(&other)
+            .send()
+            .await
+            .unwrap();
+        expect_problem(r, 404, "not_found").await;
+    }
+    let r = s
+        .http
+        .post(s.url("/jobs/redrive"))
+        .bearer_auth(&other)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["redriven"], 0, "{v}");
+
+    // Bad redrive bodies.
+    for body in [
+        json!({"limit": 0}),
+        json!({"limit": 1001}),
+        json!({"job_type": "nope"}),
+        json!({"error_code": ""}),
+    ] {
+        expect_problem(s.post("/jobs/redrive", body).await, 422, "invalid_parameters").await;
+    }
+    expect_problem(s.post("/jobs/redrive", json!({"bogus": 1})).await, 422, "invalid_request").await;
+    // Without auth.
+    let r = s.http.post(s.url(&format!("/jobs/{jid}/cancel"))).send().await.unwrap();
+    expect_problem(r, 401, "unauthenticated").await;
+}
+
+#[tokio::test]
+async fn a_failed_job_retried_after_its_cause_is_fixed_completes() {
+    let s = Server::start().await;
+    let init = s.init_upload("image/jpeg", 100_000).await;
+    let bytes = jpeg(320, 240);
+    assert!(s.send_upload(&init, bytes, "image/jpeg").await.status().is_success());
+    let up = init["upload_id"].as_str().unwrap();
+    let r = s.complete(up).await;
+    assert_eq!(r.status(), 200);
+    // Take the raw object away: the job fails permanently (source_missing).
+    let raw = raw_object_path(&s.data_dir, init["key"].as_str().unwrap());
+    let aside = raw.with_extension("aside");
+    std::fs::rename(&raw, &aside).unwrap();
+    let job = s
+        .submit(json!({"job_type": "thumbnail", "upload_id": up, "params": {"width": 64, "height": 64}}))
+        .await;
+    let jid = job["job_id"].as_str().unwrap().to_owned();
+    let failed = s.wait_job(&jid, Duration::from_secs(60)).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["error_code"], "source_missing", "{failed}");
+
+    // Put it back and retry.
+    std::fs::rename(&aside, &raw).unwrap();
+    let r = post_empty(&s, &format!("/jobs/{jid}/retry")).await;
+    assert_eq!(r.status(), 202);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "submitted", "{v}");
+    assert_eq!(v["attempts"], 0, "a fresh set of attempts: {v}");
+    assert!(v["error_code"].is_null(), "{v}");
+    let done = s.wait_job(&jid, Duration::from_secs(60)).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["attempts"], 1, "{done}");
+    let h = statuses(&done);
+    assert_eq!(
+        h,
+        ["submitted", "started", "failed", "submitted", "started", "completed"],
+        "the history keeps the failed attempt: {done}"
+    );
+    let (status, ct, body) = download(done["outputs"][0]["url"].as_str().unwrap()).await;
+    assert_eq!((status, ct.as_str()), (200, "image/jpeg"));
+    assert!(image::load_from_memory(&body).is_ok());
+    // A second retry of a completed job is refused.
+    expect_problem(
+        post_empty(&s, &format!("/jobs/{jid}/retry")).await,
+        409,
+        "job_not_retryable",
+    )
+    .await;
+    if temporal_engine() {
+        let wf = done["temporal_workflow_id"].as_str().unwrap().to_owned();
+        assert!(
+            wf.starts_with(&format!("photo-job-{jid}-r")),
+            "the retry ran as a new workflow: {wf}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn dead_letter_list_and_redrive_of_all_or_a_filter() {
+    // Every attempt exceeds a 1 ms time limit: 2 attempts, then dead.
+    let dir = tempdir();
+    let s = Server::start_with(
+        Opts {
+            data_dir: Some(dir.clone()),
+            ..Opts::default()
+        }
+        .env("PHOTO_API_JOB_TIMEOUT", "1ms")
+        .env("PHOTO_API_MAX_ATTEMPTS", "2")
+        .env("PHOTO_API_RETRY_BACKOFF", "50ms"),
+    )
+    .await;
+    let id = s.upload_ready(jpeg(1200, 900), "image/jpeg").await;
+    let mut thumbs = Vec::new();
+    let mut transforms = Vec::new();
+    for i in 0..3 {
+        let t = s
+            .submit(json!({"job_type": "thumbnail", "upload_id": id, "params": {"width": 64 + i, "height": 64}}))
+            .await;
+        thumbs.push(t["job_id"].as_str().unwrap().to_owned());
+    }
+    for _ in 0..2 {
+        let t = s
+            .submit(json!({"job_type": "transform", "upload_id": id, "params": {"format": "png"}}))
+            .await;
+        transforms.push(t["job_id"].as_str().unwrap().to_owned());
+    }
+    for j in thumbs.iter().chain(&transforms) {
+        let d = s.wait_job(j, Duration::from_secs(60)).await;
+        assert_eq!(d["status"], "dead", "{d}");
+    }
+    let dead = jobs_in(&s, "dead").await;
+    assert_eq!(dead.len(), 5);
+    for d in &dead {
+        assert_eq!(d["attempts"], 2, "attempt count in the dead-letter list: {d}");
+        assert_eq!(d["error_code"], "timeout", "{d}");
+        assert!(
+            d["error_message"].as_str().unwrap().contains("time limit"),
+            "last error in the dead-letter list: {d}"
+        );
+    }
+    let key = s.key.clone();
+    drop(s);
+
+    // The cause fixed (a sane time limit), redrive: first a filter, then the rest.
+    let s = Server::start_with(Opts {
+        data_dir: Some(dir),
+        key: Some(key),
+        ..Opts::default()
+    })
+    .await;
+    let r = s
+        .post("/jobs/redrive", json!({"job_type": "transform", "error_code": "timeout"}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["redriven"], 2, "{v}");
+    assert_eq!(v["more"], false);
+    let mut got: Vec<String> = v["job_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_owned())
+        .collect();
+    got.sort();
+    let mut want = transforms.clone();
+    want.sort();
+    assert_eq!(got, want, "only the filtered jobs");
+    for j in &transforms {
+        let d = s.wait_job(j, Duration::from_secs(60)).await;
+        assert_eq!(d["status"], "completed", "{d}");
+        assert_eq!(d["attempts"], 1, "{d}");
+    }
+    for j in &thumbs {
+        assert_eq!(s.job(j).await["status"], "dead", "not in the filter");
+    }
+    // A limit stops early and says so.
+    let v: Value = s
+        .post("/jobs/redrive", json!({"limit": 1}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((v["redriven"].as_u64(), v["more"].as_bool()), (Some(1), Some(true)), "{v}");
+    let v: Value = s.post("/jobs/redrive", json!({})).await.json().await.unwrap();
+    assert_eq!((v["redriven"].as_u64(), v["more"].as_bool()), (Some(2), Some(false)), "{v}");
+    for j in &thumbs {
+        let d = s.wait_job(j, Duration::from_secs(60)).await;
+        assert_eq!(d["status"], "completed", "{d}");
+    }
+    assert!(jobs_in(&s, "dead").await.is_empty());
+    let v: Value = s.post("/jobs/redrive", json!({})).await.json().await.unwrap();
+    assert_eq!(v["redriven"], 0, "nothing left to redrive: {v}");
+}
