@@ -28,6 +28,8 @@ pub struct ApiConfig {
     pub bootstrap_key_sha256: Option<[u8; 32]>,
     /// Whether `/health` reports the worker supervisor (serve with workers).
     pub report_workers: bool,
+    /// How long `Idempotency-Key` responses are kept for replay.
+    pub idempotency_ttl: Duration,
 }
 
 /// State of the supervised worker process(es), for `/health`.

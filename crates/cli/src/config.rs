@@ -101,6 +101,10 @@ pub struct Settings {
     #[arg(long, global = true, env = "PHOTO_API_STAGING_MAX_AGE", value_parser = parse_duration)]
     #[serde(default, with = "opt_duration")]
     pub staging_max_age: Option<Duration>,
+    /// How long responses to requests with an `Idempotency-Key` are kept for replay (default 24h).
+    #[arg(long, global = true, env = "PHOTO_API_IDEMPOTENCY_TTL", value_parser = parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    pub idempotency_ttl: Option<Duration>,
     /// Lifetime of signed download URLs (default 1h).
     #[arg(long, global = true, env = "PHOTO_API_DOWNLOAD_URL_TTL", value_parser = parse_duration)]
     #[serde(default, with = "opt_duration")]
@@ -235,6 +239,7 @@ pub struct Config {
     pub sweep_interval: Duration,
     pub staging_max_age: Duration,
     pub download_url_ttl: Duration,
+    pub idempotency_ttl: Duration,
     pub max_pixels: u64,
     pub max_side: u32,
     pub worker_mode: WorkerMode,
@@ -284,7 +289,7 @@ impl Settings {
         merge!(self, file; listen, public_url, data_dir, database_url, db_max_connections,
             db_statement_timeout, api_key, signing_key,
             presign_expires_seconds, max_upload_size, raw_ttl, sweep_interval, staging_max_age,
-            download_url_ttl,
+            download_url_ttl, idempotency_ttl,
             max_pixels, max_side, worker_mode, worker_concurrency, job_lease, job_timeout,
             max_attempts, retry_backoff, poll_interval, request_timeout, shutdown_grace,
             log_level, log_format, debug, s3_bucket_raw, s3_bucket_processed, aws_region,
@@ -320,6 +325,9 @@ impl Settings {
             sweep_interval: self.sweep_interval.unwrap_or(Duration::from_secs(300)),
             staging_max_age: self.staging_max_age.unwrap_or(Duration::from_secs(3600)),
             download_url_ttl: self.download_url_ttl.unwrap_or(Duration::from_secs(3600)),
+            idempotency_ttl: self
+                .idempotency_ttl
+                .unwrap_or(Duration::from_secs(24 * 3600)),
             max_pixels: self.max_pixels.unwrap_or(100_000_000),
             max_side: self.max_side.unwrap_or(16_384),
             worker_mode: self.worker_mode.unwrap_or(WorkerMode::Process),
@@ -452,6 +460,7 @@ impl Config {
             ("PHOTO_API_JOB_LEASE", self.job_lease),
             ("PHOTO_API_JOB_TIMEOUT", self.job_timeout),
             ("PHOTO_API_SWEEP_INTERVAL", self.sweep_interval),
+            ("PHOTO_API_IDEMPOTENCY_TTL", self.idempotency_ttl),
             ("PHOTO_API_POLL_INTERVAL", self.poll_interval),
             ("PHOTO_API_REQUEST_TIMEOUT", self.request_timeout),
         ];

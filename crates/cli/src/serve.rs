@@ -113,6 +113,7 @@ pub async fn serve(cfg: Config, cli_settings: Settings) -> anyhow::Result<()> {
             max_attempts: cfg.max_attempts,
             bootstrap_key_sha256: cfg.api_key.as_deref().map(key_sha256),
             report_workers: true,
+            idempotency_ttl: cfg.idempotency_ttl,
         }),
         workers: workers.clone(),
         dispatcher: dispatcher

@@ -136,11 +136,15 @@ async fn a_cancelled_queued_job_never_starts() {
         let wf = j["temporal_workflow_id"].as_str().unwrap().to_owned();
         let data_dir = s.data_dir.clone();
         let mut last = Vec::new();
-        wait_until("the workflow to end cancelled", Duration::from_secs(30), || {
-            last = workflow_statuses(&data_dir);
-            last.iter()
-                .any(|(id, st)| *id == wf && st.contains("CANCELED"))
-        })
+        wait_until(
+            "the workflow to end cancelled",
+            Duration::from_secs(30),
+            || {
+                last = workflow_statuses(&data_dir);
+                last.iter()
+                    .any(|(id, st)| *id == wf && st.contains("CANCELED"))
+            },
+        )
         .await;
     }
 }
@@ -168,7 +172,10 @@ async fn a_cancelled_running_job_stops_at_a_step_boundary_with_its_outputs_gone(
         if j["status"] == "started" {
             break;
         }
-        assert_ne!(j["status"], "completed", "finished before it could be cancelled");
+        assert_ne!(
+            j["status"], "completed",
+            "finished before it could be cancelled"
+        );
         assert!(Instant::now() < deadline, "never started: {j}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -181,7 +188,10 @@ async fn a_cancelled_running_job_stops_at_a_step_boundary_with_its_outputs_gone(
         .submit(json!({"job_type": "thumbnail", "upload_id": small, "params": {"width": 32, "height": 32}}))
         .await;
     let c = s
-        .wait_job(control["job_id"].as_str().unwrap(), Duration::from_secs(120))
+        .wait_job(
+            control["job_id"].as_str().unwrap(),
+            Duration::from_secs(120),
+        )
         .await;
     assert_eq!(c["status"], "completed", "{c}");
 
@@ -205,16 +215,23 @@ async fn a_cancelled_running_job_stops_at_a_step_boundary_with_its_outputs_gone(
         .into_iter()
         .filter(|f| f.contains(&jid))
         .collect();
-    assert!(leftovers.is_empty(), "nothing of the cancelled job is stored: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "nothing of the cancelled job is stored: {leftovers:?}"
+    );
 
     if temporal_engine() {
         let wf = j["temporal_workflow_id"].as_str().unwrap().to_owned();
         let data_dir = s.data_dir.clone();
-        wait_until("the workflow to end cancelled", Duration::from_secs(30), || {
-            workflow_statuses(&data_dir)
-                .iter()
-                .any(|(id, st)| *id == wf && st.contains("CANCELED"))
-        })
+        wait_until(
+            "the workflow to end cancelled",
+            Duration::from_secs(30),
+            || {
+                workflow_statuses(&data_dir)
+                    .iter()
+                    .any(|(id, st)| *id == wf && st.contains("CANCELED"))
+            },
+        )
         .await;
     }
 }
@@ -289,11 +306,26 @@ async fn cancel_and_retry_answer_409_by_state_and_404_across_tenants() {
         json!({"job_type": "nope"}),
         json!({"error_code": ""}),
     ] {
-        expect_problem(s.post("/jobs/redrive", body).await, 422, "invalid_parameters").await;
+        expect_problem(
+            s.post("/jobs/redrive", body).await,
+            422,
+            "invalid_parameters",
+        )
+        .await;
     }
-    expect_problem(s.post("/jobs/redrive", json!({"bogus": 1})).await, 422, "invalid_request").await;
+    expect_problem(
+        s.post("/jobs/redrive", json!({"bogus": 1})).await,
+        422,
+        "invalid_request",
+    )
+    .await;
     // Without auth.
-    let r = s.http.post(s.url(&format!("/jobs/{jid}/cancel"))).send().await.unwrap();
+    let r = s
+        .http
+        .post(s.url(&format!("/jobs/{jid}/cancel")))
+        .send()
+        .await
+        .unwrap();
     expect_problem(r, 401, "unauthenticated").await;
 }
 
@@ -302,7 +334,12 @@ async fn a_failed_job_retried_after_its_cause_is_fixed_completes() {
     let s = Server::start().await;
     let init = s.init_upload("image/jpeg", 100_000).await;
     let bytes = jpeg(320, 240);
-    assert!(s.send_upload(&init, bytes, "image/jpeg").await.status().is_success());
+    assert!(
+        s.send_upload(&init, bytes, "image/jpeg")
+            .await
+            .status()
+            .is_success()
+    );
     let up = init["upload_id"].as_str().unwrap();
     let r = s.complete(up).await;
     assert_eq!(r.status(), 200);
@@ -332,7 +369,14 @@ async fn a_failed_job_retried_after_its_cause_is_fixed_completes() {
     let h = statuses(&done);
     assert_eq!(
         h,
-        ["submitted", "started", "failed", "submitted", "started", "completed"],
+        [
+            "submitted",
+            "started",
+            "failed",
+            "submitted",
+            "started",
+            "completed"
+        ],
         "the history keeps the failed attempt: {done}"
     );
     let (status, ct, body) = download(done["outputs"][0]["url"].as_str().unwrap()).await;
@@ -390,7 +434,10 @@ async fn dead_letter_list_and_redrive_of_all_or_a_filter() {
     let dead = jobs_in(&s, "dead").await;
     assert_eq!(dead.len(), 5);
     for d in &dead {
-        assert_eq!(d["attempts"], 2, "attempt count in the dead-letter list: {d}");
+        assert_eq!(
+            d["attempts"], 2,
+            "attempt count in the dead-letter list: {d}"
+        );
         assert_eq!(d["error_code"], "timeout", "{d}");
         assert!(
             d["error_message"].as_str().unwrap().contains("time limit"),
@@ -408,7 +455,10 @@ async fn dead_letter_list_and_redrive_of_all_or_a_filter() {
     })
     .await;
     let r = s
-        .post("/jobs/redrive", json!({"job_type": "transform", "error_code": "timeout"}))
+        .post(
+            "/jobs/redrive",
+            json!({"job_type": "transform", "error_code": "timeout"}),
+        )
         .await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
@@ -439,14 +489,213 @@ async fn dead_letter_list_and_redrive_of_all_or_a_filter() {
         .json()
         .await
         .unwrap();
-    assert_eq!((v["redriven"].as_u64(), v["more"].as_bool()), (Some(1), Some(true)), "{v}");
-    let v: Value = s.post("/jobs/redrive", json!({})).await.json().await.unwrap();
-    assert_eq!((v["redriven"].as_u64(), v["more"].as_bool()), (Some(2), Some(false)), "{v}");
+    assert_eq!(
+        (v["redriven"].as_u64(), v["more"].as_bool()),
+        (Some(1), Some(true)),
+        "{v}"
+    );
+    let v: Value = s
+        .post("/jobs/redrive", json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (v["redriven"].as_u64(), v["more"].as_bool()),
+        (Some(2), Some(false)),
+        "{v}"
+    );
     for j in &thumbs {
         let d = s.wait_job(j, Duration::from_secs(60)).await;
         assert_eq!(d["status"], "completed", "{d}");
     }
     assert!(jobs_in(&s, "dead").await.is_empty());
-    let v: Value = s.post("/jobs/redrive", json!({})).await.json().await.unwrap();
+    let v: Value = s
+        .post("/jobs/redrive", json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["redriven"], 0, "nothing left to redrive: {v}");
+}
+
+async fn post_with_key(s: &Server, key: &str, path: &str, body: &Value) -> reqwest::Response {
+    s.http
+        .post(s.url(path))
+        .bearer_auth(&s.key)
+        .header("Idempotency-Key", key)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn idempotency_keys_give_one_result_per_key_and_body_even_concurrently() {
+    let s = Server::start().await;
+    let up = s.upload_ready(jpeg(320, 240), "image/jpeg").await;
+    let body =
+        json!({"job_type": "thumbnail", "upload_id": up, "params": {"width": 64, "height": 64}});
+
+    let r = post_with_key(&s, "k-1", "/jobs", &body).await;
+    assert_eq!(r.status(), 202);
+    assert!(r.headers().get("idempotent-replayed").is_none());
+    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+    let first: Value = r.json().await.unwrap();
+    let a = first["job_id"].as_str().unwrap().to_owned();
+    assert_eq!(loc, format!("/jobs/{a}"));
+
+    // The same key and body: the same job, replayed (the Location header too).
+    let r = post_with_key(&s, "k-1", "/jobs", &body).await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.headers()["idempotent-replayed"], "true");
+    assert_eq!(r.headers()["location"].to_str().unwrap(), loc);
+    let again: Value = r.json().await.unwrap();
+    assert_eq!(again, first, "the first response, replayed as it was");
+    // The same body with its keys in another order is the same request.
+    let reordered: Value = serde_json::from_str(&format!(
+        r#"{{"params":{{"height":64,"width":64}},"upload_id":"{up}","job_type":"thumbnail"}}"#
+    ))
+    .unwrap();
+    let r = post_with_key(&s, "k-1", "/jobs", &reordered).await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.json::<Value>().await.unwrap()["job_id"], a.as_str());
+    // The same key with another body.
+    let other =
+        json!({"job_type": "thumbnail", "upload_id": up, "params": {"width": 65, "height": 64}});
+    expect_problem(
+        post_with_key(&s, "k-1", "/jobs", &other).await,
+        422,
+        "idempotency_key_reused",
+    )
+    .await;
+
+    // Ten clients at once with one new key: one job, the same answer for all.
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let http = reqwest::Client::new();
+        let (url, key, body) = (s.url("/jobs"), s.key.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .bearer_auth(key)
+                .header("Idempotency-Key", "k-concurrent")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let v: Value = r.json().await.unwrap();
+            (status, v["job_id"].as_str().map(str::to_owned))
+        }));
+    }
+    let mut ids = std::collections::HashSet::new();
+    for t in tasks {
+        let (status, id) = t.await.unwrap();
+        assert_eq!(status, 202);
+        ids.insert(id.unwrap());
+    }
+    assert_eq!(ids.len(), 1, "one job for ten concurrent clients: {ids:?}");
+    let b = ids.into_iter().next().unwrap();
+    assert_ne!(b, a);
+    // Exactly two jobs exist: one per key.
+    let all: Value = s.get("/jobs?limit=200").await.json().await.unwrap();
+    let mut listed: Vec<&str> = all["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_id"].as_str().unwrap())
+        .collect();
+    listed.sort_unstable();
+    let mut want = vec![a.as_str(), b.as_str()];
+    want.sort_unstable();
+    assert_eq!(listed, want);
+
+    // A failed request does not keep its key: the client may use it again.
+    let missing = json!({"job_type": "thumbnail", "upload_id": "01890000-0000-7000-8000-000000000000", "params": {"width": 64, "height": 64}});
+    expect_problem(
+        post_with_key(&s, "k-2", "/jobs", &missing).await,
+        404,
+        "not_found",
+    )
+    .await;
+    let r = post_with_key(&s, "k-2", "/jobs", &body).await;
+    assert_eq!(r.status(), 202, "the key is free after a failed request");
+    assert_ne!(r.json::<Value>().await.unwrap()["job_id"], a.as_str());
+
+    // Keys are per tenant: another tenant's "k-1" is its own.
+    let other_key = other_tenant_key(&s.data_dir).await;
+    let init = json!({"content_type": "image/jpeg", "max_bytes": 1000});
+    let r = s
+        .http
+        .post(s.url("/uploads/init"))
+        .bearer_auth(&other_key)
+        .header("Idempotency-Key", "k-1")
+        .json(&init)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let theirs: Value = r.json().await.unwrap();
+
+    // POST /uploads/init: the same upload for the same key and body, 422 for another body.
+    let r = post_with_key(&s, "k-1", "/uploads/init", &init).await;
+    assert_eq!(r.status(), 201);
+    let mine: Value = r.json().await.unwrap();
+    assert_ne!(
+        mine["upload_id"], theirs["upload_id"],
+        "keys never cross tenants"
+    );
+    let r = post_with_key(&s, "k-1", "/uploads/init", &init).await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["idempotent-replayed"], "true");
+    assert_eq!(r.json::<Value>().await.unwrap(), mine);
+    expect_problem(
+        post_with_key(
+            &s,
+            "k-1",
+            "/uploads/init",
+            &json!({"content_type": "image/png", "max_bytes": 1000}),
+        )
+        .await,
+        422,
+        "idempotency_key_reused",
+    )
+    .await;
+
+    // Malformed keys.
+    for bad in ["", &"x".repeat(256), "with space"] {
+        expect_problem(
+            post_with_key(&s, bad, "/jobs", &body).await,
+            400,
+            "invalid_request",
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn idempotency_keys_expire_after_their_ttl() {
+    let s = Server::start_with(Opts::default().env("PHOTO_API_IDEMPOTENCY_TTL", "1s")).await;
+    let init = json!({"content_type": "image/jpeg", "max_bytes": 1000});
+    let first: Value = post_with_key(&s, "k", "/uploads/init", &init)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let replay: Value = post_with_key(&s, "k", "/uploads/init", &init)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(replay["upload_id"], first["upload_id"]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = post_with_key(&s, "k", "/uploads/init", &init).await;
+    assert_eq!(r.status(), 201);
+    assert!(r.headers().get("idempotent-replayed").is_none());
+    let later: Value = r.json().await.unwrap();
+    assert_ne!(
+        later["upload_id"], first["upload_id"],
+        "a new upload after the TTL"
+    );
 }

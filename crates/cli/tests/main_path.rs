@@ -391,7 +391,7 @@ fn json_logs_when_asked() {
         );
     }
     let stdout = String::from_utf8(out.stdout).unwrap();
-    assert!(stdout.contains("2 migration(s) applied now"), "{stdout}");
+    assert!(stdout.contains("3 migration(s) applied now"), "{stdout}");
 }
 
 #[test]

@@ -55,6 +55,10 @@ pub enum ErrorCode {
     JobNotCancellable,
     /// Only failed or dead jobs can be retried.
     JobNotRetryable,
+    /// The `Idempotency-Key` was already used with a different request body.
+    IdempotencyKeyReused,
+    /// A request with this `Idempotency-Key` is still running.
+    IdempotencyKeyInProgress,
     /// Something failed on our side; details are in the server log.
     Internal,
 }
@@ -87,6 +91,8 @@ impl ErrorCode {
             Self::ServiceUnavailable => "service_unavailable",
             Self::JobNotCancellable => "job_not_cancellable",
             Self::JobNotRetryable => "job_not_retryable",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::IdempotencyKeyInProgress => "idempotency_key_in_progress",
             Self::Internal => "internal",
         }
     }
@@ -97,7 +103,7 @@ impl ErrorCode {
     }
 }
 
-const ALL: [ErrorCode; 25] = [
+const ALL: [ErrorCode; 27] = [
     ErrorCode::PolicyViolation,
     ErrorCode::Unauthenticated,
     ErrorCode::InvalidCredentials,
@@ -122,6 +128,8 @@ const ALL: [ErrorCode; 25] = [
     ErrorCode::ServiceUnavailable,
     ErrorCode::JobNotCancellable,
     ErrorCode::JobNotRetryable,
+    ErrorCode::IdempotencyKeyReused,
+    ErrorCode::IdempotencyKeyInProgress,
     ErrorCode::Internal,
 ];
 

@@ -158,6 +158,32 @@ pub trait Repo: Send + Sync + std::fmt::Debug {
         now: DateTime<Utc>,
     ) -> DbResult<Option<Job>>;
 
+    // --- idempotency keys
+    /// Reserves `key` for a request whose body hashes to `request_sha256`, unless it is taken:
+    /// `None` means this caller reserved it (and must complete or release it); `Some` is the
+    /// existing record (in progress, or finished with a response to replay). A record past its
+    /// expiry, or a reservation still unfinished at `stale_before` (its request died), is
+    /// replaced.
+    async fn idempotency_reserve(
+        &self,
+        key: &IdempotencyScope<'_>,
+        request_sha256: &str,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> DbResult<Option<IdempotencyRecord>>;
+    /// Stores the response of a reserved key.
+    async fn idempotency_complete(
+        &self,
+        key: &IdempotencyScope<'_>,
+        status_code: u16,
+        response_body: &str,
+    ) -> DbResult<()>;
+    /// Drops an unfinished reservation (its request failed; the key may be used again).
+    async fn idempotency_release(&self, key: &IdempotencyScope<'_>) -> DbResult<()>;
+    /// Deletes expired keys; returns how many.
+    async fn idempotency_sweep(&self, now: DateTime<Utc>) -> DbResult<u64>;
+
     // --- the queue
     /// Claims the next runnable job (queued and due, or started with an expired lease) for
     /// `worker`, incrementing its attempts. Jobs whose lease expired on their last allowed

@@ -26,6 +26,13 @@ pub(crate) const SQLITE: &[Migration] = &[
         up: include_str!("../migrations/sqlite/0002_temporal_engine.up.sql"),
         down: include_str!("../migrations/sqlite/0002_temporal_engine.down.sql"),
     },
+    // 0003 is another change's; versions need not be contiguous.
+    Migration {
+        version: 4,
+        name: "jobs_depth",
+        up: include_str!("../migrations/sqlite/0004_jobs_depth.up.sql"),
+        down: include_str!("../migrations/sqlite/0004_jobs_depth.down.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -40,6 +47,13 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "temporal_engine",
         up: include_str!("../migrations/postgres/0002_temporal_engine.up.sql"),
         down: include_str!("../migrations/postgres/0002_temporal_engine.down.sql"),
+    },
+    // 0003 is another change's; versions need not be contiguous.
+    Migration {
+        version: 4,
+        name: "jobs_depth",
+        up: include_str!("../migrations/postgres/0004_jobs_depth.up.sql"),
+        down: include_str!("../migrations/postgres/0004_jobs_depth.down.sql"),
     },
 ];
 

@@ -343,3 +343,26 @@ pub struct JobEvent {
     /// When (RFC 3339).
     pub at: String,
 }
+
+/// A stored `Idempotency-Key`: the request it belongs to and, once that request finished, its
+/// response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    /// SHA-256 (hex) of the request it was first used with.
+    pub request_sha256: String,
+    /// The response's status; `None` while the first request is still running.
+    pub status_code: Option<u16>,
+    /// The response to replay (JSON), once finished.
+    pub response_body: Option<String>,
+}
+
+/// Which key of which tenant and route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyScope<'a> {
+    /// The tenant (keys never cross tenants).
+    pub tenant: &'a TenantId,
+    /// The route, e.g. `POST /jobs`.
+    pub scope: &'a str,
+    /// The client's key.
+    pub key: &'a str,
+}

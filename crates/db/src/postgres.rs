@@ -537,6 +537,107 @@ impl Repo for PgRepo {
         .transpose()
     }
 
+    async fn idempotency_reserve(
+        &self,
+        key: &IdempotencyScope<'_>,
+        request_sha256: &str,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> DbResult<Option<IdempotencyRecord>> {
+        for _ in 0..3 {
+            sqlx::query(
+                "DELETE FROM idempotency_keys
+                 WHERE tenant_id = $1 AND scope = $2 AND idem_key = $3
+                   AND (expires_at_ms <= $4 OR (status_code IS NULL AND created_at_ms <= $5))",
+            )
+            .bind(key.tenant.as_str())
+            .bind(key.scope)
+            .bind(key.key)
+            .bind(ms(now))
+            .bind(ms(stale_before))
+            .execute(&self.pool)
+            .await?;
+            let inserted = sqlx::query(
+                "INSERT INTO idempotency_keys (tenant_id, scope, idem_key, request_sha256,
+                     created_at_ms, expires_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            )
+            .bind(key.tenant.as_str())
+            .bind(key.scope)
+            .bind(key.key)
+            .bind(request_sha256)
+            .bind(ms(now))
+            .bind(ms(expires_at))
+            .execute(&self.pool)
+            .await?;
+            if inserted.rows_affected() == 1 {
+                return Ok(None);
+            }
+            let row = sqlx::query(
+                "SELECT request_sha256, status_code, response_body FROM idempotency_keys
+                 WHERE tenant_id = $1 AND scope = $2 AND idem_key = $3",
+            )
+            .bind(key.tenant.as_str())
+            .bind(key.scope)
+            .bind(key.key)
+            .fetch_optional(&self.pool)
+            .await?;
+            // Gone between the insert and the read (released or swept): try again.
+            let Some(row) = row else { continue };
+            let status: Option<i64> = row.try_get("status_code")?;
+            return Ok(Some(IdempotencyRecord {
+                request_sha256: row.try_get("request_sha256")?,
+                status_code: status.and_then(|s| u16::try_from(s).ok()),
+                response_body: row.try_get("response_body")?,
+            }));
+        }
+        Err(crate::DbError::Corrupt(
+            "an idempotency key kept changing while it was being reserved".into(),
+        ))
+    }
+
+    async fn idempotency_complete(
+        &self,
+        key: &IdempotencyScope<'_>,
+        status_code: u16,
+        response_body: &str,
+    ) -> DbResult<()> {
+        sqlx::query(
+            "UPDATE idempotency_keys SET status_code = $1, response_body = $2
+             WHERE tenant_id = $3 AND scope = $4 AND idem_key = $5",
+        )
+        .bind(i64::from(status_code))
+        .bind(response_body)
+        .bind(key.tenant.as_str())
+        .bind(key.scope)
+        .bind(key.key)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn idempotency_release(&self, key: &IdempotencyScope<'_>) -> DbResult<()> {
+        sqlx::query(
+            "DELETE FROM idempotency_keys
+             WHERE tenant_id = $1 AND scope = $2 AND idem_key = $3 AND status_code IS NULL",
+        )
+        .bind(key.tenant.as_str())
+        .bind(key.scope)
+        .bind(key.key)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn idempotency_sweep(&self, now: DateTime<Utc>) -> DbResult<u64> {
+        let r = sqlx::query("DELETE FROM idempotency_keys WHERE expires_at_ms <= $1")
+            .bind(ms(now))
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
     async fn claim_job(
         &self,
         worker: &str,

@@ -26,9 +26,21 @@ pub struct SqliteRepo {
 impl SqliteRepo {
     /// Opens (creating if needed) the database file and runs pending migrations.
     pub async fn open(path: &Path) -> DbResult<Self> {
-        let repo = Self::connect(path).await?;
-        repo.migrate().await?;
-        Ok(repo)
+        let migrator = Self::connect(path).await?;
+        migrator.migrate().await?;
+        migrator.fresh_pool().await
+    }
+
+    /// Closes this pool and opens a new one on the same file. Used after migrating: a
+    /// connection that read the schema while migrations were running can prepare a statement
+    /// against the old schema, which SQLite silently re-prepares against the new one on its
+    /// first step — and sqlx 0.8 then reads the row with the old column count and panics
+    /// ("index out of bounds", seen with `SELECT * FROM job_logs`). New connections see only
+    /// the migrated schema.
+    pub async fn fresh_pool(self) -> DbResult<Self> {
+        let path = self.pool.connect_options().get_filename().to_owned();
+        self.pool.close().await;
+        Self::connect(&path).await
     }
 
     /// Opens the database file without migrating (for `photo-api migrate`).
@@ -71,6 +83,27 @@ impl SqliteRepo {
     /// The pool, for tests.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// Runs a conditional `UPDATE` of one job and reads the row back in the same write
+    /// transaction (no worker can claim it in between). Used instead of `UPDATE … RETURNING *`
+    /// where sqlx-sqlite 0.8 was seen to describe the returned row with the column count of the
+    /// table before migration 0002 added its columns, and panic reading it.
+    async fn update_then_read<'q>(
+        &self,
+        update: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+        id: JobId,
+    ) -> DbResult<Option<Job>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if update.execute(&mut *tx).await?.rows_affected() != 1 {
+            return Ok(None);
+        }
+        let row = sqlx::query("SELECT * FROM job_logs WHERE job_id = ?")
+            .bind(id.to_string())
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        job_from_row(&row).map(Some)
     }
 }
 
@@ -354,21 +387,16 @@ impl Repo for SqliteRepo {
         id: JobId,
         now: DateTime<Utc>,
     ) -> DbResult<Option<Job>> {
-        sqlx::query(
+        let update = sqlx::query(
             "UPDATE job_logs SET status = 'cancelled', completed_at = ?1, outputs = NULL,
                  error_code = 'cancelled', error_message = 'cancelled on request',
                  lease_owner = NULL, lease_token = NULL, lease_expires_at_ms = NULL, updated_at = ?1
-             WHERE job_id = ?2 AND tenant_id = ?3 AND status IN ('submitted', 'retrying', 'started')
-             RETURNING *",
+             WHERE job_id = ?2 AND tenant_id = ?3 AND status IN ('submitted', 'retrying', 'started')",
         )
         .bind(now)
         .bind(id.to_string())
-        .bind(tenant.as_str())
-        .fetch_optional(&self.pool)
-        .await?
-        .as_ref()
-        .map(job_from_row)
-        .transpose()
+        .bind(tenant.as_str());
+        self.update_then_read(update, id).await
     }
 
     async fn retry_job(
@@ -378,7 +406,7 @@ impl Repo for SqliteRepo {
         workflow_id: Option<&str>,
         now: DateTime<Utc>,
     ) -> DbResult<Option<Job>> {
-        sqlx::query(
+        let update = sqlx::query(
             "UPDATE job_logs SET status = 'submitted', attempts = 0, run_at_ms = ?1,
                  started_at = NULL, completed_at = NULL, outputs = NULL, error_code = NULL,
                  error_message = NULL, lease_owner = NULL, lease_token = NULL,
@@ -387,19 +415,115 @@ impl Repo for SqliteRepo {
                      THEN COALESCE(?3, temporal_workflow_id) ELSE temporal_workflow_id END,
                  temporal_dispatched_at_ms = CASE WHEN engine = 'temporal'
                      THEN NULL ELSE temporal_dispatched_at_ms END
-             WHERE job_id = ?4 AND tenant_id = ?5 AND status IN ('failed', 'dead')
-             RETURNING *",
+             WHERE job_id = ?4 AND tenant_id = ?5 AND status IN ('failed', 'dead')",
         )
         .bind(ms(now))
         .bind(now)
         .bind(workflow_id)
         .bind(id.to_string())
-        .bind(tenant.as_str())
-        .fetch_optional(&self.pool)
-        .await?
-        .as_ref()
-        .map(job_from_row)
-        .transpose()
+        .bind(tenant.as_str());
+        self.update_then_read(update, id).await
+    }
+
+    async fn idempotency_reserve(
+        &self,
+        key: &IdempotencyScope<'_>,
+        request_sha256: &str,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> DbResult<Option<IdempotencyRecord>> {
+        for _ in 0..3 {
+            sqlx::query(
+                "DELETE FROM idempotency_keys
+                 WHERE tenant_id = ?1 AND scope = ?2 AND idem_key = ?3
+                   AND (expires_at_ms <= ?4 OR (status_code IS NULL AND created_at_ms <= ?5))",
+            )
+            .bind(key.tenant.as_str())
+            .bind(key.scope)
+            .bind(key.key)
+            .bind(ms(now))
+            .bind(ms(stale_before))
+            .execute(&self.pool)
+            .await?;
+            let inserted = sqlx::query(
+                "INSERT INTO idempotency_keys (tenant_id, scope, idem_key, request_sha256,
+                     created_at_ms, expires_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+            )
+            .bind(key.tenant.as_str())
+            .bind(key.scope)
+            .bind(key.key)
+            .bind(request_sha256)
+            .bind(ms(now))
+            .bind(ms(expires_at))
+            .execute(&self.pool)
+            .await?;
+            if inserted.rows_affected() == 1 {
+                return Ok(None);
+            }
+            let row = sqlx::query(
+                "SELECT request_sha256, status_code, response_body FROM idempotency_keys
+                 WHERE tenant_id = ?1 AND scope = ?2 AND idem_key = ?3",
+            )
+            .bind(key.tenant.as_str())
+            .bind(key.scope)
+            .bind(key.key)
+            .fetch_optional(&self.pool)
+            .await?;
+            // Gone between the insert and the read (released or swept): try again.
+            let Some(row) = row else { continue };
+            let status: Option<i64> = row.try_get("status_code")?;
+            return Ok(Some(IdempotencyRecord {
+                request_sha256: row.try_get("request_sha256")?,
+                status_code: status.and_then(|s| u16::try_from(s).ok()),
+                response_body: row.try_get("response_body")?,
+            }));
+        }
+        Err(crate::DbError::Corrupt(
+            "an idempotency key kept changing while it was being reserved".into(),
+        ))
+    }
+
+    async fn idempotency_complete(
+        &self,
+        key: &IdempotencyScope<'_>,
+        status_code: u16,
+        response_body: &str,
+    ) -> DbResult<()> {
+        sqlx::query(
+            "UPDATE idempotency_keys SET status_code = ?1, response_body = ?2
+             WHERE tenant_id = ?3 AND scope = ?4 AND idem_key = ?5",
+        )
+        .bind(i64::from(status_code))
+        .bind(response_body)
+        .bind(key.tenant.as_str())
+        .bind(key.scope)
+        .bind(key.key)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn idempotency_release(&self, key: &IdempotencyScope<'_>) -> DbResult<()> {
+        sqlx::query(
+            "DELETE FROM idempotency_keys
+             WHERE tenant_id = ?1 AND scope = ?2 AND idem_key = ?3 AND status_code IS NULL",
+        )
+        .bind(key.tenant.as_str())
+        .bind(key.scope)
+        .bind(key.key)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn idempotency_sweep(&self, now: DateTime<Utc>) -> DbResult<u64> {
+        let r = sqlx::query("DELETE FROM idempotency_keys WHERE expires_at_ms <= ?1")
+            .bind(ms(now))
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
     }
 
     async fn claim_job(

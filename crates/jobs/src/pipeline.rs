@@ -231,9 +231,8 @@ pub fn render(
 
 /// A step boundary: answers whether the attempt may go on (its claim is still current). The
 /// worker checks the job's row, so a cancelled job stops before its next step.
-pub type Checkpoint = dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
-    + Send
-    + Sync;
+pub type Checkpoint =
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Send + Sync;
 
 async fn step(checkpoint: &Checkpoint) -> Result<(), PipelineError> {
     if checkpoint().await {
@@ -247,9 +246,14 @@ async fn step(checkpoint: &Checkpoint) -> Result<(), PipelineError> {
 /// found and removed even when they were never recorded).
 pub fn output_keys(job: &Job) -> Vec<ObjectKey> {
     let fmt = output_format(&job.spec);
-    ObjectKey::job_output(&job.tenant, job.job_id, job.job_type.as_str(), fmt.extension())
-        .into_iter()
-        .collect()
+    ObjectKey::job_output(
+        &job.tenant,
+        job.job_id,
+        job.job_type.as_str(),
+        fmt.extension(),
+    )
+    .into_iter()
+    .collect()
 }
 
 /// Runs a job's pipeline: read the raw object, transform on the blocking pool, write the output

@@ -1,4 +1,5 @@
-//! Expiry: raw objects of uploads past their TTL, uncompleted uploads, staging leftovers.
+//! Expiry: raw objects of uploads past their TTL, uncompleted uploads, staging leftovers,
+//! expired idempotency keys.
 
 use chrono::{DateTime, Utc};
 use photo_db::Repo;
@@ -20,6 +21,8 @@ pub struct SweepReport {
     pub uploads_expired: u64,
     /// Staging files removed.
     pub staging_removed: u64,
+    /// Expired `Idempotency-Key` records deleted.
+    pub idempotency_keys_expired: u64,
 }
 
 /// Runs one sweep: deletes raw objects of uploads past `expires_at` (whether completed or not)
@@ -47,6 +50,7 @@ pub async fn sweep_once(
         }
     }
     report.staging_removed = store.sweep_staging(now - cfg.staging_max_age).await?;
+    report.idempotency_keys_expired = repo.idempotency_sweep(now).await?;
     Ok(report)
 }
 

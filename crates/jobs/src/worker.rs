@@ -249,13 +249,12 @@ impl Worker {
             Box::new(move || {
                 let repo = repo.clone();
                 let token = token.clone();
+                // A database hiccup is not a cancellation (hence `true` on an error); the
+                // heartbeat task and the fenced completion still guard the job.
                 Box::pin(async move {
-                    match repo.heartbeat(&token, Utc::now() + lease).await {
-                        Ok(current) => current,
-                        // A database hiccup is not a cancellation; the heartbeat task and the
-                        // fenced completion still guard the job.
-                        Err(_) => true,
-                    }
+                    repo.heartbeat(&token, Utc::now() + lease)
+                        .await
+                        .unwrap_or(true)
                 })
             })
         };
@@ -336,7 +335,11 @@ impl Worker {
         match self.repo.get_job_any_tenant(job.job_id).await {
             Ok(Some(now)) if now.status == JobStatus::Cancelled => {
                 for key in output_keys(job) {
-                    if let Err(e) = self.store.delete(photo_storage::Bucket::Processed, &key).await {
+                    if let Err(e) = self
+                        .store
+                        .delete(photo_storage::Bucket::Processed, &key)
+                        .await
+                    {
                         tracing::warn!(parent: span, error = %e, %key, "removing a cancelled job's output failed");
                     }
                 }

@@ -238,8 +238,14 @@ impl TemporalClient {
     ) -> Result<StartedRun, TemporalError> {
         let task_queue = job.temporal.as_ref().map(|t| t.task_queue.as_str());
         let workflow_id = job.temporal.as_ref().map(|t| t.workflow_id.as_str());
-        self.start_workflow_with_id(job.job_id, workflow_id, job.max_attempts, task_queue, policy)
-            .await
+        self.start_workflow_with_id(
+            job.job_id,
+            workflow_id,
+            job.max_attempts,
+            task_queue,
+            policy,
+        )
+        .await
     }
 
     /// Requests cancellation of a workflow (the job's recorded one). Cancelling a workflow that
@@ -285,8 +291,7 @@ impl TemporalClient {
         task_queue: Option<&str>,
         policy: &JobPolicy,
     ) -> Result<StartedRun, TemporalError> {
-        let workflow_id =
-            workflow_id.map_or_else(|| crate::workflow_id(job_id), str::to_owned);
+        let workflow_id = workflow_id.map_or_else(|| crate::workflow_id(job_id), str::to_owned);
         let task_queue = task_queue.map_or_else(|| self.settings.task_queue.clone(), str::to_owned);
         let input = JobWorkflowInput::new(job_id.to_string(), max_attempts, policy);
         let opts = WorkflowStartOptions::new(task_queue, workflow_id.clone())

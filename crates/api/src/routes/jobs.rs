@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use photo_core::{ErrorCode, JobId, JobSpec, JobStatus, JobType};
 use photo_db::{Job, JobFilter, NewJob, UploadStatus};
@@ -180,20 +181,41 @@ fn unprocessable(code: ErrorCode, detail: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
 }
 
-/// Queues a job on a ready upload. Answers at once with the job id; a worker runs it.
+/// Queues a job on a ready upload. Answers at once with the job id; a worker runs it. With an
+/// `Idempotency-Key` header, a repeat of the same body answers with the first job (header
+/// `Idempotent-Replayed: true`) instead of queuing another.
 #[utoipa::path(post, path = "/jobs", tag = "jobs", request_body = SubmitRequest,
     security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1..=255 printable ASCII characters; the same key and body return the same job")),
     responses(
         (status = 202, description = "Queued", body = JobView),
         (status = 401, description = "Missing or invalid API key", body = Problem),
         (status = 404, description = "Unknown upload (or another tenant's)", body = Problem),
         (status = 409, description = "The upload is not ready (`upload_not_ready`)", body = Problem),
-        (status = 422, description = "Unknown job type, bad params (`invalid_parameters`), no source", body = Problem)))]
+        (status = 422, description = "Unknown job type, bad params (`invalid_parameters`), no source; `idempotency_key_reused`", body = Problem)))]
 pub async fn submit(
     State(st): State<AppState>,
     caller: Caller,
-    ApiJson(req): ApiJson<SubmitRequest>,
-) -> ApiResult<(StatusCode, HeaderMap, Json<JobView>)> {
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<serde_json::Value>,
+) -> ApiResult<Response> {
+    let req: SubmitRequest = crate::extract::from_json_value(body.clone())?;
+    crate::idempotency::idempotent(
+        &st,
+        &caller,
+        "POST /jobs",
+        &headers,
+        &body,
+        submit_job(&st, &caller, req),
+    )
+    .await
+}
+
+async fn submit_job(
+    st: &AppState,
+    caller: &Caller,
+    req: SubmitRequest,
+) -> ApiResult<(StatusCode, HeaderMap, JobView)> {
     let job_type = JobType::parse(&req.job_type).ok_or_else(|| {
         unprocessable(
             ErrorCode::InvalidParameters,
@@ -217,7 +239,7 @@ pub async fn submit(
             "upload_id is required",
         ));
     };
-    let up = crate::routes::uploads::tenant_upload(&st, &caller, &upload_id).await?;
+    let up = crate::routes::uploads::tenant_upload(st, caller, &upload_id).await?;
     if up.status != UploadStatus::Ready {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -266,7 +288,7 @@ pub async fn submit(
     if let Ok(loc) = HeaderValue::from_str(&format!("/jobs/{}", job.job_id)) {
         headers.insert(header::LOCATION, loc);
     }
-    Ok((StatusCode::ACCEPTED, headers, Json(view(&st, &job))))
+    Ok((StatusCode::ACCEPTED, headers, view(st, &job)))
 }
 
 /// A job, with its outputs (signed URLs) and status history.
@@ -434,7 +456,10 @@ pub async fn cancel(
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             ErrorCode::JobNotCancellable,
-            format!("the job is {}; only unfinished jobs can be cancelled", job.status),
+            format!(
+                "the job is {}; only unfinished jobs can be cancelled",
+                job.status
+            ),
         )
         .with("status", job.status.as_str()));
     };
@@ -445,12 +470,12 @@ pub async fn cancel(
             tracing::warn!(job_id = %id, error = %e, "removing a cancelled job's output failed");
         }
     }
-    if let Some(d) = &st.dispatcher {
-        if let Err(e) = d.cancel(&job).await {
-            // The row says cancelled, which is what attempts check: the workflow's next
-            // attempt refuses to start and the running one stops at its next step.
-            tracing::warn!(job_id = %id, error = %e, "cancelling the Temporal workflow failed");
-        }
+    // The row says cancelled, which is what attempts check: should the engine not hear of it,
+    // the workflow's next attempt refuses to start and the running one stops at its next step.
+    if let Some(d) = &st.dispatcher
+        && let Err(e) = d.cancel(&job).await
+    {
+        tracing::warn!(job_id = %id, error = %e, "cancelling the Temporal workflow failed");
     }
     tracing::info!(job_id = %id, tenant = %caller.tenant, "job cancelled");
     Ok(Json(view(&st, &job)))
@@ -467,12 +492,19 @@ fn photo_jobs_keys(job: &Job) -> Vec<photo_core::ObjectKey> {
         .collect()
 }
 
-async fn requeue(st: &AppState, tenant: &photo_core::TenantId, id: JobId) -> ApiResult<Option<Job>> {
+async fn requeue(
+    st: &AppState,
+    tenant: &photo_core::TenantId,
+    id: JobId,
+) -> ApiResult<Option<Job>> {
     // A Temporal job runs a new workflow: the old id belongs to a closed workflow.
-    let workflow_id = st
-        .dispatcher
-        .as_ref()
-        .map(|d| format!("{}-r{}", d.route(id).workflow_id, Utc::now().timestamp_millis()));
+    let workflow_id = st.dispatcher.as_ref().map(|d| {
+        format!(
+            "{}-r{}",
+            d.route(id).workflow_id,
+            Utc::now().timestamp_millis()
+        )
+    });
     let Some(job) = st
         .repo
         .retry_job(tenant, id, workflow_id.as_deref(), Utc::now())
@@ -480,17 +512,17 @@ async fn requeue(st: &AppState, tenant: &photo_core::TenantId, id: JobId) -> Api
     else {
         return Ok(None);
     };
-    if let Some(d) = &st.dispatcher {
-        if job.temporal.is_some() {
-            match d.dispatch(&job).await {
-                Ok(()) => {
-                    if let Err(e) = st.repo.mark_dispatched(job.job_id, Utc::now()).await {
-                        tracing::warn!(job_id = %job.job_id, error = %e, "recording the workflow start failed; the outbox will confirm it");
-                    }
+    if let Some(d) = &st.dispatcher
+        && job.temporal.is_some()
+    {
+        match d.dispatch(&job).await {
+            Ok(()) => {
+                if let Err(e) = st.repo.mark_dispatched(job.job_id, Utc::now()).await {
+                    tracing::warn!(job_id = %job.job_id, error = %e, "recording the workflow start failed; the outbox will confirm it");
                 }
-                Err(e) => {
-                    tracing::warn!(job_id = %job.job_id, error = %e, "starting the workflow failed; the outbox will retry it");
-                }
+            }
+            Err(e) => {
+                tracing::warn!(job_id = %job.job_id, error = %e, "starting the workflow failed; the outbox will retry it");
             }
         }
     }
@@ -522,7 +554,10 @@ pub async fn retry(
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             ErrorCode::JobNotRetryable,
-            format!("the job is {}; only failed or dead jobs can be retried", job.status),
+            format!(
+                "the job is {}; only failed or dead jobs can be retried",
+                job.status
+            ),
         )
         .with("status", job.status.as_str()));
     };
@@ -583,11 +618,18 @@ pub async fn redrive(
         .job_type
         .map(|s| {
             JobType::parse(&s).ok_or_else(|| {
-                unprocessable(ErrorCode::InvalidParameters, format!("unknown job_type {s:?}"))
+                unprocessable(
+                    ErrorCode::InvalidParameters,
+                    format!("unknown job_type {s:?}"),
+                )
             })
         })
         .transpose()?;
-    if req.error_code.as_ref().is_some_and(|c| c.is_empty() || c.len() > 64) {
+    if req
+        .error_code
+        .as_ref()
+        .is_some_and(|c| c.is_empty() || c.len() > 64)
+    {
         return Err(unprocessable(
             ErrorCode::InvalidParameters,
             "error_code must be 1..=64 characters",
@@ -622,7 +664,11 @@ pub async fn redrive(
         before_id = Some(last.job_id);
         let full = page.len() == MAX_PAGE as usize;
         for job in page {
-            if req.error_code.as_ref().is_some_and(|c| job.error_code.as_ref() != Some(c)) {
+            if req
+                .error_code
+                .as_ref()
+                .is_some_and(|c| job.error_code.as_ref() != Some(c))
+            {
                 continue;
             }
             if ids.len() == limit as usize {

@@ -70,6 +70,8 @@ async fn template() -> String {
         include_str!("../../migrations/postgres/0001_init.down.sql").hash(&mut h);
         include_str!("../../migrations/postgres/0002_temporal_engine.up.sql").hash(&mut h);
         include_str!("../../migrations/postgres/0002_temporal_engine.down.sql").hash(&mut h);
+        include_str!("../../migrations/postgres/0004_jobs_depth.up.sql").hash(&mut h);
+        include_str!("../../migrations/postgres/0004_jobs_depth.down.sql").hash(&mut h);
         let name = format!(
             "photo_tmpl_v{}_{:016x}",
             PgRepo::schema_version(),
