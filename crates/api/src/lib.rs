@@ -74,6 +74,9 @@ pub fn openapi_and_router() -> (utoipa::openapi::OpenApi, OpenApiRouter<AppState
         .routes(routes!(routes::jobs::cancel))
         .routes(routes!(routes::jobs::retry))
         .routes(routes!(routes::jobs::redrive))
+        .routes(routes!(routes::batches::get))
+        .routes(routes!(routes::batches::jobs))
+        .routes(routes!(routes::batches::cancel))
         .split_for_parts();
     (api, OpenApiRouter::from(router))
 }
@@ -86,6 +89,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, extra) = OpenApiRouter::<AppState>::new()
         .routes(routes!(routes::uploads::put_object))
         .routes(routes!(routes::objects::download))
+        .routes(routes!(routes::batches::create))
         .split_for_parts();
     api.merge(extra);
     api
@@ -114,6 +118,14 @@ pub fn app(state: AppState, cfg: RouterConfig) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             cfg.request_timeout * 20,
         ));
+    // A batch body holds up to PHOTO_API_MAX_BATCH_SIZE items: its own, larger body limit.
+    let batches: Router<AppState> = Router::new()
+        .route("/batches", axum::routing::post(routes::batches::create))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            cfg.request_timeout * 4,
+        ))
+        .layer(DefaultBodyLimit::max(routes::batches::BODY_LIMIT));
     let objects: Router<AppState> = Router::new()
         .route("/objects/{bucket}/{*key}", get(routes::objects::download))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -125,6 +137,7 @@ pub fn app(state: AppState, cfg: RouterConfig) -> Router {
         .route("/docs", get(routes::docs::page))
         .with_state(doc);
     api.merge(uploads)
+        .merge(batches)
         .merge(objects)
         .with_state(state)
         .merge(docs)

@@ -30,6 +30,8 @@ pub struct ApiConfig {
     pub report_workers: bool,
     /// How long `Idempotency-Key` responses are kept for replay.
     pub idempotency_ttl: Duration,
+    /// Most items in one `POST /batches`.
+    pub max_batch_size: usize,
 }
 
 /// State of the supervised worker process(es), for `/health`.

@@ -105,6 +105,9 @@ pub struct Settings {
     #[arg(long, global = true, env = "PHOTO_API_IDEMPOTENCY_TTL", value_parser = parse_duration)]
     #[serde(default, with = "opt_duration")]
     pub idempotency_ttl: Option<Duration>,
+    /// Most items in one `POST /batches` (default 1000, at most 10000).
+    #[arg(long, global = true, env = "PHOTO_API_MAX_BATCH_SIZE")]
+    pub max_batch_size: Option<usize>,
     /// Lifetime of signed download URLs (default 1h).
     #[arg(long, global = true, env = "PHOTO_API_DOWNLOAD_URL_TTL", value_parser = parse_duration)]
     #[serde(default, with = "opt_duration")]
@@ -240,6 +243,7 @@ pub struct Config {
     pub staging_max_age: Duration,
     pub download_url_ttl: Duration,
     pub idempotency_ttl: Duration,
+    pub max_batch_size: usize,
     pub max_pixels: u64,
     pub max_side: u32,
     pub worker_mode: WorkerMode,
@@ -289,7 +293,7 @@ impl Settings {
         merge!(self, file; listen, public_url, data_dir, database_url, db_max_connections,
             db_statement_timeout, api_key, signing_key,
             presign_expires_seconds, max_upload_size, raw_ttl, sweep_interval, staging_max_age,
-            download_url_ttl, idempotency_ttl,
+            download_url_ttl, idempotency_ttl, max_batch_size,
             max_pixels, max_side, worker_mode, worker_concurrency, job_lease, job_timeout,
             max_attempts, retry_backoff, poll_interval, request_timeout, shutdown_grace,
             log_level, log_format, debug, s3_bucket_raw, s3_bucket_processed, aws_region,
@@ -328,6 +332,7 @@ impl Settings {
             idempotency_ttl: self
                 .idempotency_ttl
                 .unwrap_or(Duration::from_secs(24 * 3600)),
+            max_batch_size: self.max_batch_size.unwrap_or(1000),
             max_pixels: self.max_pixels.unwrap_or(100_000_000),
             max_side: self.max_side.unwrap_or(16_384),
             worker_mode: self.worker_mode.unwrap_or(WorkerMode::Process),
@@ -471,6 +476,9 @@ impl Config {
         }
         if self.max_upload_size == 0 {
             bail!("MAX_UPLOAD_SIZE must be greater than zero");
+        }
+        if self.max_batch_size == 0 || self.max_batch_size > 10_000 {
+            bail!("PHOTO_API_MAX_BATCH_SIZE must be between 1 and 10000");
         }
         if self.max_attempts == 0 {
             bail!("PHOTO_API_MAX_ATTEMPTS must be at least 1");

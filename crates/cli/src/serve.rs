@@ -114,6 +114,7 @@ pub async fn serve(cfg: Config, cli_settings: Settings) -> anyhow::Result<()> {
             bootstrap_key_sha256: cfg.api_key.as_deref().map(key_sha256),
             report_workers: true,
             idempotency_ttl: cfg.idempotency_ttl,
+            max_batch_size: cfg.max_batch_size,
         }),
         workers: workers.clone(),
         dispatcher: dispatcher

@@ -699,3 +699,286 @@ async fn idempotency_keys_expire_after_their_ttl() {
         "a new upload after the TTL"
     );
 }
+
+fn count_sum(b: &Value) -> u64 {
+    b["counts"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_batch_of_500_jobs_reaches_100_percent_with_counts_that_always_add_up() {
+    let s = Server::start().await;
+    let up = s.upload_ready(jpeg(64, 48), "image/jpeg").await;
+    let items: Vec<Value> = (0..500).map(|_| json!({"upload_id": up})).collect();
+    let r = s
+        .post(
+            "/batches",
+            json!({"job_type": "thumbnail", "params": {"width": 16, "height": 16}, "items": items}),
+        )
+        .await;
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    let created: Value = r.json().await.unwrap();
+    let bid = created["batch_id"].as_str().unwrap().to_owned();
+    assert_eq!(created["total"], 500);
+    assert_eq!(created["job_ids"].as_array().unwrap().len(), 500);
+    assert_eq!(count_sum(&created), 500);
+
+    let started = Instant::now();
+    let mut polls = 0;
+    let mut last_progress = 0.0;
+    let done = loop {
+        let b: Value = s
+            .get(&format!("/batches/{bid}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        polls += 1;
+        assert_eq!(b["total"], 500);
+        assert_eq!(count_sum(&b), 500, "counts add up at every poll: {b}");
+        let finished: u64 = ["completed", "failed", "dead", "cancelled"]
+            .iter()
+            .map(|k| b["counts"][*k].as_u64().unwrap())
+            .sum();
+        assert_eq!(b["finished"].as_u64().unwrap(), finished, "{b}");
+        let p = b["progress"].as_f64().unwrap();
+        assert!(
+            (0.0..=1.0).contains(&p) && p >= last_progress,
+            "progress {last_progress} → {p}"
+        );
+        assert!((p - finished as f64 / 500.0).abs() < 1e-9);
+        last_progress = p;
+        if b["done"] == true {
+            break b;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "batch not done: {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(done["progress"], 1.0);
+    assert_eq!(done["counts"]["completed"], 500, "{done}");
+    eprintln!(
+        "500-job batch: done in {:.1}s, {polls} polls",
+        started.elapsed().as_secs_f64()
+    );
+
+    // The batch's jobs, paged: all 500 exactly once.
+    let mut seen = std::collections::HashSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/batches/{bid}/jobs?limit=200&cursor={c}"),
+            None => format!("/batches/{bid}/jobs?limit=200"),
+        };
+        let page: Value = s.get(&path).await.json().await.unwrap();
+        for j in page["jobs"].as_array().unwrap() {
+            assert_eq!(j["batch_id"], bid.as_str());
+            assert_eq!(j["status"], "completed");
+            assert!(
+                seen.insert(j["job_id"].as_str().unwrap().to_owned()),
+                "no duplicates"
+            );
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    let want: std::collections::HashSet<String> = created["job_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(seen, want);
+}
+
+#[tokio::test]
+async fn batches_cancel_validate_and_stay_in_their_tenant() {
+    let s = Server::start_with(
+        Opts::default()
+            .arg("--worker-mode")
+            .arg("none")
+            .env("PHOTO_API_MAX_BATCH_SIZE", "25"),
+    )
+    .await;
+    let up = s.upload_ready(jpeg(64, 48), "image/jpeg").await;
+    // A spec for the batch, and per-item specs.
+    let mut items: Vec<Value> = (0..10).map(|_| json!({"upload_id": up})).collect();
+    for i in 0..10 {
+        items.push(json!({"upload_id": up, "job_type": "transform", "params": {"width": 10 + i, "format": "webp"}}));
+    }
+    let body =
+        json!({"job_type": "thumbnail", "params": {"width": 16, "height": 16}, "items": items});
+    let r = post_with_key(&s, "batch-1", "/batches", &body).await;
+    assert_eq!(r.status(), 202);
+    assert!(
+        r.headers()["location"]
+            .to_str()
+            .unwrap()
+            .starts_with("/batches/")
+    );
+    let created: Value = r.json().await.unwrap();
+    let bid = created["batch_id"].as_str().unwrap().to_owned();
+    assert_eq!(created["counts"]["submitted"], 20);
+    assert_eq!(created["progress"], 0.0);
+    assert_eq!(created["done"], false);
+    // Idempotent: the same key and body are the same batch.
+    let again: Value = post_with_key(&s, "batch-1", "/batches", &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["batch_id"], bid.as_str());
+    let ids: Vec<String> = created["job_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    let j = s.job(&ids[15]).await;
+    assert_eq!(
+        (j["job_type"].as_str(), j["params"]["width"].as_u64()),
+        (Some("transform"), Some(15))
+    );
+    assert_eq!(s.job(&ids[0]).await["job_type"], "thumbnail");
+
+    // Another tenant sees no batch.
+    let other = other_tenant_key(&s.data_dir).await;
+    for (method, path) in [
+        ("GET", format!("/batches/{bid}")),
+        ("GET", format!("/batches/{bid}/jobs")),
+        ("POST", format!("/batches/{bid}/cancel")),
+    ] {
+        let req = if method == "GET" {
+            s.http.get(s.url(&path))
+        } else {
+            s.http.post(s.url(&path))
+        };
+        expect_problem(
+            req.bearer_auth(&other).send().await.unwrap(),
+            404,
+            "not_found",
+        )
+        .await;
+    }
+    expect_problem(s.get("/batches/not-a-batch").await, 404, "not_found").await;
+
+    // Cancel: every queued job, once; the batch is done.
+    let r = post_empty(&s, &format!("/batches/{bid}/cancel")).await;
+    assert_eq!(r.status(), 200);
+    let c: Value = r.json().await.unwrap();
+    assert_eq!(c["cancelled"], 20, "{c}");
+    assert_eq!(c["counts"]["cancelled"], 20);
+    assert_eq!(
+        (c["done"].as_bool(), c["progress"].as_f64()),
+        (Some(true), Some(1.0))
+    );
+    assert!(c["cancelled_at"].is_string());
+    let c: Value = post_empty(&s, &format!("/batches/{bid}/cancel"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(c["cancelled"], 0, "cancelling again changes nothing");
+    // A worker now finds nothing to run.
+    let _w = spawn_worker(&s.data_dir);
+    let control = s
+        .submit(
+            json!({"job_type": "thumbnail", "upload_id": up, "params": {"width": 8, "height": 8}}),
+        )
+        .await;
+    let cj = s
+        .wait_job(control["job_id"].as_str().unwrap(), Duration::from_secs(60))
+        .await;
+    assert_eq!(cj["status"], "completed");
+    let page: Value = s
+        .get(&format!("/batches/{bid}/jobs?status=cancelled&limit=200"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["jobs"].as_array().unwrap().len(), 20);
+    for j in page["jobs"].as_array().unwrap() {
+        assert_eq!(j["attempts"], 0, "never started: {j}");
+    }
+
+    // Bad batches create nothing (all or none).
+    let before = s
+        .get("/jobs?limit=200")
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["jobs"]
+        .as_array()
+        .unwrap()
+        .len();
+    let too_many: Vec<Value> = (0..26).map(|_| json!({"upload_id": up})).collect();
+    let p = expect_problem(
+        s.post("/batches", json!({"job_type": "thumbnail", "params": {"width": 8, "height": 8}, "items": too_many})).await,
+        422,
+        "batch_too_large",
+    )
+    .await;
+    assert_eq!(p["max_batch_size"], 25);
+    expect_problem(
+        s.post("/batches", json!({"job_type": "thumbnail", "items": []}))
+            .await,
+        422,
+        "invalid_request",
+    )
+    .await;
+    let p = expect_problem(
+        s.post(
+            "/batches",
+            json!({"job_type": "thumbnail", "params": {"width": 8, "height": 8},
+                   "items": [{"upload_id": up}, {"upload_id": "01890000-0000-7000-8000-000000000000"}]}),
+        )
+        .await,
+        404,
+        "not_found",
+    )
+    .await;
+    assert_eq!(p["item"], 1, "names the bad item: {p}");
+    expect_problem(
+        s.post("/batches", json!({"items": [{"upload_id": up}]}))
+            .await,
+        422,
+        "invalid_request",
+    )
+    .await;
+    expect_problem(
+        s.post(
+            "/batches",
+            json!({"job_type": "thumbnail", "params": {"width": 0}, "items": [{"upload_id": up}]}),
+        )
+        .await,
+        422,
+        "invalid_parameters",
+    )
+    .await;
+    let after = s
+        .get("/jobs?limit=200")
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["jobs"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(before, after, "no job from a refused batch");
+    for q in ["status=nope", "limit=0", "limit=201", "cursor=zzz"] {
+        expect_problem(
+            s.get(&format!("/batches/{bid}/jobs?{q}")).await,
+            400,
+            "invalid_request",
+        )
+        .await;
+    }
+}

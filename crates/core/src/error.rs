@@ -59,6 +59,8 @@ pub enum ErrorCode {
     IdempotencyKeyReused,
     /// A request with this `Idempotency-Key` is still running.
     IdempotencyKeyInProgress,
+    /// A batch has more items than `PHOTO_API_MAX_BATCH_SIZE`.
+    BatchTooLarge,
     /// Something failed on our side; details are in the server log.
     Internal,
 }
@@ -93,6 +95,7 @@ impl ErrorCode {
             Self::JobNotRetryable => "job_not_retryable",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::IdempotencyKeyInProgress => "idempotency_key_in_progress",
+            Self::BatchTooLarge => "batch_too_large",
             Self::Internal => "internal",
         }
     }
@@ -103,7 +106,7 @@ impl ErrorCode {
     }
 }
 
-const ALL: [ErrorCode; 27] = [
+const ALL: [ErrorCode; 28] = [
     ErrorCode::PolicyViolation,
     ErrorCode::Unauthenticated,
     ErrorCode::InvalidCredentials,
@@ -130,6 +133,7 @@ const ALL: [ErrorCode; 27] = [
     ErrorCode::JobNotRetryable,
     ErrorCode::IdempotencyKeyReused,
     ErrorCode::IdempotencyKeyInProgress,
+    ErrorCode::BatchTooLarge,
     ErrorCode::Internal,
 ];
 

@@ -10,7 +10,7 @@ mod rows;
 mod sqlite;
 
 use chrono::{DateTime, Utc};
-use photo_core::{JobId, JobStatus, TenantId, UploadId};
+use photo_core::{BatchId, JobId, JobStatus, TenantId, UploadId};
 
 pub use models::*;
 pub use open::{Database, connect, is_postgres_url, open};
@@ -157,6 +157,33 @@ pub trait Repo: Send + Sync + std::fmt::Debug {
         workflow_id: Option<&str>,
         now: DateTime<Utc>,
     ) -> DbResult<Option<Job>>;
+
+    // --- batches
+    /// Stores a batch and all its jobs in one transaction (all or none), each job with
+    /// `batch_id`; returns the jobs, in id order.
+    async fn insert_batch(
+        &self,
+        tenant: &TenantId,
+        batch_id: BatchId,
+        jobs: &[NewJob],
+        now: DateTime<Utc>,
+    ) -> DbResult<Vec<Job>>;
+    /// A batch of `tenant` and its jobs' counts per status, counted in one statement (so they
+    /// add up to the batch's total).
+    async fn get_batch(
+        &self,
+        tenant: &TenantId,
+        batch_id: BatchId,
+    ) -> DbResult<Option<(Batch, Vec<(JobStatus, u64)>)>>;
+    /// Cancels every unfinished job of a batch of `tenant` (as [`Repo::cancel_job`] does one)
+    /// and marks the batch cancelled; returns the jobs cancelled now, or `None` when there is
+    /// no such batch.
+    async fn cancel_batch(
+        &self,
+        tenant: &TenantId,
+        batch_id: BatchId,
+        now: DateTime<Utc>,
+    ) -> DbResult<Option<Vec<Job>>>;
 
     // --- idempotency keys
     /// Reserves `key` for a request whose body hashes to `request_sha256`, unless it is taken:

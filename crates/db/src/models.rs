@@ -1,7 +1,9 @@
 //! Rows as domain values.
 
 use chrono::{DateTime, Utc};
-use photo_core::{ContentType, JobId, JobSpec, JobStatus, JobType, ObjectKey, TenantId, UploadId};
+use photo_core::{
+    BatchId, ContentType, JobId, JobSpec, JobStatus, JobType, ObjectKey, TenantId, UploadId,
+};
 use serde::{Deserialize, Serialize};
 
 /// A stored API key (never the secret itself).
@@ -280,6 +282,8 @@ pub struct Job {
     pub engine: JobEngine,
     /// Workflow id and task queue, for Temporal jobs.
     pub temporal: Option<TemporalRoute>,
+    /// The batch it was submitted in.
+    pub batch_id: Option<BatchId>,
 }
 
 /// Filters of `GET /jobs`.
@@ -293,6 +297,8 @@ pub struct JobFilter {
     pub created_after: Option<DateTime<Utc>>,
     /// Created before.
     pub created_before: Option<DateTime<Utc>>,
+    /// Only jobs of this batch.
+    pub batch_id: Option<BatchId>,
     /// Exclusive cursor: only jobs older than this id.
     pub before_id: Option<JobId>,
     /// Page size.
@@ -365,4 +371,19 @@ pub struct IdempotencyScope<'a> {
     pub scope: &'a str,
     /// The client's key.
     pub key: &'a str,
+}
+
+/// A batch of jobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// Id.
+    pub batch_id: BatchId,
+    /// Owner.
+    pub tenant: TenantId,
+    /// Jobs in it.
+    pub total: u64,
+    /// Submitted at.
+    pub created_at: DateTime<Utc>,
+    /// When it was cancelled, if it was.
+    pub cancelled_at: Option<DateTime<Utc>>,
 }

@@ -10,7 +10,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use photo_core::{ContentType, JobId, JobSpec, JobStatus, JobType, ObjectKey, TenantId, UploadId};
+use photo_core::{
+    BatchId, ContentType, JobId, JobSpec, JobStatus, JobType, ObjectKey, TenantId, UploadId,
+};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
 use sqlx::{PgPool, Row};
 use tokio::sync::Notify;
@@ -448,6 +450,9 @@ impl Repo for PgRepo {
         if let Some(b) = f.created_before {
             qb.push(" AND created_at < ").push_bind(b);
         }
+        if let Some(b) = f.batch_id {
+            qb.push(" AND batch_id = ").push_bind(b.to_string());
+        }
         if let Some(c) = f.before_id {
             qb.push(" AND job_id < ").push_bind(c.to_string());
         }
@@ -535,6 +540,154 @@ impl Repo for PgRepo {
         .as_ref()
         .map(job_from_row)
         .transpose()
+    }
+
+    async fn insert_batch(
+        &self,
+        tenant: &TenantId,
+        batch_id: BatchId,
+        jobs: &[NewJob],
+        now: DateTime<Utc>,
+    ) -> DbResult<Vec<Job>> {
+        let bid = batch_id.to_string();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO batches (batch_id, tenant_id, total, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&bid)
+        .bind(tenant.as_str())
+        .bind(i64::try_from(jobs.len()).unwrap_or(i64::MAX))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        for j in jobs {
+            let id = j.job_id.to_string();
+            let meta = serde_json::to_string(&j.spec).map_err(|e| corrupt("spec", e))?;
+            sqlx::query(
+                "INSERT INTO job_logs (id, job_id, job_type, filename, s3_key, content_type,
+                     job_metadata, created_at, status, tenant_id, upload_id, attempts, max_attempts,
+                     run_at_ms, updated_at, engine, temporal_workflow_id, temporal_task_queue,
+                     batch_id)
+                 VALUES ($1, $1, $2, $3, $4, $5, $6, $7, 'submitted', $8, $9, 0, $10, $11, $7, $12,
+                     $13, $14, $15)",
+            )
+            .bind(&id)
+            .bind(j.spec.job_type().as_str())
+            .bind(&j.filename)
+            .bind(j.s3_key.as_ref().map(ObjectKey::as_str))
+            .bind(j.content_type.map(ContentType::mime))
+            .bind(meta)
+            .bind(now)
+            .bind(j.tenant.as_str())
+            .bind(j.upload_id.map(|u| u.to_string()))
+            .bind(i64::from(j.max_attempts))
+            .bind(ms(now))
+            .bind(crate::engine_of(j).as_str())
+            .bind(j.temporal.as_ref().map(|t| t.workflow_id.as_str()))
+            .bind(j.temporal.as_ref().map(|t| t.task_queue.as_str()))
+            .bind(&bid)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let rows = sqlx::query("SELECT * FROM job_logs WHERE batch_id = $1 ORDER BY job_id")
+            .bind(&bid)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn get_batch(
+        &self,
+        tenant: &TenantId,
+        batch_id: BatchId,
+    ) -> DbResult<Option<(Batch, Vec<(JobStatus, u64)>)>> {
+        let bid = batch_id.to_string();
+        let Some(row) = sqlx::query(
+            "SELECT batch_id, tenant_id, total, created_at, cancelled_at FROM batches
+             WHERE batch_id = $1 AND tenant_id = $2",
+        )
+        .bind(&bid)
+        .bind(tenant.as_str())
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let batch = Batch {
+            batch_id,
+            tenant: tenant.clone(),
+            total: row.try_get::<i64, _>("total")?.max(0) as u64,
+            created_at: row.try_get("created_at")?,
+            cancelled_at: row.try_get("cancelled_at")?,
+        };
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) AS n FROM job_logs WHERE batch_id = $1 GROUP BY status",
+        )
+        .bind(&bid)
+        .fetch_all(&self.pool)
+        .await?;
+        let counts = rows
+            .iter()
+            .map(|r| {
+                let s: String = r.try_get("status")?;
+                let n: i64 = r.try_get("n")?;
+                Ok((
+                    JobStatus::parse(&s).ok_or_else(|| corrupt("status", &s))?,
+                    n.max(0) as u64,
+                ))
+            })
+            .collect::<DbResult<Vec<_>>>()?;
+        Ok(Some((batch, counts)))
+    }
+
+    async fn cancel_batch(
+        &self,
+        tenant: &TenantId,
+        batch_id: BatchId,
+        now: DateTime<Utc>,
+    ) -> DbResult<Option<Vec<Job>>> {
+        let bid = batch_id.to_string();
+        let mut tx = self.pool.begin().await?;
+        let found = sqlx::query(
+            "UPDATE batches SET cancelled_at = COALESCE(cancelled_at, $1)
+             WHERE batch_id = $2 AND tenant_id = $3",
+        )
+        .bind(now)
+        .bind(&bid)
+        .bind(tenant.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if found.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT job_id FROM job_logs
+             WHERE batch_id = $1 AND status IN ('submitted', 'retrying', 'started') ORDER BY job_id",
+        )
+        .bind(&bid)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE job_logs SET status = 'cancelled', completed_at = $1, outputs = NULL,
+                 error_code = 'cancelled', error_message = 'cancelled on request',
+                 lease_owner = NULL, lease_token = NULL, lease_expires_at_ms = NULL, updated_at = $1
+             WHERE batch_id = $2 AND status IN ('submitted', 'retrying', 'started')",
+        )
+        .bind(now)
+        .bind(&bid)
+        .execute(&mut *tx)
+        .await?;
+        let mut jobs = Vec::with_capacity(ids.len());
+        for id in ids {
+            let row = sqlx::query("SELECT * FROM job_logs WHERE job_id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+            jobs.push(job_from_row(&row)?);
+        }
+        tx.commit().await?;
+        Ok(Some(jobs))
     }
 
     async fn idempotency_reserve(

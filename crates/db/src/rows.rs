@@ -127,6 +127,10 @@ macro_rules! decoders {
                     }),
                     _ => None,
                 },
+                batch_id: r
+                    .try_get::<Option<String>, _>("batch_id")?
+                    .map(|s| parse("batch_id", &s))
+                    .transpose()?,
             })
         }
 

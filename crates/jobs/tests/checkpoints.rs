@@ -68,6 +68,7 @@ async fn setup() -> (tempfile::TempDir, LocalStore, Job) {
         lease_owner: None,
         engine: JobEngine::Sql,
         temporal: None,
+        batch_id: None,
     };
     (dir, store, job)
 }

@@ -125,12 +125,15 @@ pub struct JobView {
     /// The Temporal task queue (engine `temporal`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub temporal_task_queue: Option<String>,
+    /// The batch it was submitted in (`POST /batches`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<String>,
     /// Status history (only on `GET /jobs/{job_id}`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<HistoryEntry>>,
 }
 
-fn view(st: &AppState, job: &Job) -> JobView {
+pub(crate) fn view(st: &AppState, job: &Job) -> JobView {
     let url_expires_at =
         Utc::now() + chrono::Duration::from_std(st.cfg.download_url_ttl).unwrap_or_default();
     let params = match serde_json::to_value(&job.spec) {
@@ -173,11 +176,12 @@ fn view(st: &AppState, job: &Job) -> JobView {
         engine: job.engine.as_str().to_owned(),
         temporal_workflow_id: job.temporal.as_ref().map(|t| t.workflow_id.clone()),
         temporal_task_queue: job.temporal.as_ref().map(|t| t.task_queue.clone()),
+        batch_id: job.batch_id.map(|b| b.to_string()),
         history: None,
     }
 }
 
-fn unprocessable(code: ErrorCode, detail: impl Into<String>) -> ApiError {
+pub(crate) fn unprocessable(code: ErrorCode, detail: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
 }
 
@@ -211,35 +215,30 @@ pub async fn submit(
     .await
 }
 
-async fn submit_job(
+/// Checks a job request (type, parameters, a ready upload of the caller's) and makes the row
+/// to insert. Shared by `POST /jobs` and `POST /batches`.
+pub(crate) async fn prepare_job(
     st: &AppState,
     caller: &Caller,
-    req: SubmitRequest,
-) -> ApiResult<(StatusCode, HeaderMap, JobView)> {
-    let job_type = JobType::parse(&req.job_type).ok_or_else(|| {
+    job_type: &str,
+    upload_id: Option<&str>,
+    params: serde_json::Value,
+) -> ApiResult<NewJob> {
+    let job_type = JobType::parse(job_type).ok_or_else(|| {
         unprocessable(
             ErrorCode::InvalidParameters,
-            format!(
-                "unknown job_type {:?}; use thumbnail or transform",
-                req.job_type
-            ),
+            format!("unknown job_type {job_type:?}; use thumbnail or transform"),
         )
     })?;
-    let spec = JobSpec::parse(job_type, req.params)
+    let spec = JobSpec::parse(job_type, params)
         .map_err(|e| unprocessable(ErrorCode::InvalidParameters, e.to_string()))?;
-    if req.s3_key.is_some() || req.source_url.is_some() {
-        return Err(unprocessable(
-            ErrorCode::InvalidRequest,
-            "s3_key and source_url sources are not accepted yet; upload the image and pass upload_id",
-        ));
-    }
-    let Some(upload_id) = req.upload_id else {
+    let Some(upload_id) = upload_id else {
         return Err(unprocessable(
             ErrorCode::InvalidRequest,
             "upload_id is required",
         ));
     };
-    let up = crate::routes::uploads::tenant_upload(st, caller, &upload_id).await?;
+    let up = crate::routes::uploads::tenant_upload(st, caller, upload_id).await?;
     if up.status != UploadStatus::Ready {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -252,37 +251,62 @@ async fn submit_job(
         ));
     }
     let job_id = JobId::new();
-    let job = st
-        .repo
-        .insert_job(
-            &NewJob {
-                job_id,
-                tenant: caller.tenant.clone(),
-                spec,
-                upload_id: Some(up.upload_id),
-                s3_key: Some(up.key.clone()),
-                filename: up.filename.clone(),
-                content_type: up.content_type,
-                max_attempts: st.cfg.max_attempts,
-                temporal: st.dispatcher.as_ref().map(|d| d.route(job_id)),
-            },
-            Utc::now(),
-        )
-        .await?;
-    if let Some(d) = &st.dispatcher {
-        // The row is committed first, so the job is never lost: a start that fails here stays
-        // in the outbox (temporal_dispatched_at_ms IS NULL) and `serve` retries it.
-        match d.dispatch(&job).await {
-            Ok(()) => {
-                if let Err(e) = st.repo.mark_dispatched(job.job_id, Utc::now()).await {
-                    tracing::warn!(job_id = %job.job_id, error = %e, "recording the workflow start failed; the outbox will confirm it");
-                }
+    Ok(NewJob {
+        job_id,
+        tenant: caller.tenant.clone(),
+        spec,
+        upload_id: Some(up.upload_id),
+        s3_key: Some(up.key.clone()),
+        filename: up.filename.clone(),
+        content_type: up.content_type,
+        max_attempts: st.cfg.max_attempts,
+        temporal: st.dispatcher.as_ref().map(|d| d.route(job_id)),
+    })
+}
+
+/// Hands a new Temporal job to its engine (nothing for the SQL queue). A start that fails
+/// stays in the outbox, which `serve` retries; returns whether it was started.
+pub(crate) async fn dispatch_new(st: &AppState, job: &Job) -> bool {
+    let Some(d) = &st.dispatcher else {
+        return true;
+    };
+    match d.dispatch(job).await {
+        Ok(()) => {
+            if let Err(e) = st.repo.mark_dispatched(job.job_id, Utc::now()).await {
+                tracing::warn!(job_id = %job.job_id, error = %e, "recording the workflow start failed; the outbox will confirm it");
             }
-            Err(e) => {
-                tracing::warn!(job_id = %job.job_id, error = %e, "starting the workflow failed; the outbox will retry it");
-            }
+            true
+        }
+        Err(e) => {
+            tracing::warn!(job_id = %job.job_id, error = %e, "starting the workflow failed; the outbox will retry it");
+            false
         }
     }
+}
+
+async fn submit_job(
+    st: &AppState,
+    caller: &Caller,
+    req: SubmitRequest,
+) -> ApiResult<(StatusCode, HeaderMap, JobView)> {
+    if req.s3_key.is_some() || req.source_url.is_some() {
+        return Err(unprocessable(
+            ErrorCode::InvalidRequest,
+            "s3_key and source_url sources are not accepted yet; upload the image and pass upload_id",
+        ));
+    }
+    let new = prepare_job(
+        st,
+        caller,
+        &req.job_type,
+        req.upload_id.as_deref(),
+        req.params,
+    )
+    .await?;
+    let job = st.repo.insert_job(&new, Utc::now()).await?;
+    // The row is committed first, so the job is never lost: a start that fails stays in the
+    // outbox (temporal_dispatched_at_ms IS NULL) and `serve` retries it.
+    dispatch_new(st, &job).await;
     tracing::info!(job_id = %job.job_id, tenant = %caller.tenant, job_type = %job.job_type, "job submitted");
     let mut headers = HeaderMap::new();
     if let Ok(loc) = HeaderValue::from_str(&format!("/jobs/{}", job.job_id)) {
@@ -403,6 +427,7 @@ pub async fn list(
                 job_type,
                 created_after: q.created_after,
                 created_before: q.created_before,
+                batch_id: None,
                 before_id,
                 limit: limit + 1,
             },
@@ -482,7 +507,7 @@ pub async fn cancel(
 }
 
 /// The deterministic output keys of a job (as the worker writes them).
-fn photo_jobs_keys(job: &Job) -> Vec<photo_core::ObjectKey> {
+pub(crate) fn photo_jobs_keys(job: &Job) -> Vec<photo_core::ObjectKey> {
     let ext = match &job.spec {
         JobSpec::Thumbnail(p) => p.format.extension(),
         JobSpec::Transform(p) => p.format.extension(),
@@ -655,6 +680,7 @@ pub async fn redrive(
                     job_type,
                     created_after: req.created_after,
                     created_before: req.created_before,
+                    batch_id: None,
                     before_id,
                     limit: MAX_PAGE,
                 },

@@ -1,5 +1,6 @@
 //! Handlers, one module per area.
 
+pub mod batches;
 pub mod docs;
 pub mod health;
 pub mod jobs;

@@ -1,1 +1,4 @@
+DROP INDEX IF EXISTS idx_job_logs_batch;
+ALTER TABLE job_logs DROP COLUMN IF EXISTS batch_id;
+DROP TABLE IF EXISTS batches;
 DROP TABLE IF EXISTS idempotency_keys;

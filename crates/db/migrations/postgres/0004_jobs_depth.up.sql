@@ -19,3 +19,16 @@ CREATE TABLE idempotency_keys (
     PRIMARY KEY (tenant_id, scope, idem_key)
 );
 CREATE INDEX idx_idempotency_keys_expiry ON idempotency_keys(expires_at_ms);
+
+-- Batches: many jobs submitted together. The batch's jobs are inserted with it in one
+-- transaction, so counting them per status (one statement) always adds up to `total`.
+CREATE TABLE batches (
+    batch_id     TEXT COLLATE "C" PRIMARY KEY,
+    tenant_id    TEXT NOT NULL,
+    total        BIGINT NOT NULL,
+    created_at   TIMESTAMPTZ NOT NULL,
+    cancelled_at TIMESTAMPTZ
+);
+CREATE INDEX idx_batches_tenant ON batches(tenant_id, batch_id);
+ALTER TABLE job_logs ADD COLUMN batch_id TEXT COLLATE "C";
+CREATE INDEX idx_job_logs_batch ON job_logs(batch_id, job_id) WHERE batch_id IS NOT NULL;
