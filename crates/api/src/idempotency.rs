@@ -1,6 +1,6 @@
-//! `Idempotency-Key` on creating requests (`POST /jobs`, `POST /uploads/init`): the same key
-//! and body give the same result, however often and however concurrently they are sent; the
-//! same key with another body is a `422 idempotency_key_reused`.
+//! `Idempotency-Key` on creating requests (`POST /jobs`, `POST /uploads/init`, `POST /batches`):
+//! the same key and body give the same result, however often and however concurrently they are
+//! sent; the same key with another body is a `422 idempotency_key_reused`.
 //!
 //! Keys are scoped by tenant and route. The first request reserves the key in the database
 //! (a unique row), runs, and stores its response; a request that finds the key reserved waits

@@ -74,6 +74,8 @@ pub fn openapi_and_router() -> (utoipa::openapi::OpenApi, OpenApiRouter<AppState
         .routes(routes!(routes::jobs::cancel))
         .routes(routes!(routes::jobs::retry))
         .routes(routes!(routes::jobs::redrive))
+        .routes(routes!(routes::events::tenant))
+        .routes(routes!(routes::events::job))
         .routes(routes!(routes::batches::get))
         .routes(routes!(routes::batches::jobs))
         .routes(routes!(routes::batches::cancel))

@@ -982,3 +982,204 @@ async fn batches_cancel_validate_and_stay_in_their_tenant() {
         .await;
     }
 }
+
+/// An open server-sent-events stream.
+struct Sse {
+    resp: reqwest::Response,
+    buf: String,
+}
+
+/// One `event: job` of a stream: its id and data.
+#[derive(Debug, Clone, PartialEq)]
+struct SseEvent {
+    id: i64,
+    data: Value,
+}
+
+impl Sse {
+    async fn open(s: &Server, key: &str, path: &str, last_id: Option<i64>) -> Sse {
+        let mut req = s.http.get(s.url(path)).bearer_auth(key);
+        if let Some(id) = last_id {
+            req = req.header("Last-Event-ID", id.to_string());
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(
+            resp.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/event-stream")
+        );
+        Sse {
+            resp,
+            buf: String::new(),
+        }
+    }
+
+    /// The next job event, or `None` when the stream ended or `wait` passed without one.
+    async fn next(&mut self, wait: Duration) -> Option<SseEvent> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            while let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let (mut id, mut event, mut data) = (None, None, String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = Some(v.trim().parse::<i64>().unwrap());
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        event = Some(v.trim().to_owned());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if event.as_deref() == Some("job") {
+                    return Some(SseEvent {
+                        id: id.expect("every job event has an id"),
+                        data: serde_json::from_str(&data).unwrap(),
+                    });
+                }
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.resp.chunk()).await;
+            match chunk {
+                Ok(Ok(Some(bytes))) => self.buf.push_str(&String::from_utf8_lossy(&bytes)),
+                Ok(Ok(None)) | Err(_) => return None,
+                Ok(Err(e)) => panic!("stream failed: {e}"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn event_streams_resume_with_last_event_id_without_gaps_or_duplicates() {
+    let s = Server::start().await;
+    let up = s.upload_ready(jpeg(64, 48), "image/jpeg").await;
+    let submit_n = |n: usize| {
+        let s = &s;
+        let up = up.clone();
+        async move {
+            let mut ids = Vec::new();
+            for i in 0..n {
+                let j = s
+                    .submit(json!({"job_type": "thumbnail", "upload_id": up, "params": {"width": 8 + i, "height": 8}}))
+                    .await;
+                ids.push(j["job_id"].as_str().unwrap().to_owned());
+            }
+            ids
+        }
+    };
+    let mut jobs = submit_n(10).await;
+
+    // First session: read some events, then drop the connection mid-stream.
+    let mut seen: Vec<SseEvent> = Vec::new();
+    let mut first = Sse::open(&s, &s.key, "/events", None).await;
+    while seen.len() < 12 {
+        let e = first
+            .next(Duration::from_secs(30))
+            .await
+            .expect("events keep coming");
+        seen.push(e);
+    }
+    drop(first);
+    let last = seen.last().unwrap().id;
+    // Events happen while the client is away.
+    jobs.extend(submit_n(10).await);
+    for j in &jobs {
+        s.wait_job(j, Duration::from_secs(60)).await;
+    }
+    // Second session resumes after the last id it saw.
+    let mut second = Sse::open(&s, &s.key, "/events", Some(last)).await;
+    while let Some(e) = second.next(Duration::from_secs(2)).await {
+        seen.push(e);
+    }
+
+    // No duplicates, in order.
+    for w in seen.windows(2) {
+        assert!(
+            w[0].id < w[1].id,
+            "ids strictly increase: {} then {}",
+            w[0].id,
+            w[1].id
+        );
+    }
+    // No gaps: per job, exactly its history.
+    let mut total = 0;
+    for j in &jobs {
+        let history: Vec<String> = s.job(j).await["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["status"].as_str().unwrap().to_owned())
+            .collect();
+        let streamed: Vec<String> = seen
+            .iter()
+            .filter(|e| e.data["job_id"] == j.as_str())
+            .map(|e| e.data["status"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            streamed, history,
+            "job {j}: the stream shows its whole history once"
+        );
+        assert_eq!(history.last().map(String::as_str), Some("completed"));
+        total += history.len();
+    }
+    assert_eq!(seen.len(), total, "nothing but these jobs' events");
+    // A fresh stream from the start replays the same events, ids and all.
+    let mut third = Sse::open(&s, &s.key, "/events", None).await;
+    let mut replay = Vec::new();
+    while let Some(e) = third.next(Duration::from_secs(2)).await {
+        replay.push(e);
+    }
+    assert_eq!(replay, seen);
+    // `?after=` works like the header.
+    let mut from_query = Sse::open(&s, &s.key, &format!("/events?after={last}"), None).await;
+    let e = from_query.next(Duration::from_secs(5)).await.unwrap();
+    assert!(e.id > last);
+    assert_eq!(Some(&e), seen.iter().find(|x| x.id > last));
+
+    // One job's stream: its events, then the stream ends; resumable too.
+    let j = &jobs[3];
+    let mut one = Sse::open(&s, &s.key, &format!("/jobs/{j}/events"), None).await;
+    let mut mine = Vec::new();
+    while let Some(e) = one.next(Duration::from_secs(10)).await {
+        mine.push(e);
+    }
+    let want: Vec<SseEvent> = seen
+        .iter()
+        .filter(|e| e.data["job_id"] == j.as_str())
+        .cloned()
+        .collect();
+    assert_eq!(mine, want, "the job's stream ends after its terminal event");
+    let mut rest = Sse::open(&s, &s.key, &format!("/jobs/{j}/events"), Some(want[0].id)).await;
+    let mut tail = Vec::new();
+    while let Some(e) = rest.next(Duration::from_secs(10)).await {
+        tail.push(e);
+    }
+    assert_eq!(tail, want[1..].to_vec());
+
+    // Tenants: another tenant's stream shows none of these; its job route is 404.
+    let other = other_tenant_key(&s.data_dir).await;
+    let mut theirs = Sse::open(&s, &other, "/events", None).await;
+    assert_eq!(theirs.next(Duration::from_millis(800)).await, None);
+    let r = s
+        .http
+        .get(s.url(&format!("/jobs/{j}/events")))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(r, 404, "not_found").await;
+    // Bad resume points.
+    for bad in ["abc", "-1", "99999999999999999999999"] {
+        let r = s
+            .http
+            .get(s.url("/events"))
+            .bearer_auth(&s.key)
+            .header("Last-Event-ID", bad)
+            .send()
+            .await
+            .unwrap();
+        expect_problem(r, 400, "invalid_request").await;
+    }
+    let r = s.http.get(s.url("/events")).send().await.unwrap();
+    expect_problem(r, 401, "unauthenticated").await;
+}

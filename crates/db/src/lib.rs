@@ -135,6 +135,17 @@ pub trait Repo: Send + Sync + std::fmt::Debug {
     async fn list_jobs(&self, tenant: &TenantId, filter: &JobFilter) -> DbResult<Vec<Job>>;
     /// Status history of a job, oldest first.
     async fn job_events(&self, id: JobId) -> DbResult<Vec<JobEvent>>;
+    /// Events of `tenant` (of one job when `job` is given) with `seq > after`, in seq order, at
+    /// most `limit`: the event streams' source. Events become visible in seq order (SQLite's
+    /// single writer; an ordering lock in PostgreSQL's trigger), so a reader that resumes after
+    /// the last seq it saw misses none.
+    async fn events_after(
+        &self,
+        tenant: &TenantId,
+        job: Option<JobId>,
+        after: i64,
+        limit: u32,
+    ) -> DbResult<Vec<StreamEvent>>;
     /// Cancels a job of `tenant` that has not finished (`submitted`, `retrying` or `started`):
     /// it becomes `cancelled` and its claim token is revoked, so a running attempt can neither
     /// heartbeat nor record a result and stops at its next step boundary. `None` (no change)

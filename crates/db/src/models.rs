@@ -387,3 +387,21 @@ pub struct Batch {
     /// When it was cancelled, if it was.
     pub cancelled_at: Option<DateTime<Utc>>,
 }
+
+/// One entry of an event stream: a job's status change, as `job_events` recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StreamEvent {
+    /// Position in the tenant's stream (the SSE event id).
+    pub seq: i64,
+    /// The job.
+    pub job_id: String,
+    /// Status entered.
+    pub status: String,
+    /// Attempt number at that point.
+    pub attempt: u32,
+    /// Error message for failures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When (RFC 3339).
+    pub at: String,
+}

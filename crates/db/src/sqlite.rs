@@ -386,6 +386,39 @@ impl Repo for SqliteRepo {
             .collect()
     }
 
+    async fn events_after(
+        &self,
+        tenant: &TenantId,
+        job: Option<JobId>,
+        after: i64,
+        limit: u32,
+    ) -> DbResult<Vec<StreamEvent>> {
+        let rows = sqlx::query(
+            "SELECT seq, job_id, status, attempt, message, at
+             FROM job_events
+             WHERE tenant_id = ?1 AND seq > ?2 AND (?3 IS NULL OR job_id = ?3)
+             ORDER BY seq LIMIT ?4",
+        )
+        .bind(tenant.as_str())
+        .bind(after)
+        .bind(job.map(|j| j.to_string()))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StreamEvent {
+                    seq: r.try_get("seq")?,
+                    job_id: r.try_get("job_id")?,
+                    status: r.try_get("status")?,
+                    attempt: r.try_get::<i64, _>("attempt")?.clamp(0, u32::MAX as i64) as u32,
+                    message: r.try_get("message")?,
+                    at: r.try_get("at")?,
+                })
+            })
+            .collect()
+    }
+
     async fn cancel_job(
         &self,
         tenant: &TenantId,

@@ -2,6 +2,7 @@
 
 pub mod batches;
 pub mod docs;
+pub mod events;
 pub mod health;
 pub mod jobs;
 pub mod objects;

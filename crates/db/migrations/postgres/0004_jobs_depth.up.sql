@@ -32,3 +32,28 @@ CREATE TABLE batches (
 CREATE INDEX idx_batches_tenant ON batches(tenant_id, batch_id);
 ALTER TABLE job_logs ADD COLUMN batch_id TEXT COLLATE "C";
 CREATE INDEX idx_job_logs_batch ON job_logs(batch_id, job_id) WHERE batch_id IS NOT NULL;
+
+-- Event streams (GET /events, GET /jobs/{id}/events) resume after the last `seq` a client saw.
+-- An identity column hands out numbers at insert, not at commit: a transaction that took seq 7
+-- and commits after one that took seq 8 would let a reader that already passed 8 miss 7. So
+-- each event insert first takes one transaction-scoped advisory lock, held until commit: event
+-- transactions commit in seq order, and "seq > last seen" never skips one. (SQLite has a
+-- single writer, so its order is commit order already.)
+CREATE OR REPLACE FUNCTION job_logs_event() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' OR NEW.status IS DISTINCT FROM OLD.status
+       OR NEW.attempts IS DISTINCT FROM OLD.attempts THEN
+        PERFORM pg_advisory_xact_lock(706162657665); -- the key of photo-api's event order
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO job_events (job_id, tenant_id, status, attempt, message)
+        VALUES (NEW.job_id, NEW.tenant_id, NEW.status, NEW.attempts, NULL);
+    ELSIF NEW.status IS DISTINCT FROM OLD.status OR NEW.attempts IS DISTINCT FROM OLD.attempts THEN
+        INSERT INTO job_events (job_id, tenant_id, status, attempt, message)
+        VALUES (NEW.job_id, NEW.tenant_id, NEW.status, NEW.attempts,
+                CASE WHEN NEW.status IN ('retrying', 'failed', 'dead') THEN NEW.error_message END);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+CREATE INDEX idx_job_events_tenant ON job_events(tenant_id, seq);

@@ -1,3 +1,4 @@
+DROP INDEX IF EXISTS idx_job_events_tenant;
 DROP INDEX IF EXISTS idx_job_logs_batch;
 ALTER TABLE job_logs DROP COLUMN batch_id;
 DROP TABLE IF EXISTS batches;

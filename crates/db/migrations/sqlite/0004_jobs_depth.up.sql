@@ -31,3 +31,6 @@ CREATE TABLE batches (
 CREATE INDEX idx_batches_tenant ON batches(tenant_id, batch_id);
 ALTER TABLE job_logs ADD COLUMN batch_id TEXT;
 CREATE INDEX idx_job_logs_batch ON job_logs(batch_id, job_id) WHERE batch_id IS NOT NULL;
+
+-- Event streams (GET /events) read a tenant's events in seq order.
+CREATE INDEX idx_job_events_tenant ON job_events(tenant_id, seq);
