@@ -1895,6 +1895,76 @@ async fn concurrent_reservations_of_one_key_have_one_winner(db: &TestDb) {
     assert_eq!(winners, 1);
 }
 
+async fn a_reader_resuming_after_the_last_seq_misses_no_event_under_concurrent_writers(
+    db: &TestDb,
+) {
+    // Writers on their own pools (like worker processes) insert and move jobs while a reader
+    // pages through `events_after` from the last seq it saw, as an SSE client does. Without
+    // events committing in seq order, a seq taken early and committed late would be skipped.
+    let t1 = tenant("t1");
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let repo = db.reopen().await.into_repo();
+        let t1 = t1.clone();
+        writers.push(tokio::spawn(async move {
+            for _ in 0..40 {
+                repo.insert_job(&new_job(&t1, 3), now()).await.unwrap();
+                if let Some(c) = repo
+                    .claim_job(&format!("w{w}"), ms(30_000), now())
+                    .await
+                    .unwrap()
+                {
+                    repo.complete_job(&c.token, &[], now()).await.unwrap();
+                }
+            }
+        }));
+    }
+    let reader = db.repo();
+    let mut last = 0;
+    let mut seen = Vec::new();
+    loop {
+        let done = writers.iter().all(tokio::task::JoinHandle::is_finished);
+        let page = reader.events_after(&t1, None, last, 50).await.unwrap();
+        if let Some(e) = page.last() {
+            last = e.seq;
+        }
+        seen.extend(page.into_iter().map(|e| e.seq));
+        if done
+            && reader
+                .events_after(&t1, None, last, 1)
+                .await
+                .unwrap()
+                .is_empty()
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let all: Vec<i64> = reader
+        .events_after(&t1, None, 0, 100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.seq)
+        .collect();
+    assert!(all.len() >= 160 * 2, "{} events", all.len());
+    assert_eq!(
+        seen, all,
+        "the resuming reader saw every event once, in order"
+    );
+    // Another tenant's stream is empty; one job's stream is that job's history.
+    assert!(
+        reader
+            .events_after(&tenant("t2"), None, 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 on_both!(
     migrations_are_idempotent_and_reversible,
     job_logs_has_the_design_columns,
@@ -1922,6 +1992,7 @@ on_both!(
     retry_requeues_failed_and_dead_jobs_only,
     idempotency_keys_reserve_replay_expire,
     concurrent_reservations_of_one_key_have_one_winner,
+    a_reader_resuming_after_the_last_seq_misses_no_event_under_concurrent_writers,
 );
 
 // ---------------------------------------------------------------- PostgreSQL only
