@@ -108,6 +108,17 @@ pub struct Settings {
     /// Most items in one `POST /batches` (default 1000, at most 10000).
     #[arg(long, global = true, env = "PHOTO_API_MAX_BATCH_SIZE")]
     pub max_batch_size: Option<usize>,
+    /// First retry delay of a failed webhook delivery, doubled per attempt up to 1h (default 5s).
+    #[arg(long, global = true, env = "PHOTO_API_WEBHOOK_RETRY_BASE", value_parser = parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    pub webhook_retry_base: Option<Duration>,
+    /// Attempts of a webhook delivery before it is given up (default 20: about 11 hours).
+    #[arg(long, global = true, env = "PHOTO_API_WEBHOOK_MAX_ATTEMPTS")]
+    pub webhook_max_attempts: Option<u32>,
+    /// Time limit of one webhook delivery attempt (default 10s).
+    #[arg(long, global = true, env = "PHOTO_API_WEBHOOK_TIMEOUT", value_parser = parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    pub webhook_timeout: Option<Duration>,
     /// Lifetime of signed download URLs (default 1h).
     #[arg(long, global = true, env = "PHOTO_API_DOWNLOAD_URL_TTL", value_parser = parse_duration)]
     #[serde(default, with = "opt_duration")]
@@ -244,6 +255,9 @@ pub struct Config {
     pub download_url_ttl: Duration,
     pub idempotency_ttl: Duration,
     pub max_batch_size: usize,
+    pub webhook_retry_base: Duration,
+    pub webhook_max_attempts: u32,
+    pub webhook_timeout: Duration,
     pub max_pixels: u64,
     pub max_side: u32,
     pub worker_mode: WorkerMode,
@@ -293,7 +307,8 @@ impl Settings {
         merge!(self, file; listen, public_url, data_dir, database_url, db_max_connections,
             db_statement_timeout, api_key, signing_key,
             presign_expires_seconds, max_upload_size, raw_ttl, sweep_interval, staging_max_age,
-            download_url_ttl, idempotency_ttl, max_batch_size,
+            download_url_ttl, idempotency_ttl, max_batch_size, webhook_retry_base,
+            webhook_max_attempts, webhook_timeout,
             max_pixels, max_side, worker_mode, worker_concurrency, job_lease, job_timeout,
             max_attempts, retry_backoff, poll_interval, request_timeout, shutdown_grace,
             log_level, log_format, debug, s3_bucket_raw, s3_bucket_processed, aws_region,
@@ -333,6 +348,9 @@ impl Settings {
                 .idempotency_ttl
                 .unwrap_or(Duration::from_secs(24 * 3600)),
             max_batch_size: self.max_batch_size.unwrap_or(1000),
+            webhook_retry_base: self.webhook_retry_base.unwrap_or(Duration::from_secs(5)),
+            webhook_max_attempts: self.webhook_max_attempts.unwrap_or(20),
+            webhook_timeout: self.webhook_timeout.unwrap_or(Duration::from_secs(10)),
             max_pixels: self.max_pixels.unwrap_or(100_000_000),
             max_side: self.max_side.unwrap_or(16_384),
             worker_mode: self.worker_mode.unwrap_or(WorkerMode::Process),
@@ -466,6 +484,8 @@ impl Config {
             ("PHOTO_API_JOB_TIMEOUT", self.job_timeout),
             ("PHOTO_API_SWEEP_INTERVAL", self.sweep_interval),
             ("PHOTO_API_IDEMPOTENCY_TTL", self.idempotency_ttl),
+            ("PHOTO_API_WEBHOOK_RETRY_BASE", self.webhook_retry_base),
+            ("PHOTO_API_WEBHOOK_TIMEOUT", self.webhook_timeout),
             ("PHOTO_API_POLL_INTERVAL", self.poll_interval),
             ("PHOTO_API_REQUEST_TIMEOUT", self.request_timeout),
         ];
@@ -476,6 +496,9 @@ impl Config {
         }
         if self.max_upload_size == 0 {
             bail!("MAX_UPLOAD_SIZE must be greater than zero");
+        }
+        if self.webhook_max_attempts == 0 || self.webhook_max_attempts > 100 {
+            bail!("PHOTO_API_WEBHOOK_MAX_ATTEMPTS must be between 1 and 100");
         }
         if self.max_batch_size == 0 || self.max_batch_size > 10_000 {
             bail!("PHOTO_API_MAX_BATCH_SIZE must be between 1 and 10000");

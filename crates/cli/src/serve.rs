@@ -164,6 +164,19 @@ pub async fn serve(cfg: Config, cli_settings: Settings) -> anyhow::Result<()> {
     };
     let outbox =
         dispatcher.map(|d| tokio::spawn(engine::outbox_loop(repo.clone(), d, stop_rx.clone())));
+    // Webhook deliveries run on their own task: a slow endpoint never holds up a job.
+    let webhooks = tokio::spawn(photo_jobs::webhooks::delivery_loop(
+        repo.clone(),
+        photo_jobs::webhooks::WebhookConfig {
+            retry_base: cfg.webhook_retry_base,
+            retry_max: Duration::from_secs(3600).max(cfg.webhook_retry_base),
+            max_attempts: cfg.webhook_max_attempts,
+            timeout: cfg.webhook_timeout,
+            poll: cfg.poll_interval.min(Duration::from_secs(1)),
+            concurrency: 8,
+        },
+        stop_rx.clone(),
+    ));
     let sweeper = tokio::spawn(sweep_loop(
         cfg.clone(),
         repo.clone(),
@@ -195,6 +208,7 @@ pub async fn serve(cfg: Config, cli_settings: Settings) -> anyhow::Result<()> {
         let _ = t.await;
     }
     sweeper.abort();
+    webhooks.abort();
     if let Some(o) = outbox {
         o.abort();
     }

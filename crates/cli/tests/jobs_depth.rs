@@ -1183,3 +1183,203 @@ async fn event_streams_resume_with_last_event_id_without_gaps_or_duplicates() {
     let r = s.http.get(s.url("/events")).send().await.unwrap();
     expect_problem(r, 401, "unauthenticated").await;
 }
+
+/// What a test webhook receiver saw: each request's headers and body, and what it answered.
+#[derive(Clone, Default)]
+struct Received(std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, String, u16)>>>);
+
+/// A webhook receiver on a free port that answers 503 to its first `down_for` requests (it is
+/// "down"), then 200.
+async fn receiver(down_for: usize) -> (String, Received) {
+    let got = Received::default();
+    let state = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let state = state.clone();
+            async move {
+                let mut v = state.0.lock().unwrap();
+                let status = if v.len() < down_for { 503 } else { 200 };
+                v.push((headers, body, status));
+                axum::http::StatusCode::from_u16(status).unwrap()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, got)
+}
+
+fn verify_signature(secret: &str, headers: &axum::http::HeaderMap, body: &str) -> bool {
+    use hmac::Mac;
+    let ts = headers["photo-api-webhook-timestamp"].to_str().unwrap();
+    let sig = headers["photo-api-webhook-signature"].to_str().unwrap();
+    let Some(hex_sig) = sig.strip_prefix("v1=") else {
+        return false;
+    };
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{ts}.{body}").as_bytes());
+    let want: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let fresh = (chrono::Utc::now().timestamp() - ts.parse::<i64>().unwrap()).abs() < 300;
+    want == hex_sig && fresh
+}
+
+#[tokio::test]
+async fn a_webhook_receiver_down_at_first_gets_exactly_one_signed_delivery_per_event() {
+    let s = Server::start_with(Opts::default().env("PHOTO_API_WEBHOOK_RETRY_BASE", "200ms")).await;
+    let (url, got) = receiver(4).await;
+
+    // Admin: bad input, then a webhook.
+    for bad in [
+        json!({"url": "ftp://x/hook", "event_types": ["job.completed"]}),
+        json!({"url": url, "event_types": []}),
+        json!({"url": url, "event_types": ["job.exploded"]}),
+        json!({"url": format!("http://h/{}", "a".repeat(2048)), "event_types": ["job.completed"]}),
+    ] {
+        expect_problem(s.post("/webhooks", bad).await, 422, "invalid_parameters").await;
+    }
+    let r = s
+        .post(
+            "/webhooks",
+            json!({"url": url, "event_types": ["job.completed", "job.failed"]}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let hook: Value = r.json().await.unwrap();
+    let hid = hook["webhook_id"].as_str().unwrap().to_owned();
+    let secret = hook["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"));
+    let list: Value = s.get("/webhooks").await.json().await.unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert!(list[0].get("secret").is_none(), "the secret is shown once");
+    // Another tenant sees none of it.
+    let other = other_tenant_key(&s.data_dir).await;
+    let theirs: Value = s
+        .http
+        .get(s.url("/webhooks"))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(theirs, json!([]));
+    for r in [
+        s.http.get(s.url(&format!("/webhooks/{hid}/deliveries"))),
+        s.http.delete(s.url(&format!("/webhooks/{hid}"))),
+    ] {
+        expect_problem(
+            r.bearer_auth(&other).send().await.unwrap(),
+            404,
+            "not_found",
+        )
+        .await;
+    }
+
+    // Three jobs complete while the receiver is down; they are not held up by it.
+    let up = s.upload_ready(jpeg(64, 48), "image/jpeg").await;
+    let mut jobs = Vec::new();
+    for i in 0..3 {
+        let j = s
+            .submit(json!({"job_type": "thumbnail", "upload_id": up, "params": {"width": 8 + i, "height": 8}}))
+            .await;
+        jobs.push(j["job_id"].as_str().unwrap().to_owned());
+    }
+    for j in &jobs {
+        assert_eq!(
+            s.wait_job(j, Duration::from_secs(60)).await["status"],
+            "completed"
+        );
+    }
+    let accepted = |g: &Received| g.0.lock().unwrap().iter().filter(|r| r.2 == 200).count();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while accepted(&got) < 3 {
+        assert!(Instant::now() < deadline, "deliveries never got through");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Nothing more arrives: no duplicate deliveries.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let seen = got.0.lock().unwrap().clone();
+    assert_eq!(
+        seen.iter().filter(|r| r.2 == 503).count(),
+        4,
+        "down for the first attempts"
+    );
+    let ok: Vec<_> = seen.iter().filter(|r| r.2 == 200).collect();
+    assert_eq!(ok.len(), 3, "exactly one accepted delivery per event");
+    let mut delivered_jobs = Vec::new();
+    let mut event_ids = std::collections::HashSet::new();
+    for (headers, body, _) in &ok {
+        assert!(
+            verify_signature(&secret, headers, body),
+            "signed: {headers:?}"
+        );
+        assert!(!verify_signature("whsec_wrong", headers, body));
+        let v: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["type"], "job.completed");
+        assert!(event_ids.insert(v["id"].as_str().unwrap().to_owned()));
+        delivered_jobs.push(v["data"]["job_id"].as_str().unwrap().to_owned());
+    }
+    delivered_jobs.sort();
+    let mut want = jobs.clone();
+    want.sort();
+    assert_eq!(
+        delivered_jobs, want,
+        "one delivery for each job's completion"
+    );
+    // Every failed attempt was a retry of one of these deliveries (same delivery id).
+    let ok_ids: std::collections::HashSet<String> = ok
+        .iter()
+        .map(|r| r.0["photo-api-webhook-id"].to_str().unwrap().to_owned())
+        .collect();
+    for (headers, body, status) in &seen {
+        assert!(verify_signature(&secret, headers, body));
+        if *status == 503 {
+            assert!(ok_ids.contains(headers["photo-api-webhook-id"].to_str().unwrap()));
+        }
+    }
+
+    // The deliveries, with their attempts, through the API.
+    let ds: Value = s
+        .get(&format!("/webhooks/{hid}/deliveries"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let ds = ds.as_array().unwrap();
+    assert_eq!(ds.len(), 3);
+    let attempts: u64 = ds.iter().map(|d| d["attempts"].as_u64().unwrap()).sum();
+    assert_eq!(attempts, 7, "4 refused + 3 accepted attempts: {ds:?}");
+    for d in ds {
+        assert_eq!(d["status"], "delivered", "{d}");
+        assert_eq!(d["last_status_code"], 200);
+    }
+    expect_problem(
+        s.get(&format!("/webhooks/{hid}/deliveries?limit=0")).await,
+        400,
+        "invalid_request",
+    )
+    .await;
+    // Deleting it stops deliveries.
+    let r = s
+        .http
+        .delete(s.url(&format!("/webhooks/{hid}")))
+        .bearer_auth(&s.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    expect_problem(
+        s.get(&format!("/webhooks/{hid}/deliveries")).await,
+        404,
+        "not_found",
+    )
+    .await;
+}

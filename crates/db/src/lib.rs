@@ -196,6 +196,42 @@ pub trait Repo: Send + Sync + std::fmt::Debug {
         now: DateTime<Utc>,
     ) -> DbResult<Option<Vec<Job>>>;
 
+    // --- webhooks
+    /// Stores a webhook.
+    async fn insert_webhook(&self, hook: &Webhook) -> DbResult<()>;
+    /// The tenant's webhooks, oldest first.
+    async fn list_webhooks(&self, tenant: &TenantId) -> DbResult<Vec<Webhook>>;
+    /// Deletes a webhook of `tenant` (and its deliveries); false when there is none.
+    async fn delete_webhook(&self, tenant: &TenantId, id: &str) -> DbResult<bool>;
+    /// Deliveries of a webhook of `tenant`, newest first, at most `limit`; `None` when the
+    /// webhook is not the tenant's.
+    async fn list_deliveries(
+        &self,
+        tenant: &TenantId,
+        webhook_id: &str,
+        limit: u32,
+    ) -> DbResult<Option<Vec<WebhookDelivery>>>;
+    /// Reads up to `limit` events after the fan-out's cursor and creates a delivery for each
+    /// finished-job event (`job.completed`, `job.failed`, `job.dead`, `job.cancelled`) and each
+    /// webhook of its tenant that wants it — at most one per (webhook, event), however often
+    /// this runs — then moves the cursor, all in one transaction. Returns the deliveries made.
+    async fn webhook_fanout(&self, now: DateTime<Utc>, limit: u32) -> DbResult<u64>;
+    /// Claims up to `limit` pending deliveries due at `now` for `lease` (their next attempt
+    /// moves to `now + lease`, so another sender does not take them meanwhile).
+    async fn claim_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+        limit: u32,
+    ) -> DbResult<Vec<DueDelivery>>;
+    /// Records an attempt's outcome.
+    async fn record_delivery(
+        &self,
+        delivery_id: &str,
+        outcome: &DeliveryOutcome,
+        now: DateTime<Utc>,
+    ) -> DbResult<()>;
+
     // --- idempotency keys
     /// Reserves `key` for a request whose body hashes to `request_sha256`, unless it is taken:
     /// `None` means this caller reserved it (and must complete or release it); `Some` is the

@@ -405,3 +405,79 @@ pub struct StreamEvent {
     /// When (RFC 3339).
     pub at: String,
 }
+
+/// A tenant's webhook: where to POST which events, and the secret they are signed with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    /// Id.
+    pub webhook_id: String,
+    /// Owner.
+    pub tenant: TenantId,
+    /// Where deliveries are POSTed.
+    pub url: String,
+    /// Event types it receives (`job.completed`, `job.failed`, `job.dead`, `job.cancelled`).
+    pub event_types: Vec<String>,
+    /// HMAC-SHA256 key of its signatures.
+    pub secret: String,
+    /// Created at.
+    pub created_at: DateTime<Utc>,
+}
+
+/// One event to one webhook, and how sending it went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookDelivery {
+    /// Id (also the `Photo-Api-Webhook-Id` header).
+    pub delivery_id: String,
+    /// The webhook.
+    pub webhook_id: String,
+    /// The event's seq in `job_events`.
+    pub event_seq: i64,
+    /// Event type.
+    pub event_type: String,
+    /// The JSON body sent.
+    pub payload: String,
+    /// `pending`, `delivered` or `failed` (gave up).
+    pub status: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Next attempt (while pending).
+    pub next_attempt_at: DateTime<Utc>,
+    /// HTTP status of the last attempt, if it got one.
+    pub last_status_code: Option<u16>,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// Created at.
+    pub created_at: DateTime<Utc>,
+    /// When it was delivered.
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// A delivery due now, with where to send it.
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    /// The delivery.
+    pub delivery: WebhookDelivery,
+    /// The webhook's URL.
+    pub url: String,
+    /// The webhook's secret.
+    pub secret: String,
+}
+
+/// How one delivery attempt went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// A 2xx answer.
+    Delivered {
+        /// Its status.
+        status_code: u16,
+    },
+    /// No 2xx answer; try again at `retry_at`, or give up (`None`).
+    Failed {
+        /// The answer's status, if there was one.
+        status_code: Option<u16>,
+        /// What went wrong.
+        error: String,
+        /// Next attempt; `None`: the last one was made.
+        retry_at: Option<DateTime<Utc>>,
+    },
+}

@@ -723,6 +723,275 @@ impl Repo for PgRepo {
         Ok(Some(jobs))
     }
 
+    async fn insert_webhook(&self, h: &Webhook) -> DbResult<()> {
+        sqlx::query(
+            "INSERT INTO webhooks (webhook_id, tenant_id, url, event_types, secret, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&h.webhook_id)
+        .bind(h.tenant.as_str())
+        .bind(&h.url)
+        .bind(h.event_types.join(","))
+        .bind(&h.secret)
+        .bind(h.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_webhooks(&self, tenant: &TenantId) -> DbResult<Vec<Webhook>> {
+        let rows = sqlx::query(
+            "SELECT * FROM webhooks WHERE tenant_id = $1 ORDER BY created_at, webhook_id",
+        )
+        .bind(tenant.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Webhook {
+                    webhook_id: r.try_get("webhook_id")?,
+                    tenant: tenant.clone(),
+                    url: r.try_get("url")?,
+                    event_types: r
+                        .try_get::<String, _>("event_types")?
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                    secret: r.try_get("secret")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_webhook(&self, tenant: &TenantId, id: &str) -> DbResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query("DELETE FROM webhooks WHERE webhook_id = $1 AND tenant_id = $2")
+            .bind(id)
+            .bind(tenant.as_str())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM webhook_deliveries WHERE webhook_id = $1 AND tenant_id = $2")
+            .bind(id)
+            .bind(tenant.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn list_deliveries(
+        &self,
+        tenant: &TenantId,
+        webhook_id: &str,
+        limit: u32,
+    ) -> DbResult<Option<Vec<WebhookDelivery>>> {
+        let owned: Option<String> = sqlx::query_scalar(
+            "SELECT webhook_id FROM webhooks WHERE webhook_id = $1 AND tenant_id = $2",
+        )
+        .bind(webhook_id)
+        .bind(tenant.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        if owned.is_none() {
+            return Ok(None);
+        }
+        let rows = sqlx::query(
+            "SELECT * FROM webhook_deliveries WHERE webhook_id = $1
+             ORDER BY event_seq DESC LIMIT $2",
+        )
+        .bind(webhook_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(delivery_from_row)
+            .collect::<DbResult<Vec<_>>>()
+            .map(Some)
+    }
+
+    async fn webhook_fanout(&self, now: DateTime<Utc>, limit: u32) -> DbResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        let cursor: i64 =
+            sqlx::query_scalar("SELECT last_seq FROM webhook_cursor WHERE id = 1 FOR UPDATE")
+                .fetch_one(&mut *tx)
+                .await?;
+        let rows = sqlx::query(
+            "SELECT e.seq, e.job_id, e.tenant_id, e.status, e.attempt, e.message, j.batch_id,
+                 j.job_type, j.error_code
+             FROM job_events e LEFT JOIN job_logs j ON j.job_id = e.job_id
+             WHERE e.seq > $1 ORDER BY e.seq LIMIT $2",
+        )
+        .bind(cursor)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some(last) = rows
+            .last()
+            .map(|r| r.try_get::<i64, _>("seq"))
+            .transpose()?
+        else {
+            return Ok(0);
+        };
+        let mut hooks: std::collections::HashMap<String, Vec<(String, Vec<String>)>> =
+            std::collections::HashMap::new();
+        let mut made = 0;
+        for r in &rows {
+            let status: String = r.try_get("status")?;
+            if !matches!(
+                status.as_str(),
+                "completed" | "failed" | "dead" | "cancelled"
+            ) {
+                continue;
+            }
+            let event_type = format!("job.{status}");
+            let tenant: String = r.try_get("tenant_id")?;
+            if !hooks.contains_key(&tenant) {
+                let list = sqlx::query(
+                    "SELECT webhook_id, event_types FROM webhooks WHERE tenant_id = $1",
+                )
+                .bind(&tenant)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|h| {
+                    Ok((
+                        h.try_get::<String, _>("webhook_id")?,
+                        h.try_get::<String, _>("event_types")?
+                            .split(',')
+                            .map(str::to_owned)
+                            .collect(),
+                    ))
+                })
+                .collect::<DbResult<Vec<_>>>()?;
+                hooks.insert(tenant.clone(), list);
+            }
+            let seq: i64 = r.try_get("seq")?;
+            let payload = serde_json::json!({
+                "id": format!("evt_{seq}"),
+                "type": event_type,
+                "created_at": now,
+                "data": {
+                    "job_id": r.try_get::<String, _>("job_id")?,
+                    "job_type": r.try_get::<Option<String>, _>("job_type")?,
+                    "status": status,
+                    "attempt": r.try_get::<i64, _>("attempt")?,
+                    "error_code": r.try_get::<Option<String>, _>("error_code")?,
+                    "message": r.try_get::<Option<String>, _>("message")?,
+                    "batch_id": r.try_get::<Option<String>, _>("batch_id")?,
+                }
+            })
+            .to_string();
+            for (hook, types) in hooks.get(&tenant).map(Vec::as_slice).unwrap_or_default() {
+                if !types.contains(&event_type) {
+                    continue;
+                }
+                let r = sqlx::query(
+                    "INSERT INTO webhook_deliveries (delivery_id, webhook_id, tenant_id, event_seq,
+                         event_type, payload, next_attempt_at_ms, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                )
+                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(hook)
+                .bind(&tenant)
+                .bind(seq)
+                .bind(&event_type)
+                .bind(&payload)
+                .bind(ms(now))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                made += r.rows_affected();
+            }
+        }
+        sqlx::query("UPDATE webhook_cursor SET last_seq = $1 WHERE id = 1")
+            .bind(last)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(made)
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+        limit: u32,
+    ) -> DbResult<Vec<DueDelivery>> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "SELECT d.*, w.url AS hook_url, w.secret AS hook_secret
+             FROM webhook_deliveries d JOIN webhooks w ON w.webhook_id = d.webhook_id
+             WHERE d.status = 'pending' AND d.next_attempt_at_ms <= $1
+             ORDER BY d.next_attempt_at_ms LIMIT $2 FOR UPDATE OF d SKIP LOCKED",
+        )
+        .bind(ms(now))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let d = delivery_from_row(r)?;
+            sqlx::query(
+                "UPDATE webhook_deliveries SET next_attempt_at_ms = $1 WHERE delivery_id = $2",
+            )
+            .bind(ms(now + lease))
+            .bind(&d.delivery_id)
+            .execute(&mut *tx)
+            .await?;
+            out.push(DueDelivery {
+                url: r.try_get("hook_url")?,
+                secret: r.try_get("hook_secret")?,
+                delivery: d,
+            });
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn record_delivery(
+        &self,
+        delivery_id: &str,
+        outcome: &DeliveryOutcome,
+        now: DateTime<Utc>,
+    ) -> DbResult<()> {
+        match outcome {
+            DeliveryOutcome::Delivered { status_code } => {
+                sqlx::query(
+                    "UPDATE webhook_deliveries SET status = 'delivered', attempts = attempts + 1,
+                         last_status_code = $1, last_error = NULL, delivered_at = $2
+                     WHERE delivery_id = $3 AND status = 'pending'",
+                )
+                .bind(i64::from(*status_code))
+                .bind(now)
+                .bind(delivery_id)
+                .execute(&self.pool)
+                .await?;
+            }
+            DeliveryOutcome::Failed {
+                status_code,
+                error,
+                retry_at,
+            } => {
+                sqlx::query(
+                    "UPDATE webhook_deliveries SET
+                         status = CASE WHEN $1 IS NULL THEN 'failed' ELSE 'pending' END,
+                         next_attempt_at_ms = COALESCE($1, next_attempt_at_ms),
+                         attempts = attempts + 1, last_status_code = $2, last_error = $3
+                     WHERE delivery_id = $4 AND status = 'pending'",
+                )
+                .bind(retry_at.map(ms))
+                .bind(status_code.map(i64::from))
+                .bind(error)
+                .bind(delivery_id)
+                .execute(&self.pool)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn idempotency_reserve(
         &self,
         key: &IdempotencyScope<'_>,
@@ -1082,6 +1351,25 @@ impl Repo for PgRepo {
         self.wake.ensure_started();
         let _ = tokio::time::timeout(max, self.wake.notify.notified()).await;
     }
+}
+
+fn delivery_from_row(r: &PgRow) -> DbResult<WebhookDelivery> {
+    Ok(WebhookDelivery {
+        delivery_id: r.try_get("delivery_id")?,
+        webhook_id: r.try_get("webhook_id")?,
+        event_seq: r.try_get("event_seq")?,
+        event_type: r.try_get("event_type")?,
+        payload: r.try_get("payload")?,
+        status: r.try_get("status")?,
+        attempts: r.try_get::<i64, _>("attempts")?.clamp(0, u32::MAX as i64) as u32,
+        next_attempt_at: from_ms(r.try_get("next_attempt_at_ms")?),
+        last_status_code: r
+            .try_get::<Option<i64>, _>("last_status_code")?
+            .and_then(|c| u16::try_from(c).ok()),
+        last_error: r.try_get("last_error")?,
+        created_at: r.try_get("created_at")?,
+        delivered_at: r.try_get("delivered_at")?,
+    })
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 mod pipeline;
 mod sweep;
+pub mod webhooks;
 mod worker;
 
 pub use pipeline::{

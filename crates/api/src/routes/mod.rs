@@ -7,3 +7,4 @@ pub mod health;
 pub mod jobs;
 pub mod objects;
 pub mod uploads;
+pub mod webhooks;

@@ -57,3 +57,40 @@ BEGIN
 END;
 $$;
 CREATE INDEX idx_job_events_tenant ON job_events(tenant_id, seq);
+
+-- Webhooks per tenant, and their deliveries: one row per (webhook, event), created by the
+-- fan-out from `job_events` (the unique key makes it exactly one however often it runs), sent
+-- and retried with backoff by `serve`.
+CREATE TABLE webhooks (
+    webhook_id  TEXT PRIMARY KEY,
+    tenant_id   TEXT NOT NULL,
+    url         TEXT NOT NULL,
+    event_types TEXT NOT NULL,
+    secret      TEXT NOT NULL,
+    created_at  TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX idx_webhooks_tenant ON webhooks(tenant_id);
+CREATE TABLE webhook_deliveries (
+    delivery_id        TEXT COLLATE "C" PRIMARY KEY,
+    webhook_id         TEXT NOT NULL,
+    tenant_id          TEXT NOT NULL,
+    event_seq          BIGINT NOT NULL,
+    event_type         TEXT NOT NULL,
+    payload            TEXT NOT NULL,
+    status             TEXT NOT NULL DEFAULT 'pending',
+    attempts           BIGINT NOT NULL DEFAULT 0,
+    next_attempt_at_ms BIGINT NOT NULL,
+    last_status_code   BIGINT,
+    last_error         TEXT,
+    created_at         TIMESTAMPTZ NOT NULL,
+    delivered_at       TIMESTAMPTZ,
+    UNIQUE (webhook_id, event_seq)
+);
+CREATE INDEX idx_webhook_deliveries_due ON webhook_deliveries(next_attempt_at_ms) WHERE status = 'pending';
+CREATE INDEX idx_webhook_deliveries_hook ON webhook_deliveries(webhook_id, delivery_id);
+-- How far the fan-out has read job_events.
+CREATE TABLE webhook_cursor (
+    id       INTEGER PRIMARY KEY CHECK (id = 1),
+    last_seq BIGINT NOT NULL
+);
+INSERT INTO webhook_cursor (id, last_seq) VALUES (1, 0);
