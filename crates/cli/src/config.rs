@@ -119,6 +119,17 @@ pub struct Settings {
     #[arg(long, global = true, env = "PHOTO_API_WEBHOOK_TIMEOUT", value_parser = parse_duration)]
     #[serde(default, with = "opt_duration")]
     pub webhook_timeout: Option<Duration>,
+    /// Time limit of fetching a job's `source_url`, redirects included (default 30s).
+    #[arg(long, global = true, env = "PHOTO_API_SOURCE_URL_TIMEOUT", value_parser = parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    pub source_url_timeout: Option<Duration>,
+    /// Most redirects followed when fetching a `source_url` (default 3, at most 10).
+    #[arg(long, global = true, env = "PHOTO_API_SOURCE_URL_MAX_REDIRECTS")]
+    pub source_url_max_redirects: Option<u32>,
+    /// Comma-separated address blocks (CIDR) a `source_url` may reach although they are not
+    /// public (loopback, private, link-local…); default none.
+    #[arg(long, global = true, env = "PHOTO_API_SOURCE_URL_ALLOW")]
+    pub source_url_allow: Option<String>,
     /// Lifetime of signed download URLs (default 1h).
     #[arg(long, global = true, env = "PHOTO_API_DOWNLOAD_URL_TTL", value_parser = parse_duration)]
     #[serde(default, with = "opt_duration")]
@@ -258,6 +269,9 @@ pub struct Config {
     pub webhook_retry_base: Duration,
     pub webhook_max_attempts: u32,
     pub webhook_timeout: Duration,
+    pub source_url_timeout: Duration,
+    pub source_url_max_redirects: u32,
+    pub source_url_allow: Vec<photo_jobs::fetch::Cidr>,
     pub max_pixels: u64,
     pub max_side: u32,
     pub worker_mode: WorkerMode,
@@ -308,7 +322,8 @@ impl Settings {
             db_statement_timeout, api_key, signing_key,
             presign_expires_seconds, max_upload_size, raw_ttl, sweep_interval, staging_max_age,
             download_url_ttl, idempotency_ttl, max_batch_size, webhook_retry_base,
-            webhook_max_attempts, webhook_timeout,
+            webhook_max_attempts, webhook_timeout, source_url_timeout, source_url_max_redirects,
+            source_url_allow,
             max_pixels, max_side, worker_mode, worker_concurrency, job_lease, job_timeout,
             max_attempts, retry_backoff, poll_interval, request_timeout, shutdown_grace,
             log_level, log_format, debug, s3_bucket_raw, s3_bucket_processed, aws_region,
@@ -351,6 +366,18 @@ impl Settings {
             webhook_retry_base: self.webhook_retry_base.unwrap_or(Duration::from_secs(5)),
             webhook_max_attempts: self.webhook_max_attempts.unwrap_or(20),
             webhook_timeout: self.webhook_timeout.unwrap_or(Duration::from_secs(10)),
+            source_url_timeout: self.source_url_timeout.unwrap_or(Duration::from_secs(30)),
+            source_url_max_redirects: self.source_url_max_redirects.unwrap_or(3),
+            source_url_allow: self
+                .source_url_allow
+                .as_deref()
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(photo_jobs::fetch::Cidr::parse)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow::anyhow!("PHOTO_API_SOURCE_URL_ALLOW: {e}"))?,
             max_pixels: self.max_pixels.unwrap_or(100_000_000),
             max_side: self.max_side.unwrap_or(16_384),
             worker_mode: self.worker_mode.unwrap_or(WorkerMode::Process),
@@ -486,6 +513,7 @@ impl Config {
             ("PHOTO_API_IDEMPOTENCY_TTL", self.idempotency_ttl),
             ("PHOTO_API_WEBHOOK_RETRY_BASE", self.webhook_retry_base),
             ("PHOTO_API_WEBHOOK_TIMEOUT", self.webhook_timeout),
+            ("PHOTO_API_SOURCE_URL_TIMEOUT", self.source_url_timeout),
             ("PHOTO_API_POLL_INTERVAL", self.poll_interval),
             ("PHOTO_API_REQUEST_TIMEOUT", self.request_timeout),
         ];
@@ -496,6 +524,9 @@ impl Config {
         }
         if self.max_upload_size == 0 {
             bail!("MAX_UPLOAD_SIZE must be greater than zero");
+        }
+        if self.source_url_max_redirects > 10 {
+            bail!("PHOTO_API_SOURCE_URL_MAX_REDIRECTS must be between 0 and 10");
         }
         if self.webhook_max_attempts == 0 || self.webhook_max_attempts > 100 {
             bail!("PHOTO_API_WEBHOOK_MAX_ATTEMPTS must be between 1 and 100");

@@ -46,6 +46,12 @@ fn worker_config(cfg: &Config, name: &str) -> WorkerConfig {
         shutdown_grace: cfg.shutdown_grace,
         limits: cfg.limits(),
         max_source_bytes: cfg.max_upload_size,
+        fetch: photo_jobs::fetch::FetchConfig {
+            max_bytes: cfg.max_upload_size,
+            timeout: cfg.source_url_timeout,
+            max_redirects: cfg.source_url_max_redirects,
+            allow: cfg.source_url_allow.clone(),
+        },
     }
 }
 

@@ -1383,3 +1383,132 @@ async fn a_webhook_receiver_down_at_first_gets_exactly_one_signed_delivery_per_e
     )
     .await;
 }
+
+/// A source server on a free loopback port: `/img.jpg`, redirects to private and metadata
+/// addresses, a redirect loop, an oversized body and a slow answer. Returns its port.
+async fn source_server(img: Vec<u8>) -> u16 {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    let redirect = |to: &'static str| {
+        move || async move { (StatusCode::FOUND, [(header::LOCATION, to)]).into_response() }
+    };
+    let app = axum::Router::new()
+        .route(
+            "/img.jpg",
+            axum::routing::get(move || {
+                let img = img.clone();
+                async move { ([(header::CONTENT_TYPE, "image/jpeg")], img).into_response() }
+            }),
+        )
+        .route(
+            "/to-private",
+            axum::routing::get(redirect("http://10.0.0.1/x.jpg")),
+        )
+        .route(
+            "/to-metadata",
+            axum::routing::get(redirect("http://169.254.169.254/latest/meta-data/")),
+        )
+        .route("/loop", axum::routing::get(redirect("/loop")))
+        .route("/to-img", axum::routing::get(redirect("/img.jpg")))
+        .route(
+            "/big",
+            axum::routing::get(|| async { vec![0xffu8; 300_000].into_response() }),
+        )
+        .route(
+            "/slow",
+            axum::routing::get(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                "late".into_response()
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+async fn url_job(s: &Server, url: &str) -> Value {
+    let j = s
+        .submit(json!({"job_type": "thumbnail", "source_url": url, "params": {"width": 16, "height": 16}}))
+        .await;
+    s.wait_job(j["job_id"].as_str().unwrap(), Duration::from_secs(60))
+        .await
+}
+
+#[tokio::test]
+async fn source_urls_to_loopback_private_link_local_and_metadata_addresses_are_refused() {
+    let port = source_server(jpeg(64, 48)).await;
+    let s = Server::start().await;
+    for url in [
+        format!("http://127.0.0.1:{port}/img.jpg"),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        // A DNS name that resolves to a loopback address.
+        format!("http://localhost:{port}/img.jpg"),
+        format!("http://[::1]:{port}/img.jpg"),
+        format!("http://[::ffff:127.0.0.1]:{port}/img.jpg"),
+        "http://10.0.0.1/x.jpg".to_owned(),
+        "http://192.168.1.1/x.jpg".to_owned(),
+        "http://0.0.0.0/x.jpg".to_owned(),
+    ] {
+        let j = url_job(&s, &url).await;
+        assert_eq!(j["status"], "failed", "{url}: {j}");
+        assert_eq!(j["error_code"], "source_url_refused", "{url}: {j}");
+        assert_eq!(j["attempts"], 1, "refusals are permanent: {j}");
+        assert_eq!(j["source_url"], url.as_str());
+    }
+    // Malformed sources are refused at submit.
+    let up = s.upload_ready(jpeg(64, 48), "image/jpeg").await;
+    for body in [
+        json!({"job_type": "thumbnail", "source_url": "ftp://example.com/x.jpg", "params": {"width": 8, "height": 8}}),
+        json!({"job_type": "thumbnail", "source_url": "http://user:pw@example.com/x.jpg", "params": {"width": 8, "height": 8}}),
+        json!({"job_type": "thumbnail", "source_url": format!("http://example.com/{}", "a".repeat(2048)), "params": {"width": 8, "height": 8}}),
+        json!({"job_type": "thumbnail", "source_url": "http://example.com/x.jpg", "upload_id": up, "params": {"width": 8, "height": 8}}),
+    ] {
+        expect_problem(s.post("/jobs", body).await, 422, "invalid_request").await;
+    }
+}
+
+#[tokio::test]
+async fn source_urls_are_fetched_within_caps_and_every_redirect_is_checked() {
+    let port = source_server(jpeg(64, 48)).await;
+    // The source server is on loopback: only it is allow-listed.
+    let s = Server::start_with(
+        Opts::default()
+            .env("PHOTO_API_SOURCE_URL_ALLOW", "127.0.0.1/32")
+            .env("PHOTO_API_SOURCE_URL_TIMEOUT", "1s")
+            .env("PHOTO_API_MAX_ATTEMPTS", "1")
+            .env("MAX_UPLOAD_SIZE", "200000"),
+    )
+    .await;
+    let base = format!("http://127.0.0.1:{port}");
+    let ok = url_job(&s, &format!("{base}/img.jpg")).await;
+    assert_eq!(ok["status"], "completed", "{ok}");
+    let (status, ct, body) = download(ok["outputs"][0]["url"].as_str().unwrap()).await;
+    assert_eq!((status, ct.as_str()), (200, "image/jpeg"));
+    assert!(image::load_from_memory(&body).is_ok());
+    let via = url_job(&s, &format!("{base}/to-img")).await;
+    assert_eq!(
+        via["status"], "completed",
+        "an allowed redirect is followed: {via}"
+    );
+
+    for (path, code) in [
+        ("/to-private", "source_url_refused"),
+        ("/to-metadata", "source_url_refused"),
+        ("/loop", "source_url_refused"),
+        ("/big", "image_too_large"),
+    ] {
+        let j = url_job(&s, &format!("{base}{path}")).await;
+        assert_eq!(j["status"], "failed", "{path}: {j}");
+        assert_eq!(j["error_code"], code, "{path}: {j}");
+    }
+    let j = url_job(&s, &format!("{base}/slow")).await;
+    assert_eq!(
+        j["status"], "dead",
+        "a fetch past its time cap is a transient failure: {j}"
+    );
+    assert_eq!(j["error_code"], "source_fetch_failed", "{j}");
+    // Other loopback ports are the same block: allowed; other private blocks are not.
+    let j = url_job(&s, "http://10.0.0.1/x.jpg").await;
+    assert_eq!(j["error_code"], "source_url_refused", "{j}");
+}

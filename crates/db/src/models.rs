@@ -225,6 +225,8 @@ pub struct NewJob {
     pub upload_id: Option<UploadId>,
     /// Source key in the raw bucket.
     pub s3_key: Option<ObjectKey>,
+    /// Source URL, fetched by the worker (instead of a raw object).
+    pub source_url: Option<String>,
     /// Source file name, for display.
     pub filename: Option<String>,
     /// Source content type.
@@ -250,6 +252,8 @@ pub struct Job {
     pub upload_id: Option<UploadId>,
     /// Source key.
     pub s3_key: Option<ObjectKey>,
+    /// Source URL.
+    pub source_url: Option<String>,
     /// Source file name.
     pub filename: Option<String>,
     /// Source type.

@@ -387,9 +387,9 @@ impl Repo for PgRepo {
         let row = sqlx::query(
             "INSERT INTO job_logs (id, job_id, job_type, filename, s3_key, content_type, job_metadata,
                  created_at, status, tenant_id, upload_id, attempts, max_attempts, run_at_ms, updated_at,
-                 engine, temporal_workflow_id, temporal_task_queue)
+                 engine, temporal_workflow_id, temporal_task_queue, source_url)
              VALUES ($1, $1, $2, $3, $4, $5, $6, $7, 'submitted', $8, $9, 0, $10, $11, $7,
-                 $12, $13, $14)
+                 $12, $13, $14, $15)
              RETURNING *",
         )
         .bind(&id)
@@ -406,6 +406,7 @@ impl Repo for PgRepo {
         .bind(crate::engine_of(j).as_str())
         .bind(j.temporal.as_ref().map(|t| t.workflow_id.as_str()))
         .bind(j.temporal.as_ref().map(|t| t.task_queue.as_str()))
+        .bind(&j.source_url)
         .fetch_one(&self.pool)
         .await?;
         job_from_row(&row)
@@ -600,9 +601,9 @@ impl Repo for PgRepo {
                 "INSERT INTO job_logs (id, job_id, job_type, filename, s3_key, content_type,
                      job_metadata, created_at, status, tenant_id, upload_id, attempts, max_attempts,
                      run_at_ms, updated_at, engine, temporal_workflow_id, temporal_task_queue,
-                     batch_id)
+                     batch_id, source_url)
                  VALUES ($1, $1, $2, $3, $4, $5, $6, $7, 'submitted', $8, $9, 0, $10, $11, $7, $12,
-                     $13, $14, $15)",
+                     $13, $14, $15, $16)",
             )
             .bind(&id)
             .bind(j.spec.job_type().as_str())
@@ -619,6 +620,7 @@ impl Repo for PgRepo {
             .bind(j.temporal.as_ref().map(|t| t.workflow_id.as_str()))
             .bind(j.temporal.as_ref().map(|t| t.task_queue.as_str()))
             .bind(&bid)
+            .bind(&j.source_url)
             .execute(&mut *tx)
             .await?;
         }

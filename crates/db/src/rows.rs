@@ -95,6 +95,7 @@ macro_rules! decoders {
                     .try_get::<Option<String>, _>("s3_key")?
                     .map(|s| ObjectKey::parse(&s).map_err(|e| corrupt("s3_key", e)))
                     .transpose()?,
+                source_url: r.try_get("source_url")?,
                 filename: r.try_get("filename")?,
                 content_type: r
                     .try_get::<Option<String>, _>("content_type")?

@@ -43,6 +43,7 @@ fn new_job_with(id: JobId, t: &TenantId, spec: JobSpec, max_attempts: u32) -> Ne
         spec,
         upload_id: None,
         s3_key: None,
+        source_url: None,
         filename: None,
         content_type: None,
         max_attempts,

@@ -5,6 +5,7 @@
 //! under deterministic keys and completes the job with its fencing token. A worker that loses its
 //! lease cannot complete the job: the queue's `UPDATE … WHERE lease_token = ?` refuses it.
 
+pub mod fetch;
 mod pipeline;
 mod sweep;
 pub mod webhooks;

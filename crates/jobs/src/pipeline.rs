@@ -256,6 +256,38 @@ pub fn output_keys(job: &Job) -> Vec<ObjectKey> {
     .collect()
 }
 
+/// Reads a job's raw object.
+async fn read_source(
+    store: &dyn ObjectStore,
+    job: &Job,
+    max_source_bytes: u64,
+) -> Result<Bytes, PipelineError> {
+    let Some(source) = job.s3_key.clone() else {
+        return Err(PipelineError::Permanent {
+            code: "source_missing",
+            message: "the job has no source object".into(),
+        });
+    };
+    match store
+        .get_bytes(Bucket::Raw, &source, max_source_bytes)
+        .await
+    {
+        Ok(b) => Ok(b),
+        Err(StoreError::NotFound) => Err(PipelineError::Permanent {
+            code: "source_missing",
+            message: "the source object no longer exists (expired or deleted)".into(),
+        }),
+        Err(StoreError::TooLarge { limit }) => Err(PipelineError::Permanent {
+            code: "image_too_large",
+            message: format!("the source object is larger than {limit} bytes"),
+        }),
+        Err(e) => Err(PipelineError::Retryable {
+            code: "storage_error",
+            message: format!("reading the source failed: {e}"),
+        }),
+    }
+}
+
 /// Runs a job's pipeline: read the raw object, transform on the blocking pool, write the output
 /// to its deterministic key. Returns the outputs to record. `checkpoint` is asked before each
 /// step (read, transform, write); when it says no the pipeline ends with
@@ -270,37 +302,12 @@ pub async fn run_pipeline(
     max_source_bytes: u64,
     cpu: Arc<Semaphore>,
     checkpoint: &Checkpoint,
+    fetch: &crate::fetch::FetchConfig,
 ) -> Result<Vec<JobOutput>, PipelineError> {
     step(checkpoint).await?;
-    let Some(source) = job.s3_key.clone() else {
-        return Err(PipelineError::Permanent {
-            code: "source_missing",
-            message: "the job has no source object".into(),
-        });
-    };
-    let bytes = match store
-        .get_bytes(Bucket::Raw, &source, max_source_bytes)
-        .await
-    {
-        Ok(b) => b,
-        Err(StoreError::NotFound) => {
-            return Err(PipelineError::Permanent {
-                code: "source_missing",
-                message: "the source object no longer exists (expired or deleted)".into(),
-            });
-        }
-        Err(StoreError::TooLarge { limit }) => {
-            return Err(PipelineError::Permanent {
-                code: "image_too_large",
-                message: format!("the source object is larger than {limit} bytes"),
-            });
-        }
-        Err(e) => {
-            return Err(PipelineError::Retryable {
-                code: "storage_error",
-                message: format!("reading the source failed: {e}"),
-            });
-        }
+    let bytes = match &job.source_url {
+        Some(url) => crate::fetch::fetch_source(url, fetch).await?,
+        None => read_source(store, job, max_source_bytes).await?,
     };
     step(checkpoint).await?;
     let spec = job.spec.clone();

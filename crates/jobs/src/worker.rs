@@ -39,6 +39,8 @@ pub struct WorkerConfig {
     pub limits: Limits,
     /// Largest source object read.
     pub max_source_bytes: u64,
+    /// Limits and allow-list of `source_url` fetches.
+    pub fetch: crate::fetch::FetchConfig,
 }
 
 /// Exponential backoff with jitter: `base·2^(attempt-1)`, capped at `max`, then a uniformly
@@ -265,6 +267,7 @@ impl Worker {
             self.cfg.max_source_bytes,
             self.cpu.clone(),
             checkpoint.as_ref(),
+            &self.cfg.fetch,
         );
         let outcome = tokio::select! {
             r = tokio::time::timeout(self.cfg.job_timeout, work) => match r {

@@ -52,6 +52,7 @@ async fn setup() -> (tempfile::TempDir, LocalStore, Job) {
         spec,
         upload_id: Some(upload),
         s3_key: Some(source),
+        source_url: None,
         filename: None,
         content_type: None,
         status: JobStatus::Started,
@@ -71,6 +72,15 @@ async fn setup() -> (tempfile::TempDir, LocalStore, Job) {
         batch_id: None,
     };
     (dir, store, job)
+}
+
+fn fetch_cfg() -> photo_jobs::fetch::FetchConfig {
+    photo_jobs::fetch::FetchConfig {
+        max_bytes: 1 << 20,
+        timeout: std::time::Duration::from_secs(5),
+        max_redirects: 3,
+        allow: Vec::new(),
+    }
 }
 
 /// A checkpoint that allows the first `allow` boundaries and refuses the rest; counts calls.
@@ -100,6 +110,7 @@ async fn every_step_is_preceded_by_a_checkpoint_and_a_refusal_stops_before_it() 
             1 << 20,
             Arc::new(Semaphore::new(1)),
             cp.as_ref(),
+            &fetch_cfg(),
         )
         .await;
         assert!(
@@ -130,6 +141,7 @@ async fn a_pipeline_whose_checkpoints_all_pass_writes_its_output() {
         1 << 20,
         Arc::new(Semaphore::new(1)),
         cp.as_ref(),
+        &fetch_cfg(),
     )
     .await
     .unwrap();

@@ -31,7 +31,8 @@ pub struct SubmitRequest {
     /// Reserved: a key in the raw bucket (not accepted yet; use `upload_id`).
     #[serde(default)]
     pub s3_key: Option<String>,
-    /// Reserved: a URL to fetch (not accepted yet; use `upload_id`).
+    /// Or: an `http(s)://` URL the worker fetches (size, time and redirect caps; loopback,
+    /// private, link-local and metadata addresses refused unless allow-listed).
     #[serde(default)]
     pub source_url: Option<String>,
     /// Parameters of the job type. thumbnail: `width`, `height`, `format` (jpeg|png|webp),
@@ -110,6 +111,9 @@ pub struct JobView {
     pub upload_id: Option<String>,
     /// Source key.
     pub s3_key: Option<String>,
+    /// Source URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_url: Option<String>,
     /// Source file name.
     pub filename: Option<String>,
     /// Parameters as accepted (defaults filled in).
@@ -155,6 +159,7 @@ pub(crate) fn view(st: &AppState, job: &Job) -> JobView {
         worker: job.lease_owner.clone(),
         upload_id: job.upload_id.map(|u| u.to_string()),
         s3_key: job.s3_key.as_ref().map(ToString::to_string),
+        source_url: job.source_url.clone(),
         filename: job.filename.clone(),
         params,
         outputs: job
@@ -257,8 +262,59 @@ pub(crate) async fn prepare_job(
         spec,
         upload_id: Some(up.upload_id),
         s3_key: Some(up.key.clone()),
+        source_url: None,
         filename: up.filename.clone(),
         content_type: up.content_type,
+        max_attempts: st.cfg.max_attempts,
+        temporal: st.dispatcher.as_ref().map(|d| d.route(job_id)),
+    })
+}
+
+/// Longest `source_url`.
+pub const MAX_SOURCE_URL: usize = 2048;
+
+/// A job whose source is a URL the worker fetches (with its own SSRF checks on the resolved
+/// addresses; here only the form is checked).
+fn prepare_url_job(
+    st: &AppState,
+    caller: &Caller,
+    job_type: &str,
+    url: String,
+    params: serde_json::Value,
+) -> ApiResult<NewJob> {
+    let job_type = JobType::parse(job_type).ok_or_else(|| {
+        unprocessable(
+            ErrorCode::InvalidParameters,
+            format!("unknown job_type {job_type:?}; use thumbnail or transform"),
+        )
+    })?;
+    let spec = JobSpec::parse(job_type, params)
+        .map_err(|e| unprocessable(ErrorCode::InvalidParameters, e.to_string()))?;
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    let authority = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or_default());
+    if url.len() > MAX_SOURCE_URL
+        || !url.chars().all(|c| c.is_ascii_graphic())
+        || authority.is_none_or(|a| a.is_empty() || a.contains('@'))
+    {
+        return Err(unprocessable(
+            ErrorCode::InvalidRequest,
+            format!(
+                "source_url must be an http:// or https:// URL without credentials, at most {MAX_SOURCE_URL} characters"
+            ),
+        ));
+    }
+    let job_id = JobId::new();
+    Ok(NewJob {
+        job_id,
+        tenant: caller.tenant.clone(),
+        spec,
+        upload_id: None,
+        s3_key: None,
+        source_url: Some(url),
+        filename: None,
+        content_type: None,
         max_attempts: st.cfg.max_attempts,
         temporal: st.dispatcher.as_ref().map(|d| d.route(job_id)),
     })
@@ -289,20 +345,33 @@ async fn submit_job(
     caller: &Caller,
     req: SubmitRequest,
 ) -> ApiResult<(StatusCode, HeaderMap, JobView)> {
-    if req.s3_key.is_some() || req.source_url.is_some() {
+    if req.s3_key.is_some() {
         return Err(unprocessable(
             ErrorCode::InvalidRequest,
-            "s3_key and source_url sources are not accepted yet; upload the image and pass upload_id",
+            "s3_key sources are not accepted yet; pass upload_id or source_url",
         ));
     }
-    let new = prepare_job(
-        st,
-        caller,
-        &req.job_type,
-        req.upload_id.as_deref(),
-        req.params,
-    )
-    .await?;
+    let new = match req.source_url {
+        Some(url) => {
+            if req.upload_id.is_some() {
+                return Err(unprocessable(
+                    ErrorCode::InvalidRequest,
+                    "pass one source: upload_id or source_url",
+                ));
+            }
+            prepare_url_job(st, caller, &req.job_type, url, req.params)?
+        }
+        None => {
+            prepare_job(
+                st,
+                caller,
+                &req.job_type,
+                req.upload_id.as_deref(),
+                req.params,
+            )
+            .await?
+        }
+    };
     let job = st.repo.insert_job(&new, Utc::now()).await?;
     // The row is committed first, so the job is never lost: a start that fails stays in the
     // outbox (temporal_dispatched_at_ms IS NULL) and `serve` retries it.
