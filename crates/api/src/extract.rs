@@ -44,6 +44,18 @@ fn json_rejection(rej: JsonRejection) -> ApiError {
     }
 }
 
+/// Reads a typed request from a JSON value already extracted (routes that also need the raw
+/// body, e.g. to hash it for `Idempotency-Key`); errors as [`ApiJson`] answers them.
+pub fn from_json_value<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, ApiError> {
+    serde_json::from_value(v).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::InvalidRequest,
+            format!("Failed to deserialize the JSON body into the target type: {e}"),
+        )
+    })
+}
+
 /// `axum::extract::Query`, with problem+json rejections.
 #[derive(Debug)]
 pub struct ApiQuery<T>(pub T);

@@ -6,6 +6,7 @@ pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod jwt;
+pub mod idempotency;
 pub mod routes;
 pub mod scan;
 pub mod state;
@@ -87,6 +88,17 @@ pub fn openapi_and_router() -> (utoipa::openapi::OpenApi, OpenApiRouter<AppState
         .routes(routes!(routes::admin::create_key, routes::admin::list_keys))
         .routes(routes!(routes::admin::revoke_key))
         .routes(routes!(routes::admin::audit_log))
+        .routes(routes!(routes::jobs::cancel))
+        .routes(routes!(routes::jobs::retry))
+        .routes(routes!(routes::jobs::redrive))
+        .routes(routes!(routes::events::tenant))
+        .routes(routes!(routes::events::job))
+        .routes(routes!(routes::webhooks::create, routes::webhooks::list))
+        .routes(routes!(routes::webhooks::delete))
+        .routes(routes!(routes::webhooks::deliveries))
+        .routes(routes!(routes::batches::get))
+        .routes(routes!(routes::batches::jobs))
+        .routes(routes!(routes::batches::cancel))
         .split_for_parts();
     (api, OpenApiRouter::from(router))
 }
@@ -105,6 +117,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         .routes(routes!(routes::files::metadata))
         .routes(routes!(routes::files::delete))
         .routes(routes!(routes::files::presigned_url))
+        .routes(routes!(routes::batches::create))
         .split_for_parts();
     api.merge(extra);
     api
@@ -166,6 +179,14 @@ pub fn app(state: AppState, cfg: RouterConfig) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             cfg.request_timeout * 40,
         ));
+    // A batch body holds up to PHOTO_API_MAX_BATCH_SIZE items: its own, larger body limit.
+    let batches: Router<AppState> = Router::new()
+        .route("/batches", axum::routing::post(routes::batches::create))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            cfg.request_timeout * 4,
+        ))
+        .layer(DefaultBodyLimit::max(routes::batches::BODY_LIMIT));
     let objects: Router<AppState> = Router::new()
         .route("/objects/{bucket}/{*key}", get(routes::objects::download))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -179,6 +200,7 @@ pub fn app(state: AppState, cfg: RouterConfig) -> Router {
     api.merge(uploads)
         .merge(file_paths)
         .merge(file_uploads)
+        .merge(batches)
         .merge(objects)
         .with_state(state)
         .merge(docs)

@@ -28,6 +28,10 @@ pub struct ApiConfig {
     pub bootstrap_key_sha256: Option<[u8; 32]>,
     /// Whether `/health` reports the worker supervisor (serve with workers).
     pub report_workers: bool,
+    /// How long `Idempotency-Key` responses are kept for replay.
+    pub idempotency_ttl: Duration,
+    /// Most items in one `POST /batches`.
+    pub max_batch_size: usize,
     /// Limits of the tenant file API.
     pub files: FilesConfig,
 }
@@ -121,6 +125,9 @@ pub trait JobDispatcher: Send + Sync + std::fmt::Debug {
     /// Starts the job's workflow. Idempotent: a job already started counts as success. An
     /// error leaves the job in the outbox, from which `serve` starts it later.
     async fn dispatch(&self, job: &Job) -> Result<(), String>;
+    /// Asks the engine to cancel the job's run (its row is already `cancelled`). Cancelling a
+    /// run that already ended, or never started, is a success.
+    async fn cancel(&self, job: &Job) -> Result<(), String>;
 }
 
 /// Everything a handler can reach.

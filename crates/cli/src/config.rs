@@ -101,6 +101,35 @@ pub struct Settings {
     #[arg(long, global = true, env = "PHOTO_API_STAGING_MAX_AGE", value_parser = parse_duration)]
     #[serde(default, with = "opt_duration")]
     pub staging_max_age: Option<Duration>,
+    /// How long responses to requests with an `Idempotency-Key` are kept for replay (default 24h).
+    #[arg(long, global = true, env = "PHOTO_API_IDEMPOTENCY_TTL", value_parser = parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    pub idempotency_ttl: Option<Duration>,
+    /// Most items in one `POST /batches` (default 1000, at most 10000).
+    #[arg(long, global = true, env = "PHOTO_API_MAX_BATCH_SIZE")]
+    pub max_batch_size: Option<usize>,
+    /// First retry delay of a failed webhook delivery, doubled per attempt up to 1h (default 5s).
+    #[arg(long, global = true, env = "PHOTO_API_WEBHOOK_RETRY_BASE", value_parser = parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    pub webhook_retry_base: Option<Duration>,
+    /// Attempts of a webhook delivery before it is given up (default 20: about 11 hours).
+    #[arg(long, global = true, env = "PHOTO_API_WEBHOOK_MAX_ATTEMPTS")]
+    pub webhook_max_attempts: Option<u32>,
+    /// Time limit of one webhook delivery attempt (default 10s).
+    #[arg(long, global = true, env = "PHOTO_API_WEBHOOK_TIMEOUT", value_parser = parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    pub webhook_timeout: Option<Duration>,
+    /// Time limit of fetching a job's `source_url`, redirects included (default 30s).
+    #[arg(long, global = true, env = "PHOTO_API_SOURCE_URL_TIMEOUT", value_parser = parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    pub source_url_timeout: Option<Duration>,
+    /// Most redirects followed when fetching a `source_url` (default 3, at most 10).
+    #[arg(long, global = true, env = "PHOTO_API_SOURCE_URL_MAX_REDIRECTS")]
+    pub source_url_max_redirects: Option<u32>,
+    /// Comma-separated address blocks (CIDR) a `source_url` may reach although they are not
+    /// public (loopback, private, link-local…); default none.
+    #[arg(long, global = true, env = "PHOTO_API_SOURCE_URL_ALLOW")]
+    pub source_url_allow: Option<String>,
     /// Lifetime of signed download URLs (default 1h).
     #[arg(long, global = true, env = "PHOTO_API_DOWNLOAD_URL_TTL", value_parser = parse_duration)]
     #[serde(default, with = "opt_duration")]
@@ -333,6 +362,14 @@ pub struct Config {
     pub files_max_tree_entries: u64,
     pub files_gc_delay: Duration,
     pub files_max_url_ttl: Duration,
+    pub idempotency_ttl: Duration,
+    pub max_batch_size: usize,
+    pub webhook_retry_base: Duration,
+    pub webhook_max_attempts: u32,
+    pub webhook_timeout: Duration,
+    pub source_url_timeout: Duration,
+    pub source_url_max_redirects: u32,
+    pub source_url_allow: Vec<photo_jobs::fetch::Cidr>,
     pub max_pixels: u64,
     pub max_side: u32,
     pub worker_mode: WorkerMode,
@@ -390,6 +427,9 @@ impl Settings {
             presign_expires_seconds, max_upload_size, raw_ttl, sweep_interval, staging_max_age,
             download_url_ttl, files_max_size, files_max_request_size, files_max_per_request,
             files_max_tree_entries, files_gc_delay, files_max_url_ttl,
+            download_url_ttl, idempotency_ttl, max_batch_size, webhook_retry_base,
+            webhook_max_attempts, webhook_timeout, source_url_timeout, source_url_max_redirects,
+            source_url_allow,
             max_pixels, max_side, worker_mode, worker_concurrency, job_lease, job_timeout,
             max_attempts, retry_backoff, poll_interval, request_timeout, shutdown_grace,
             log_level, log_format, debug, s3_bucket_raw, s3_bucket_processed, aws_region,
@@ -460,6 +500,25 @@ impl Settings {
             files_max_url_ttl: self
                 .files_max_url_ttl
                 .unwrap_or(Duration::from_secs(7 * 24 * 3600)),
+            idempotency_ttl: self
+                .idempotency_ttl
+                .unwrap_or(Duration::from_secs(24 * 3600)),
+            max_batch_size: self.max_batch_size.unwrap_or(1000),
+            webhook_retry_base: self.webhook_retry_base.unwrap_or(Duration::from_secs(5)),
+            webhook_max_attempts: self.webhook_max_attempts.unwrap_or(20),
+            webhook_timeout: self.webhook_timeout.unwrap_or(Duration::from_secs(10)),
+            source_url_timeout: self.source_url_timeout.unwrap_or(Duration::from_secs(30)),
+            source_url_max_redirects: self.source_url_max_redirects.unwrap_or(3),
+            source_url_allow: self
+                .source_url_allow
+                .as_deref()
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(photo_jobs::fetch::Cidr::parse)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow::anyhow!("PHOTO_API_SOURCE_URL_ALLOW: {e}"))?,
             max_pixels: self.max_pixels.unwrap_or(100_000_000),
             max_side: self.max_side.unwrap_or(16_384),
             worker_mode: self.worker_mode.unwrap_or(WorkerMode::Process),
@@ -718,6 +777,10 @@ impl Config {
             ("PHOTO_API_JOB_LEASE", self.job_lease),
             ("PHOTO_API_JOB_TIMEOUT", self.job_timeout),
             ("PHOTO_API_SWEEP_INTERVAL", self.sweep_interval),
+            ("PHOTO_API_IDEMPOTENCY_TTL", self.idempotency_ttl),
+            ("PHOTO_API_WEBHOOK_RETRY_BASE", self.webhook_retry_base),
+            ("PHOTO_API_WEBHOOK_TIMEOUT", self.webhook_timeout),
+            ("PHOTO_API_SOURCE_URL_TIMEOUT", self.source_url_timeout),
             ("PHOTO_API_POLL_INTERVAL", self.poll_interval),
             ("PHOTO_API_REQUEST_TIMEOUT", self.request_timeout),
         ];
@@ -742,6 +805,15 @@ impl Config {
         }
         if self.files_max_url_ttl.is_zero() {
             bail!("PHOTO_API_FILES_MAX_URL_TTL must be greater than zero");
+        }
+        if self.source_url_max_redirects > 10 {
+            bail!("PHOTO_API_SOURCE_URL_MAX_REDIRECTS must be between 0 and 10");
+        }
+        if self.webhook_max_attempts == 0 || self.webhook_max_attempts > 100 {
+            bail!("PHOTO_API_WEBHOOK_MAX_ATTEMPTS must be between 1 and 100");
+        }
+        if self.max_batch_size == 0 || self.max_batch_size > 10_000 {
+            bail!("PHOTO_API_MAX_BATCH_SIZE must be between 1 and 10000");
         }
         if self.max_attempts == 0 {
             bail!("PHOTO_API_MAX_ATTEMPTS must be at least 1");

@@ -72,6 +72,19 @@ impl JobDispatcher for Dispatcher {
         tracing::debug!(job_id = %job.job_id, workflow_id = %run.workflow_id, run_id = %run.run_id, existing = run.existing, "workflow started");
         Ok(())
     }
+
+    async fn cancel(&self, job: &Job) -> Result<(), String> {
+        let Some(route) = &job.temporal else {
+            return Ok(());
+        };
+        tokio::time::timeout(
+            DISPATCH_TIMEOUT,
+            self.client.cancel_workflow(&route.workflow_id),
+        )
+        .await
+        .map_err(|_| format!("no answer from Temporal within {DISPATCH_TIMEOUT:?}"))?
+        .map_err(|e| e.to_string())
+    }
 }
 
 /// `/health`'s `temporal` check.

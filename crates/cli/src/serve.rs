@@ -47,6 +47,12 @@ fn worker_config(cfg: &Config, name: &str) -> WorkerConfig {
         shutdown_grace: cfg.shutdown_grace,
         limits: cfg.limits(),
         max_source_bytes: cfg.max_upload_size,
+        fetch: photo_jobs::fetch::FetchConfig {
+            max_bytes: cfg.max_upload_size,
+            timeout: cfg.source_url_timeout,
+            max_redirects: cfg.source_url_max_redirects,
+            allow: cfg.source_url_allow.clone(),
+        },
     }
 }
 
@@ -129,6 +135,8 @@ pub async fn serve(cfg: Config, cli_settings: Settings) -> anyhow::Result<()> {
                 gc_delay: cfg.files_gc_delay,
                 max_url_ttl: cfg.files_max_url_ttl,
             },
+            idempotency_ttl: cfg.idempotency_ttl,
+            max_batch_size: cfg.max_batch_size,
         }),
         workers: workers.clone(),
         dispatcher: dispatcher
@@ -192,6 +200,19 @@ pub async fn serve(cfg: Config, cli_settings: Settings) -> anyhow::Result<()> {
     };
     let outbox =
         dispatcher.map(|d| tokio::spawn(engine::outbox_loop(repo.clone(), d, stop_rx.clone())));
+    // Webhook deliveries run on their own task: a slow endpoint never holds up a job.
+    let webhooks = tokio::spawn(photo_jobs::webhooks::delivery_loop(
+        repo.clone(),
+        photo_jobs::webhooks::WebhookConfig {
+            retry_base: cfg.webhook_retry_base,
+            retry_max: Duration::from_secs(3600).max(cfg.webhook_retry_base),
+            max_attempts: cfg.webhook_max_attempts,
+            timeout: cfg.webhook_timeout,
+            poll: cfg.poll_interval.min(Duration::from_secs(1)),
+            concurrency: 8,
+        },
+        stop_rx.clone(),
+    ));
     let sweeper = tokio::spawn(sweep_loop(
         cfg.clone(),
         repo.clone(),
@@ -227,6 +248,7 @@ pub async fn serve(cfg: Config, cli_settings: Settings) -> anyhow::Result<()> {
         let _ = t.await;
     }
     sweeper.abort();
+    webhooks.abort();
     if let Some(o) = outbox {
         o.abort();
     }

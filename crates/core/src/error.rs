@@ -73,6 +73,16 @@ pub enum ErrorCode {
     TooManyFiles,
     /// The requested byte range lies outside the file.
     RangeNotSatisfiable,
+    /// The job has finished (completed, failed, dead or cancelled) and cannot be cancelled.
+    JobNotCancellable,
+    /// Only failed or dead jobs can be retried.
+    JobNotRetryable,
+    /// The `Idempotency-Key` was already used with a different request body.
+    IdempotencyKeyReused,
+    /// A request with this `Idempotency-Key` is still running.
+    IdempotencyKeyInProgress,
+    /// A batch has more items than `PHOTO_API_MAX_BATCH_SIZE`.
+    BatchTooLarge,
     /// Something failed on our side; details are in the server log.
     Internal,
 }
@@ -114,6 +124,11 @@ impl ErrorCode {
             Self::NotAFolder => "not_a_folder",
             Self::TooManyFiles => "too_many_files",
             Self::RangeNotSatisfiable => "range_not_satisfiable",
+            Self::JobNotCancellable => "job_not_cancellable",
+            Self::JobNotRetryable => "job_not_retryable",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::IdempotencyKeyInProgress => "idempotency_key_in_progress",
+            Self::BatchTooLarge => "batch_too_large",
             Self::Internal => "internal",
         }
     }
@@ -124,7 +139,7 @@ impl ErrorCode {
     }
 }
 
-const ALL: [ErrorCode; 34] = [
+const ALL: [ErrorCode; 39] = [
     ErrorCode::MalwareDetected,
     ErrorCode::InsufficientScope,
     ErrorCode::RateLimited,
@@ -158,6 +173,11 @@ const ALL: [ErrorCode; 34] = [
     ErrorCode::NotAFolder,
     ErrorCode::TooManyFiles,
     ErrorCode::RangeNotSatisfiable,
+    ErrorCode::JobNotCancellable,
+    ErrorCode::JobNotRetryable,
+    ErrorCode::IdempotencyKeyReused,
+    ErrorCode::IdempotencyKeyInProgress,
+    ErrorCode::BatchTooLarge,
     ErrorCode::Internal,
 ];
 

@@ -129,6 +129,7 @@ macro_rules! uuid_id {
 
 uuid_id!(JobId, "job");
 uuid_id!(UploadId, "upload");
+uuid_id!(BatchId, "batch");
 
 #[cfg(test)]
 mod tests {

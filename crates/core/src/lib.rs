@@ -13,7 +13,7 @@ pub mod size;
 pub use content_type::ContentType;
 pub use error::ErrorCode;
 pub use file_path::FilePath;
-pub use ids::{JobId, TenantId, UploadId};
+pub use ids::{BatchId, JobId, TenantId, UploadId};
 pub use job::{
     CropBox, Fit, JobSpec, JobStatus, JobType, OutputFormat, PngCompression, Position, Sharpen,
     Subsampling, ThumbnailParams, TransformParams,

@@ -11,7 +11,7 @@ mod rows;
 mod sqlite;
 
 use chrono::{DateTime, Utc};
-use photo_core::{JobId, JobStatus, TenantId, UploadId};
+use photo_core::{BatchId, JobId, JobStatus, TenantId, UploadId};
 
 pub use files::{
     DeleteProgress, FileConflict, FileError, FileRecord, FileRepo, FileResult, NewFile, Transfer,
@@ -160,6 +160,128 @@ pub trait Repo: FileRepo + Send + Sync + std::fmt::Debug {
     async fn list_jobs(&self, tenant: &TenantId, filter: &JobFilter) -> DbResult<Vec<Job>>;
     /// Status history of a job, oldest first.
     async fn job_events(&self, id: JobId) -> DbResult<Vec<JobEvent>>;
+    /// Events of `tenant` (of one job when `job` is given) with `seq > after`, in seq order, at
+    /// most `limit`: the event streams' source. Events become visible in seq order (SQLite's
+    /// single writer; an ordering lock in PostgreSQL's trigger), so a reader that resumes after
+    /// the last seq it saw misses none.
+    async fn events_after(
+        &self,
+        tenant: &TenantId,
+        job: Option<JobId>,
+        after: i64,
+        limit: u32,
+    ) -> DbResult<Vec<StreamEvent>>;
+    /// Cancels a job of `tenant` that has not finished (`submitted`, `retrying` or `started`):
+    /// it becomes `cancelled` and its claim token is revoked, so a running attempt can neither
+    /// heartbeat nor record a result and stops at its next step boundary. `None` (no change)
+    /// when the job is absent, another tenant's, or already finished.
+    async fn cancel_job(
+        &self,
+        tenant: &TenantId,
+        id: JobId,
+        now: DateTime<Utc>,
+    ) -> DbResult<Option<Job>>;
+    /// Queues a `failed` or `dead` job of `tenant` again as a fresh submission: attempts from
+    /// zero, error and outputs cleared, due now (its history keeps the earlier attempts). A
+    /// Temporal job gets `workflow_id` as its new workflow (a finished workflow id cannot be
+    /// reused) and goes back to the outbox. `None` (no change) when the job is absent, another
+    /// tenant's, or not failed/dead.
+    async fn retry_job(
+        &self,
+        tenant: &TenantId,
+        id: JobId,
+        workflow_id: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> DbResult<Option<Job>>;
+
+    // --- batches
+    /// Stores a batch and all its jobs in one transaction (all or none), each job with
+    /// `batch_id`; returns the jobs, in id order.
+    async fn insert_batch(
+        &self,
+        tenant: &TenantId,
+        batch_id: BatchId,
+        jobs: &[NewJob],
+        now: DateTime<Utc>,
+    ) -> DbResult<Vec<Job>>;
+    /// A batch of `tenant` and its jobs' counts per status, counted in one statement (so they
+    /// add up to the batch's total).
+    async fn get_batch(
+        &self,
+        tenant: &TenantId,
+        batch_id: BatchId,
+    ) -> DbResult<Option<(Batch, Vec<(JobStatus, u64)>)>>;
+    /// Cancels every unfinished job of a batch of `tenant` (as [`Repo::cancel_job`] does one)
+    /// and marks the batch cancelled; returns the jobs cancelled now, or `None` when there is
+    /// no such batch.
+    async fn cancel_batch(
+        &self,
+        tenant: &TenantId,
+        batch_id: BatchId,
+        now: DateTime<Utc>,
+    ) -> DbResult<Option<Vec<Job>>>;
+
+    // --- webhooks
+    /// Stores a webhook.
+    async fn insert_webhook(&self, hook: &Webhook) -> DbResult<()>;
+    /// The tenant's webhooks, oldest first.
+    async fn list_webhooks(&self, tenant: &TenantId) -> DbResult<Vec<Webhook>>;
+    /// Deletes a webhook of `tenant` (and its deliveries); false when there is none.
+    async fn delete_webhook(&self, tenant: &TenantId, id: &str) -> DbResult<bool>;
+    /// Deliveries of a webhook of `tenant`, newest first, at most `limit`; `None` when the
+    /// webhook is not the tenant's.
+    async fn list_deliveries(
+        &self,
+        tenant: &TenantId,
+        webhook_id: &str,
+        limit: u32,
+    ) -> DbResult<Option<Vec<WebhookDelivery>>>;
+    /// Reads up to `limit` events after the fan-out's cursor and creates a delivery for each
+    /// finished-job event (`job.completed`, `job.failed`, `job.dead`, `job.cancelled`) and each
+    /// webhook of its tenant that wants it — at most one per (webhook, event), however often
+    /// this runs — then moves the cursor, all in one transaction. Returns the deliveries made.
+    async fn webhook_fanout(&self, now: DateTime<Utc>, limit: u32) -> DbResult<u64>;
+    /// Claims up to `limit` pending deliveries due at `now` for `lease` (their next attempt
+    /// moves to `now + lease`, so another sender does not take them meanwhile).
+    async fn claim_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+        limit: u32,
+    ) -> DbResult<Vec<DueDelivery>>;
+    /// Records an attempt's outcome.
+    async fn record_delivery(
+        &self,
+        delivery_id: &str,
+        outcome: &DeliveryOutcome,
+        now: DateTime<Utc>,
+    ) -> DbResult<()>;
+
+    // --- idempotency keys
+    /// Reserves `key` for a request whose body hashes to `request_sha256`, unless it is taken:
+    /// `None` means this caller reserved it (and must complete or release it); `Some` is the
+    /// existing record (in progress, or finished with a response to replay). A record past its
+    /// expiry, or a reservation still unfinished at `stale_before` (its request died), is
+    /// replaced.
+    async fn idempotency_reserve(
+        &self,
+        key: &IdempotencyScope<'_>,
+        request_sha256: &str,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> DbResult<Option<IdempotencyRecord>>;
+    /// Stores the response of a reserved key.
+    async fn idempotency_complete(
+        &self,
+        key: &IdempotencyScope<'_>,
+        status_code: u16,
+        response_body: &str,
+    ) -> DbResult<()>;
+    /// Drops an unfinished reservation (its request failed; the key may be used again).
+    async fn idempotency_release(&self, key: &IdempotencyScope<'_>) -> DbResult<()>;
+    /// Deletes expired keys; returns how many.
+    async fn idempotency_sweep(&self, now: DateTime<Utc>) -> DbResult<u64>;
 
     // --- the queue
     /// Claims the next runnable job (queued and due, or started with an expired lease) for

@@ -32,8 +32,12 @@ pub(crate) const SQLITE: &[Migration] = &[
         up: include_str!("../migrations/sqlite/0003_files.up.sql"),
         down: include_str!("../migrations/sqlite/0003_files.down.sql"),
     },
-    // 0004 is reserved for work in progress: the runner applies every listed migration
-    // that is not recorded, so a gap (or a lower number merged later) is fine.
+    Migration {
+        version: 4,
+        name: "jobs_depth",
+        up: include_str!("../migrations/sqlite/0004_jobs_depth.up.sql"),
+        down: include_str!("../migrations/sqlite/0004_jobs_depth.down.sql"),
+    },
     Migration {
         version: 5,
         name: "tenants_auth",
@@ -61,8 +65,12 @@ pub(crate) const POSTGRES: &[Migration] = &[
         up: include_str!("../migrations/postgres/0003_files.up.sql"),
         down: include_str!("../migrations/postgres/0003_files.down.sql"),
     },
-    // 0004 is reserved for work in progress: the runner applies every listed migration
-    // that is not recorded, so a gap (or a lower number merged later) is fine.
+    Migration {
+        version: 4,
+        name: "jobs_depth",
+        up: include_str!("../migrations/postgres/0004_jobs_depth.up.sql"),
+        down: include_str!("../migrations/postgres/0004_jobs_depth.down.sql"),
+    },
     Migration {
         version: 5,
         name: "tenants_auth",

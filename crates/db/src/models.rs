@@ -1,7 +1,9 @@
 //! Rows as domain values.
 
 use chrono::{DateTime, Utc};
-use photo_core::{ContentType, JobId, JobSpec, JobStatus, JobType, ObjectKey, TenantId, UploadId};
+use photo_core::{
+    BatchId, ContentType, JobId, JobSpec, JobStatus, JobType, ObjectKey, TenantId, UploadId,
+};
 use serde::{Deserialize, Serialize};
 
 /// A stored API key (never the secret itself).
@@ -259,6 +261,8 @@ pub struct NewJob {
     pub upload_id: Option<UploadId>,
     /// Source key in the raw bucket.
     pub s3_key: Option<ObjectKey>,
+    /// Source URL, fetched by the worker (instead of a raw object).
+    pub source_url: Option<String>,
     /// Source file name, for display.
     pub filename: Option<String>,
     /// Source content type.
@@ -284,6 +288,8 @@ pub struct Job {
     pub upload_id: Option<UploadId>,
     /// Source key.
     pub s3_key: Option<ObjectKey>,
+    /// Source URL.
+    pub source_url: Option<String>,
     /// Source file name.
     pub filename: Option<String>,
     /// Source type.
@@ -316,6 +322,8 @@ pub struct Job {
     pub engine: JobEngine,
     /// Workflow id and task queue, for Temporal jobs.
     pub temporal: Option<TemporalRoute>,
+    /// The batch it was submitted in.
+    pub batch_id: Option<BatchId>,
 }
 
 /// Filters of `GET /jobs`.
@@ -329,6 +337,8 @@ pub struct JobFilter {
     pub created_after: Option<DateTime<Utc>>,
     /// Created before.
     pub created_before: Option<DateTime<Utc>>,
+    /// Only jobs of this batch.
+    pub batch_id: Option<BatchId>,
     /// Exclusive cursor: only jobs older than this id.
     pub before_id: Option<JobId>,
     /// Page size.
@@ -378,4 +388,136 @@ pub struct JobEvent {
     pub message: Option<String>,
     /// When (RFC 3339).
     pub at: String,
+}
+
+/// A stored `Idempotency-Key`: the request it belongs to and, once that request finished, its
+/// response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    /// SHA-256 (hex) of the request it was first used with.
+    pub request_sha256: String,
+    /// The response's status; `None` while the first request is still running.
+    pub status_code: Option<u16>,
+    /// The response to replay (JSON), once finished.
+    pub response_body: Option<String>,
+}
+
+/// Which key of which tenant and route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyScope<'a> {
+    /// The tenant (keys never cross tenants).
+    pub tenant: &'a TenantId,
+    /// The route, e.g. `POST /jobs`.
+    pub scope: &'a str,
+    /// The client's key.
+    pub key: &'a str,
+}
+
+/// A batch of jobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// Id.
+    pub batch_id: BatchId,
+    /// Owner.
+    pub tenant: TenantId,
+    /// Jobs in it.
+    pub total: u64,
+    /// Submitted at.
+    pub created_at: DateTime<Utc>,
+    /// When it was cancelled, if it was.
+    pub cancelled_at: Option<DateTime<Utc>>,
+}
+
+/// One entry of an event stream: a job's status change, as `job_events` recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StreamEvent {
+    /// Position in the tenant's stream (the SSE event id).
+    pub seq: i64,
+    /// The job.
+    pub job_id: String,
+    /// Status entered.
+    pub status: String,
+    /// Attempt number at that point.
+    pub attempt: u32,
+    /// Error message for failures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When (RFC 3339).
+    pub at: String,
+}
+
+/// A tenant's webhook: where to POST which events, and the secret they are signed with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    /// Id.
+    pub webhook_id: String,
+    /// Owner.
+    pub tenant: TenantId,
+    /// Where deliveries are POSTed.
+    pub url: String,
+    /// Event types it receives (`job.completed`, `job.failed`, `job.dead`, `job.cancelled`).
+    pub event_types: Vec<String>,
+    /// HMAC-SHA256 key of its signatures.
+    pub secret: String,
+    /// Created at.
+    pub created_at: DateTime<Utc>,
+}
+
+/// One event to one webhook, and how sending it went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookDelivery {
+    /// Id (also the `Photo-Api-Webhook-Id` header).
+    pub delivery_id: String,
+    /// The webhook.
+    pub webhook_id: String,
+    /// The event's seq in `job_events`.
+    pub event_seq: i64,
+    /// Event type.
+    pub event_type: String,
+    /// The JSON body sent.
+    pub payload: String,
+    /// `pending`, `delivered` or `failed` (gave up).
+    pub status: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Next attempt (while pending).
+    pub next_attempt_at: DateTime<Utc>,
+    /// HTTP status of the last attempt, if it got one.
+    pub last_status_code: Option<u16>,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// Created at.
+    pub created_at: DateTime<Utc>,
+    /// When it was delivered.
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// A delivery due now, with where to send it.
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    /// The delivery.
+    pub delivery: WebhookDelivery,
+    /// The webhook's URL.
+    pub url: String,
+    /// The webhook's secret.
+    pub secret: String,
+}
+
+/// How one delivery attempt went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// A 2xx answer.
+    Delivered {
+        /// Its status.
+        status_code: u16,
+    },
+    /// No 2xx answer; try again at `retry_at`, or give up (`None`).
+    Failed {
+        /// The answer's status, if there was one.
+        status_code: Option<u16>,
+        /// What went wrong.
+        error: String,
+        /// Next attempt; `None`: the last one was made.
+        retry_at: Option<DateTime<Utc>>,
+    },
 }

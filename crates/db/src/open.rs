@@ -63,5 +63,9 @@ pub async fn connect(url: &str, opts: &PgOptions) -> DbResult<Database> {
 pub async fn open(url: &str, opts: &PgOptions) -> DbResult<Arc<dyn Repo>> {
     let db = connect(url, opts).await?;
     db.migrate().await?;
-    Ok(db.into_repo())
+    Ok(match db {
+        // See `SqliteRepo::fresh_pool`: no connection that saw the schema mid-migration.
+        Database::Sqlite(r) => Arc::new(r.fresh_pool().await?),
+        Database::Postgres(r) => Arc::new(r),
+    })
 }

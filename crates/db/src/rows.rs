@@ -100,6 +100,7 @@ macro_rules! decoders {
                     .try_get::<Option<String>, _>("s3_key")?
                     .map(|s| ObjectKey::parse(&s).map_err(|e| corrupt("s3_key", e)))
                     .transpose()?,
+                source_url: r.try_get("source_url")?,
                 filename: r.try_get("filename")?,
                 content_type: r
                     .try_get::<Option<String>, _>("content_type")?
@@ -132,6 +133,10 @@ macro_rules! decoders {
                     }),
                     _ => None,
                 },
+                batch_id: r
+                    .try_get::<Option<String>, _>("batch_id")?
+                    .map(|s| parse("batch_id", &s))
+                    .transpose()?,
             })
         }
 

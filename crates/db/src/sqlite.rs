@@ -6,7 +6,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use photo_core::{ContentType, JobId, JobSpec, JobStatus, JobType, ObjectKey, TenantId, UploadId};
+use photo_core::{
+    BatchId, ContentType, JobId, JobSpec, JobStatus, JobType, ObjectKey, TenantId, UploadId,
+};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
@@ -26,9 +28,21 @@ pub struct SqliteRepo {
 impl SqliteRepo {
     /// Opens (creating if needed) the database file and runs pending migrations.
     pub async fn open(path: &Path) -> DbResult<Self> {
-        let repo = Self::connect(path).await?;
-        repo.migrate().await?;
-        Ok(repo)
+        let migrator = Self::connect(path).await?;
+        migrator.migrate().await?;
+        migrator.fresh_pool().await
+    }
+
+    /// Closes this pool and opens a new one on the same file. Used after migrating: a
+    /// connection that read the schema while migrations were running can prepare a statement
+    /// against the old schema, which SQLite silently re-prepares against the new one on its
+    /// first step — and sqlx 0.8 then reads the row with the old column count and panics
+    /// ("index out of bounds", seen with `SELECT * FROM job_logs`). New connections see only
+    /// the migrated schema.
+    pub async fn fresh_pool(self) -> DbResult<Self> {
+        let path = self.pool.connect_options().get_filename().to_owned();
+        self.pool.close().await;
+        Self::connect(&path).await
     }
 
     /// Opens the database file without migrating (for `photo-api migrate`).
@@ -71,6 +85,27 @@ impl SqliteRepo {
     /// The pool, for tests.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// Runs a conditional `UPDATE` of one job and reads the row back in the same write
+    /// transaction (no worker can claim it in between). Used instead of `UPDATE … RETURNING *`
+    /// where sqlx-sqlite 0.8 was seen to describe the returned row with the column count of the
+    /// table before migration 0002 added its columns, and panic reading it.
+    async fn update_then_read<'q>(
+        &self,
+        update: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+        id: JobId,
+    ) -> DbResult<Option<Job>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if update.execute(&mut *tx).await?.rows_affected() != 1 {
+            return Ok(None);
+        }
+        let row = sqlx::query("SELECT * FROM job_logs WHERE job_id = ?")
+            .bind(id.to_string())
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        job_from_row(&row).map(Some)
     }
 }
 
@@ -366,8 +401,8 @@ impl Repo for SqliteRepo {
         let row = sqlx::query(
             "INSERT INTO job_logs (id, job_id, job_type, filename, s3_key, content_type, job_metadata,
                  created_at, status, tenant_id, upload_id, attempts, max_attempts, run_at_ms, updated_at,
-                 engine, temporal_workflow_id, temporal_task_queue)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'submitted', ?, ?, 0, ?, ?, ?, ?, ?, ?) RETURNING *",
+                 engine, temporal_workflow_id, temporal_task_queue, source_url)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'submitted', ?, ?, 0, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
         )
         .bind(&id)
         .bind(&id)
@@ -385,6 +420,7 @@ impl Repo for SqliteRepo {
         .bind(crate::engine_of(j).as_str())
         .bind(j.temporal.as_ref().map(|t| t.workflow_id.as_str()))
         .bind(j.temporal.as_ref().map(|t| t.task_queue.as_str()))
+        .bind(&j.source_url)
         .fetch_one(&self.pool)
         .await?;
         job_from_row(&row)
@@ -428,6 +464,9 @@ impl Repo for SqliteRepo {
         if let Some(b) = f.created_before {
             qb.push(" AND created_at < ").push_bind(b);
         }
+        if let Some(b) = f.batch_id {
+            qb.push(" AND batch_id = ").push_bind(b.to_string());
+        }
         if let Some(c) = f.before_id {
             qb.push(" AND job_id < ").push_bind(c.to_string());
         }
@@ -457,6 +496,601 @@ impl Repo for SqliteRepo {
                 })
             })
             .collect()
+    }
+
+    async fn events_after(
+        &self,
+        tenant: &TenantId,
+        job: Option<JobId>,
+        after: i64,
+        limit: u32,
+    ) -> DbResult<Vec<StreamEvent>> {
+        let rows = sqlx::query(
+            "SELECT seq, job_id, status, attempt, message, at
+             FROM job_events
+             WHERE tenant_id = ?1 AND seq > ?2 AND (?3 IS NULL OR job_id = ?3)
+             ORDER BY seq LIMIT ?4",
+        )
+        .bind(tenant.as_str())
+        .bind(after)
+        .bind(job.map(|j| j.to_string()))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StreamEvent {
+                    seq: r.try_get("seq")?,
+                    job_id: r.try_get("job_id")?,
+                    status: r.try_get("status")?,
+                    attempt: r.try_get::<i64, _>("attempt")?.clamp(0, u32::MAX as i64) as u32,
+                    message: r.try_get("message")?,
+                    at: r.try_get("at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn cancel_job(
+        &self,
+        tenant: &TenantId,
+        id: JobId,
+        now: DateTime<Utc>,
+    ) -> DbResult<Option<Job>> {
+        let update = sqlx::query(
+            "UPDATE job_logs SET status = 'cancelled', completed_at = ?1, outputs = NULL,
+                 error_code = 'cancelled', error_message = 'cancelled on request',
+                 lease_owner = NULL, lease_token = NULL, lease_expires_at_ms = NULL, updated_at = ?1
+             WHERE job_id = ?2 AND tenant_id = ?3 AND status IN ('submitted', 'retrying', 'started')",
+        )
+        .bind(now)
+        .bind(id.to_string())
+        .bind(tenant.as_str());
+        self.update_then_read(update, id).await
+    }
+
+    async fn retry_job(
+        &self,
+        tenant: &TenantId,
+        id: JobId,
+        workflow_id: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> DbResult<Option<Job>> {
+        let update = sqlx::query(
+            "UPDATE job_logs SET status = 'submitted', attempts = 0, run_at_ms = ?1,
+                 started_at = NULL, completed_at = NULL, outputs = NULL, error_code = NULL,
+                 error_message = NULL, lease_owner = NULL, lease_token = NULL,
+                 lease_expires_at_ms = NULL, updated_at = ?2,
+                 temporal_workflow_id = CASE WHEN engine = 'temporal'
+                     THEN COALESCE(?3, temporal_workflow_id) ELSE temporal_workflow_id END,
+                 temporal_dispatched_at_ms = CASE WHEN engine = 'temporal'
+                     THEN NULL ELSE temporal_dispatched_at_ms END
+             WHERE job_id = ?4 AND tenant_id = ?5 AND status IN ('failed', 'dead')",
+        )
+        .bind(ms(now))
+        .bind(now)
+        .bind(workflow_id)
+        .bind(id.to_string())
+        .bind(tenant.as_str());
+        self.update_then_read(update, id).await
+    }
+
+    async fn insert_batch(
+        &self,
+        tenant: &TenantId,
+        batch_id: BatchId,
+        jobs: &[NewJob],
+        now: DateTime<Utc>,
+    ) -> DbResult<Vec<Job>> {
+        let bid = batch_id.to_string();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "INSERT INTO batches (batch_id, tenant_id, total, created_at) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .bind(&bid)
+        .bind(tenant.as_str())
+        .bind(i64::try_from(jobs.len()).unwrap_or(i64::MAX))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        for j in jobs {
+            let id = j.job_id.to_string();
+            let meta = serde_json::to_string(&j.spec).map_err(|e| corrupt("spec", e))?;
+            sqlx::query(
+                "INSERT INTO job_logs (id, job_id, job_type, filename, s3_key, content_type,
+                     job_metadata, created_at, status, tenant_id, upload_id, attempts, max_attempts,
+                     run_at_ms, updated_at, engine, temporal_workflow_id, temporal_task_queue,
+                     batch_id, source_url)
+                 VALUES (?1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, 'submitted', ?8, ?9, 0, ?10, ?11, ?7, ?12,
+                     ?13, ?14, ?15, ?16)",
+            )
+            .bind(&id)
+            .bind(j.spec.job_type().as_str())
+            .bind(&j.filename)
+            .bind(j.s3_key.as_ref().map(ObjectKey::as_str))
+            .bind(j.content_type.map(ContentType::mime))
+            .bind(meta)
+            .bind(now)
+            .bind(j.tenant.as_str())
+            .bind(j.upload_id.map(|u| u.to_string()))
+            .bind(i64::from(j.max_attempts))
+            .bind(ms(now))
+            .bind(crate::engine_of(j).as_str())
+            .bind(j.temporal.as_ref().map(|t| t.workflow_id.as_str()))
+            .bind(j.temporal.as_ref().map(|t| t.task_queue.as_str()))
+            .bind(&bid)
+            .bind(&j.source_url)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let rows = sqlx::query("SELECT * FROM job_logs WHERE batch_id = ?1 ORDER BY job_id")
+            .bind(&bid)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn get_batch(
+        &self,
+        tenant: &TenantId,
+        batch_id: BatchId,
+    ) -> DbResult<Option<(Batch, Vec<(JobStatus, u64)>)>> {
+        let bid = batch_id.to_string();
+        let Some(row) = sqlx::query(
+            "SELECT batch_id, tenant_id, total, created_at, cancelled_at FROM batches
+             WHERE batch_id = ?1 AND tenant_id = ?2",
+        )
+        .bind(&bid)
+        .bind(tenant.as_str())
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let batch = Batch {
+            batch_id,
+            tenant: tenant.clone(),
+            total: row.try_get::<i64, _>("total")?.max(0) as u64,
+            created_at: row.try_get("created_at")?,
+            cancelled_at: row.try_get("cancelled_at")?,
+        };
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) AS n FROM job_logs WHERE batch_id = ?1 GROUP BY status",
+        )
+        .bind(&bid)
+        .fetch_all(&self.pool)
+        .await?;
+        let counts = rows
+            .iter()
+            .map(|r| {
+                let s: String = r.try_get("status")?;
+                let n: i64 = r.try_get("n")?;
+                Ok((
+                    JobStatus::parse(&s).ok_or_else(|| corrupt("status", &s))?,
+                    n.max(0) as u64,
+                ))
+            })
+            .collect::<DbResult<Vec<_>>>()?;
+        Ok(Some((batch, counts)))
+    }
+
+    async fn cancel_batch(
+        &self,
+        tenant: &TenantId,
+        batch_id: BatchId,
+        now: DateTime<Utc>,
+    ) -> DbResult<Option<Vec<Job>>> {
+        let bid = batch_id.to_string();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let found = sqlx::query(
+            "UPDATE batches SET cancelled_at = COALESCE(cancelled_at, ?1)
+             WHERE batch_id = ?2 AND tenant_id = ?3",
+        )
+        .bind(now)
+        .bind(&bid)
+        .bind(tenant.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if found.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT job_id FROM job_logs
+             WHERE batch_id = ?1 AND status IN ('submitted', 'retrying', 'started') ORDER BY job_id",
+        )
+        .bind(&bid)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE job_logs SET status = 'cancelled', completed_at = ?1, outputs = NULL,
+                 error_code = 'cancelled', error_message = 'cancelled on request',
+                 lease_owner = NULL, lease_token = NULL, lease_expires_at_ms = NULL, updated_at = ?1
+             WHERE batch_id = ?2 AND status IN ('submitted', 'retrying', 'started')",
+        )
+        .bind(now)
+        .bind(&bid)
+        .execute(&mut *tx)
+        .await?;
+        let mut jobs = Vec::with_capacity(ids.len());
+        for id in ids {
+            let row = sqlx::query("SELECT * FROM job_logs WHERE job_id = ?1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+            jobs.push(job_from_row(&row)?);
+        }
+        tx.commit().await?;
+        Ok(Some(jobs))
+    }
+
+    async fn insert_webhook(&self, h: &Webhook) -> DbResult<()> {
+        sqlx::query(
+            "INSERT INTO webhooks (webhook_id, tenant_id, url, event_types, secret, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .bind(&h.webhook_id)
+        .bind(h.tenant.as_str())
+        .bind(&h.url)
+        .bind(h.event_types.join(","))
+        .bind(&h.secret)
+        .bind(h.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_webhooks(&self, tenant: &TenantId) -> DbResult<Vec<Webhook>> {
+        let rows = sqlx::query(
+            "SELECT * FROM webhooks WHERE tenant_id = ?1 ORDER BY created_at, webhook_id",
+        )
+        .bind(tenant.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Webhook {
+                    webhook_id: r.try_get("webhook_id")?,
+                    tenant: tenant.clone(),
+                    url: r.try_get("url")?,
+                    event_types: r
+                        .try_get::<String, _>("event_types")?
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                    secret: r.try_get("secret")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_webhook(&self, tenant: &TenantId, id: &str) -> DbResult<bool> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let r = sqlx::query("DELETE FROM webhooks WHERE webhook_id = ?1 AND tenant_id = ?2")
+            .bind(id)
+            .bind(tenant.as_str())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM webhook_deliveries WHERE webhook_id = ?1 AND tenant_id = ?2")
+            .bind(id)
+            .bind(tenant.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn list_deliveries(
+        &self,
+        tenant: &TenantId,
+        webhook_id: &str,
+        limit: u32,
+    ) -> DbResult<Option<Vec<WebhookDelivery>>> {
+        let owned: Option<String> = sqlx::query_scalar(
+            "SELECT webhook_id FROM webhooks WHERE webhook_id = ?1 AND tenant_id = ?2",
+        )
+        .bind(webhook_id)
+        .bind(tenant.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        if owned.is_none() {
+            return Ok(None);
+        }
+        let rows = sqlx::query(
+            "SELECT * FROM webhook_deliveries WHERE webhook_id = ?1
+             ORDER BY event_seq DESC LIMIT ?2",
+        )
+        .bind(webhook_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(delivery_from_row)
+            .collect::<DbResult<Vec<_>>>()
+            .map(Some)
+    }
+
+    async fn webhook_fanout(&self, now: DateTime<Utc>, limit: u32) -> DbResult<u64> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let cursor: i64 = sqlx::query_scalar("SELECT last_seq FROM webhook_cursor WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        let rows = sqlx::query(
+            "SELECT e.seq, e.job_id, e.tenant_id, e.status, e.attempt, e.message, j.batch_id,
+                 j.job_type, j.error_code
+             FROM job_events e LEFT JOIN job_logs j ON j.job_id = e.job_id
+             WHERE e.seq > ?1 ORDER BY e.seq LIMIT ?2",
+        )
+        .bind(cursor)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some(last) = rows
+            .last()
+            .map(|r| r.try_get::<i64, _>("seq"))
+            .transpose()?
+        else {
+            return Ok(0);
+        };
+        let mut hooks: std::collections::HashMap<String, Vec<(String, Vec<String>)>> =
+            std::collections::HashMap::new();
+        let mut made = 0;
+        for r in &rows {
+            let status: String = r.try_get("status")?;
+            if !matches!(
+                status.as_str(),
+                "completed" | "failed" | "dead" | "cancelled"
+            ) {
+                continue;
+            }
+            let event_type = format!("job.{status}");
+            let tenant: String = r.try_get("tenant_id")?;
+            if !hooks.contains_key(&tenant) {
+                let list = sqlx::query(
+                    "SELECT webhook_id, event_types FROM webhooks WHERE tenant_id = ?1",
+                )
+                .bind(&tenant)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|h| {
+                    Ok((
+                        h.try_get::<String, _>("webhook_id")?,
+                        h.try_get::<String, _>("event_types")?
+                            .split(',')
+                            .map(str::to_owned)
+                            .collect(),
+                    ))
+                })
+                .collect::<DbResult<Vec<_>>>()?;
+                hooks.insert(tenant.clone(), list);
+            }
+            let seq: i64 = r.try_get("seq")?;
+            let payload = serde_json::json!({
+                "id": format!("evt_{seq}"),
+                "type": event_type,
+                "created_at": now,
+                "data": {
+                    "job_id": r.try_get::<String, _>("job_id")?,
+                    "job_type": r.try_get::<Option<String>, _>("job_type")?,
+                    "status": status,
+                    "attempt": r.try_get::<i64, _>("attempt")?,
+                    "error_code": r.try_get::<Option<String>, _>("error_code")?,
+                    "message": r.try_get::<Option<String>, _>("message")?,
+                    "batch_id": r.try_get::<Option<String>, _>("batch_id")?,
+                }
+            })
+            .to_string();
+            for (hook, types) in hooks.get(&tenant).map(Vec::as_slice).unwrap_or_default() {
+                if !types.contains(&event_type) {
+                    continue;
+                }
+                let r = sqlx::query(
+                    "INSERT INTO webhook_deliveries (delivery_id, webhook_id, tenant_id, event_seq,
+                         event_type, payload, next_attempt_at_ms, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
+                )
+                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(hook)
+                .bind(&tenant)
+                .bind(seq)
+                .bind(&event_type)
+                .bind(&payload)
+                .bind(ms(now))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                made += r.rows_affected();
+            }
+        }
+        sqlx::query("UPDATE webhook_cursor SET last_seq = ?1 WHERE id = 1")
+            .bind(last)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(made)
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+        limit: u32,
+    ) -> DbResult<Vec<DueDelivery>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let rows = sqlx::query(
+            "SELECT d.*, w.url AS hook_url, w.secret AS hook_secret
+             FROM webhook_deliveries d JOIN webhooks w ON w.webhook_id = d.webhook_id
+             WHERE d.status = 'pending' AND d.next_attempt_at_ms <= ?1
+             ORDER BY d.next_attempt_at_ms LIMIT ?2",
+        )
+        .bind(ms(now))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let d = delivery_from_row(r)?;
+            sqlx::query(
+                "UPDATE webhook_deliveries SET next_attempt_at_ms = ?1 WHERE delivery_id = ?2",
+            )
+            .bind(ms(now + lease))
+            .bind(&d.delivery_id)
+            .execute(&mut *tx)
+            .await?;
+            out.push(DueDelivery {
+                url: r.try_get("hook_url")?,
+                secret: r.try_get("hook_secret")?,
+                delivery: d,
+            });
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn record_delivery(
+        &self,
+        delivery_id: &str,
+        outcome: &DeliveryOutcome,
+        now: DateTime<Utc>,
+    ) -> DbResult<()> {
+        match outcome {
+            DeliveryOutcome::Delivered { status_code } => {
+                sqlx::query(
+                    "UPDATE webhook_deliveries SET status = 'delivered', attempts = attempts + 1,
+                         last_status_code = ?1, last_error = NULL, delivered_at = ?2
+                     WHERE delivery_id = ?3 AND status = 'pending'",
+                )
+                .bind(i64::from(*status_code))
+                .bind(now)
+                .bind(delivery_id)
+                .execute(&self.pool)
+                .await?;
+            }
+            DeliveryOutcome::Failed {
+                status_code,
+                error,
+                retry_at,
+            } => {
+                sqlx::query(
+                    "UPDATE webhook_deliveries SET
+                         status = CASE WHEN ?1 IS NULL THEN 'failed' ELSE 'pending' END,
+                         next_attempt_at_ms = COALESCE(?1, next_attempt_at_ms),
+                         attempts = attempts + 1, last_status_code = ?2, last_error = ?3
+                     WHERE delivery_id = ?4 AND status = 'pending'",
+                )
+                .bind(retry_at.map(ms))
+                .bind(status_code.map(i64::from))
+                .bind(error)
+                .bind(delivery_id)
+                .execute(&self.pool)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn idempotency_reserve(
+        &self,
+        key: &IdempotencyScope<'_>,
+        request_sha256: &str,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> DbResult<Option<IdempotencyRecord>> {
+        for _ in 0..3 {
+            sqlx::query(
+                "DELETE FROM idempotency_keys
+                 WHERE tenant_id = ?1 AND scope = ?2 AND idem_key = ?3
+                   AND (expires_at_ms <= ?4 OR (status_code IS NULL AND created_at_ms <= ?5))",
+            )
+            .bind(key.tenant.as_str())
+            .bind(key.scope)
+            .bind(key.key)
+            .bind(ms(now))
+            .bind(ms(stale_before))
+            .execute(&self.pool)
+            .await?;
+            let inserted = sqlx::query(
+                "INSERT INTO idempotency_keys (tenant_id, scope, idem_key, request_sha256,
+                     created_at_ms, expires_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+            )
+            .bind(key.tenant.as_str())
+            .bind(key.scope)
+            .bind(key.key)
+            .bind(request_sha256)
+            .bind(ms(now))
+            .bind(ms(expires_at))
+            .execute(&self.pool)
+            .await?;
+            if inserted.rows_affected() == 1 {
+                return Ok(None);
+            }
+            let row = sqlx::query(
+                "SELECT request_sha256, status_code, response_body FROM idempotency_keys
+                 WHERE tenant_id = ?1 AND scope = ?2 AND idem_key = ?3",
+            )
+            .bind(key.tenant.as_str())
+            .bind(key.scope)
+            .bind(key.key)
+            .fetch_optional(&self.pool)
+            .await?;
+            // Gone between the insert and the read (released or swept): try again.
+            let Some(row) = row else { continue };
+            let status: Option<i64> = row.try_get("status_code")?;
+            return Ok(Some(IdempotencyRecord {
+                request_sha256: row.try_get("request_sha256")?,
+                status_code: status.and_then(|s| u16::try_from(s).ok()),
+                response_body: row.try_get("response_body")?,
+            }));
+        }
+        Err(crate::DbError::Corrupt(
+            "an idempotency key kept changing while it was being reserved".into(),
+        ))
+    }
+
+    async fn idempotency_complete(
+        &self,
+        key: &IdempotencyScope<'_>,
+        status_code: u16,
+        response_body: &str,
+    ) -> DbResult<()> {
+        sqlx::query(
+            "UPDATE idempotency_keys SET status_code = ?1, response_body = ?2
+             WHERE tenant_id = ?3 AND scope = ?4 AND idem_key = ?5",
+        )
+        .bind(i64::from(status_code))
+        .bind(response_body)
+        .bind(key.tenant.as_str())
+        .bind(key.scope)
+        .bind(key.key)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn idempotency_release(&self, key: &IdempotencyScope<'_>) -> DbResult<()> {
+        sqlx::query(
+            "DELETE FROM idempotency_keys
+             WHERE tenant_id = ?1 AND scope = ?2 AND idem_key = ?3 AND status_code IS NULL",
+        )
+        .bind(key.tenant.as_str())
+        .bind(key.scope)
+        .bind(key.key)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn idempotency_sweep(&self, now: DateTime<Utc>) -> DbResult<u64> {
+        let r = sqlx::query("DELETE FROM idempotency_keys WHERE expires_at_ms <= ?1")
+            .bind(ms(now))
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
     }
 
     async fn claim_job(
@@ -662,7 +1296,8 @@ impl Repo for SqliteRepo {
     ) -> DbResult<Vec<Job>> {
         sqlx::query(
             "SELECT * FROM job_logs
-             WHERE engine = 'temporal' AND temporal_dispatched_at_ms IS NULL AND created_at <= ?
+             WHERE engine = 'temporal' AND temporal_dispatched_at_ms IS NULL
+               AND status IN ('submitted', 'retrying', 'started') AND created_at <= ?
              ORDER BY job_id LIMIT ?",
         )
         .bind(created_before)
@@ -701,4 +1336,23 @@ impl Repo for SqliteRepo {
             })
             .collect()
     }
+}
+
+fn delivery_from_row(r: &SqliteRow) -> DbResult<WebhookDelivery> {
+    Ok(WebhookDelivery {
+        delivery_id: r.try_get("delivery_id")?,
+        webhook_id: r.try_get("webhook_id")?,
+        event_seq: r.try_get("event_seq")?,
+        event_type: r.try_get("event_type")?,
+        payload: r.try_get("payload")?,
+        status: r.try_get("status")?,
+        attempts: r.try_get::<i64, _>("attempts")?.clamp(0, u32::MAX as i64) as u32,
+        next_attempt_at: from_ms(r.try_get("next_attempt_at_ms")?),
+        last_status_code: r
+            .try_get::<Option<i64>, _>("last_status_code")?
+            .and_then(|c| u16::try_from(c).ok()),
+        last_error: r.try_get("last_error")?,
+        created_at: r.try_get("created_at")?,
+        delivered_at: r.try_get("delivered_at")?,
+    })
 }

@@ -44,6 +44,7 @@ fn new_job_with(id: JobId, t: &TenantId, spec: JobSpec, max_attempts: u32) -> Ne
         spec,
         upload_id: None,
         s3_key: None,
+        source_url: None,
         filename: None,
         content_type: None,
         max_attempts,
@@ -138,6 +139,7 @@ async fn migrations_are_idempotent_and_reversible(db: &TestDb) {
         "audit_log",
         "files",
         "file_gc",
+        "idempotency_keys",
     ] {
         assert!(!db.table_exists(t).await, "{t} dropped by down");
     }
@@ -1640,6 +1642,464 @@ async fn many_claimers_never_share_a_job(db: &TestDb) {
     }
 }
 
+// ---------------------------------------------------------------- cancel and retry
+
+async fn cancel_revokes_the_claim_and_only_unfinished_jobs(db: &TestDb) {
+    let repo = db.repo();
+    let t1 = tenant("t1");
+    // Queued: cancelled, never claimable.
+    let queued = repo.insert_job(&new_job(&t1, 3), now()).await.unwrap();
+    assert!(
+        repo.cancel_job(&tenant("t2"), queued.job_id, now())
+            .await
+            .unwrap()
+            .is_none(),
+        "another tenant cannot cancel it"
+    );
+    let c = repo
+        .cancel_job(&t1, queued.job_id, now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.status, JobStatus::Cancelled);
+    assert!(c.completed_at.is_some());
+    assert!(
+        repo.claim_job("w", ms(30_000), now())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        repo.cancel_job(&t1, queued.job_id, now())
+            .await
+            .unwrap()
+            .is_none(),
+        "a cancelled job is finished"
+    );
+
+    // Running: the claim's token stops working for heartbeat, complete and fail.
+    let running = repo.insert_job(&new_job(&t1, 3), now()).await.unwrap();
+    let claim = repo
+        .claim_job("w", ms(30_000), now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claim.job.job_id, running.job_id);
+    let c = repo
+        .cancel_job(&t1, running.job_id, now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((c.status, c.attempts), (JobStatus::Cancelled, 1));
+    assert!(c.lease_owner.is_none());
+    assert!(
+        !repo
+            .heartbeat(&claim.token, now() + ms(30_000))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !repo
+            .complete_job(&claim.token, &[output(running.job_id)], now())
+            .await
+            .unwrap()
+    );
+    let f = Failure {
+        code: "timeout".into(),
+        message: "late".into(),
+        retry_at: Some(now()),
+    };
+    assert_eq!(repo.fail_job(&claim.token, &f, now()).await.unwrap(), None);
+    assert!(!repo.release_job(&claim.token, now()).await.unwrap());
+    let after = job(&repo, running.job_id).await;
+    assert_eq!(after.status, JobStatus::Cancelled);
+    assert!(after.outputs.is_empty());
+    let history: Vec<String> = repo
+        .job_events(running.job_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.status)
+        .collect();
+    assert_eq!(history, ["submitted", "started", "cancelled"]);
+
+    // Temporal: a cancelled job's next attempt refuses to start, and it leaves the outbox.
+    let tj = repo.insert_job(&temporal_job(&t1, 3), now()).await.unwrap();
+    repo.cancel_job(&t1, tj.job_id, now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        repo.start_attempt(tj.job_id, 1, "w", ms(30_000), now())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let outbox = repo
+        .undispatched_temporal_jobs(now() + ms(1000), 10)
+        .await
+        .unwrap();
+    assert!(
+        outbox.iter().all(|j| j.job_id != tj.job_id),
+        "not started after a cancel"
+    );
+
+    // Finished jobs are not cancellable.
+    let done = repo.insert_job(&new_job(&t1, 3), now()).await.unwrap();
+    let claim = repo
+        .claim_job("w", ms(30_000), now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        repo.complete_job(&claim.token, &[output(done.job_id)], now())
+            .await
+            .unwrap()
+    );
+    assert!(
+        repo.cancel_job(&t1, done.job_id, now())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(job(&repo, done.job_id).await.status, JobStatus::Completed);
+}
+
+async fn retry_requeues_failed_and_dead_jobs_only(db: &TestDb) {
+    let repo = db.repo();
+    let t1 = tenant("t1");
+    let dead = repo.insert_job(&new_job(&t1, 1), now()).await.unwrap();
+    let claim = repo
+        .claim_job("w", ms(30_000), now())
+        .await
+        .unwrap()
+        .unwrap();
+    let f = Failure {
+        code: "storage_error".into(),
+        message: "down".into(),
+        retry_at: Some(now()),
+    };
+    assert_eq!(
+        repo.fail_job(&claim.token, &f, now()).await.unwrap(),
+        Some(JobStatus::Dead)
+    );
+    assert!(
+        repo.retry_job(&tenant("t2"), dead.job_id, None, now())
+            .await
+            .unwrap()
+            .is_none(),
+        "another tenant cannot retry it"
+    );
+    let r = repo
+        .retry_job(&t1, dead.job_id, None, now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((r.status, r.attempts), (JobStatus::Submitted, 0));
+    assert!(r.error_code.is_none() && r.error_message.is_none() && r.completed_at.is_none());
+    assert!(
+        repo.retry_job(&t1, dead.job_id, None, now())
+            .await
+            .unwrap()
+            .is_none(),
+        "a queued job is not retryable"
+    );
+    let again = repo
+        .claim_job("w", ms(30_000), now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((again.job.job_id, again.job.attempts), (dead.job_id, 1));
+    assert!(
+        repo.complete_job(&again.token, &[output(dead.job_id)], now())
+            .await
+            .unwrap()
+    );
+    assert!(
+        repo.retry_job(&t1, dead.job_id, None, now())
+            .await
+            .unwrap()
+            .is_none(),
+        "a completed job is not retryable"
+    );
+    let history: Vec<String> = repo
+        .job_events(dead.job_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.status)
+        .collect();
+    assert_eq!(
+        history,
+        [
+            "submitted",
+            "started",
+            "dead",
+            "submitted",
+            "started",
+            "completed"
+        ]
+    );
+
+    // A Temporal job gets its new workflow id and goes back to the outbox.
+    let tj = repo.insert_job(&temporal_job(&t1, 1), now()).await.unwrap();
+    repo.mark_dispatched(tj.job_id, now()).await.unwrap();
+    let c = repo
+        .start_attempt(tj.job_id, 1, "w", ms(30_000), now())
+        .await
+        .unwrap()
+        .unwrap();
+    let f = Failure {
+        code: "corrupt_image".into(),
+        message: "bad".into(),
+        retry_at: None,
+    };
+    assert_eq!(
+        repo.fail_job(&c.token, &f, now()).await.unwrap(),
+        Some(JobStatus::Failed)
+    );
+    let wf = format!("photo-job-{}-r1", tj.job_id);
+    let r = repo
+        .retry_job(&t1, tj.job_id, Some(&wf), now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.temporal.as_ref().unwrap().workflow_id, wf);
+    let outbox = repo
+        .undispatched_temporal_jobs(now() + ms(1000), 10)
+        .await
+        .unwrap();
+    assert!(
+        outbox.iter().any(|j| j.job_id == tj.job_id),
+        "back in the outbox"
+    );
+    assert!(
+        repo.start_attempt(tj.job_id, 1, "w", ms(30_000), now())
+            .await
+            .unwrap()
+            .is_some(),
+        "the new workflow's first attempt starts"
+    );
+}
+
+async fn idempotency_keys_reserve_replay_expire(db: &TestDb) {
+    let repo = db.repo();
+    let (t1, t2) = (tenant("t1"), tenant("t2"));
+    let k = photo_db::IdempotencyScope {
+        tenant: &t1,
+        scope: "POST /jobs",
+        key: "k-1",
+    };
+    let t = now();
+    let stale = t - ms(120_000);
+    let exp = t + ms(60_000);
+    assert_eq!(
+        repo.idempotency_reserve(&k, "h1", t, stale, exp)
+            .await
+            .unwrap(),
+        None
+    );
+    // Taken: in progress, with the first request's hash.
+    let r = repo
+        .idempotency_reserve(&k, "h1", t, stale, exp)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((r.request_sha256.as_str(), r.status_code), ("h1", None));
+    let r = repo
+        .idempotency_reserve(&k, "h2", t, stale, exp)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        r.request_sha256, "h1",
+        "another body sees the first request's hash"
+    );
+    // Other tenants and routes have their own keys.
+    for other in [
+        photo_db::IdempotencyScope {
+            tenant: &t2,
+            ..k.clone()
+        },
+        photo_db::IdempotencyScope {
+            scope: "POST /uploads/init",
+            ..k.clone()
+        },
+    ] {
+        assert_eq!(
+            repo.idempotency_reserve(&other, "h9", t, stale, exp)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+    repo.idempotency_complete(&k, 202, "{\"a\":1}")
+        .await
+        .unwrap();
+    let r = repo
+        .idempotency_reserve(&k, "h1", t, stale, exp)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (r.status_code, r.response_body.as_deref()),
+        (Some(202), Some("{\"a\":1}"))
+    );
+    // A finished key is not released by a failing request; an unfinished one is.
+    repo.idempotency_release(&k).await.unwrap();
+    assert!(
+        repo.idempotency_reserve(&k, "h1", t, stale, exp)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let k2 = photo_db::IdempotencyScope {
+        key: "k-2",
+        ..k.clone()
+    };
+    assert_eq!(
+        repo.idempotency_reserve(&k2, "h1", t, stale, exp)
+            .await
+            .unwrap(),
+        None
+    );
+    repo.idempotency_release(&k2).await.unwrap();
+    assert_eq!(
+        repo.idempotency_reserve(&k2, "h1", t, stale, exp)
+            .await
+            .unwrap(),
+        None
+    );
+    // A reservation whose request died is taken over once stale.
+    let later = t + ms(200_000);
+    assert_eq!(
+        repo.idempotency_reserve(&k2, "h3", later, later - ms(120_000), later + ms(60_000))
+            .await
+            .unwrap(),
+        None
+    );
+    // Expired keys are replaced, and swept.
+    let after = t + ms(61_000);
+    assert_eq!(
+        repo.idempotency_reserve(&k, "h2", after, after - ms(120_000), after + ms(60_000))
+            .await
+            .unwrap(),
+        None,
+        "the expired key is free again"
+    );
+    let n = repo.idempotency_sweep(t + ms(10_000_000)).await.unwrap();
+    assert_eq!(n, 4, "k, k2 and the two other-scope keys");
+    assert_eq!(
+        repo.idempotency_reserve(&k, "h1", t, stale, exp)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+async fn concurrent_reservations_of_one_key_have_one_winner(db: &TestDb) {
+    let t1 = tenant("t1");
+    let repos: Vec<Arc<dyn Repo>> = {
+        let mut v = Vec::new();
+        for _ in 0..4 {
+            v.push(db.reopen().await.into_repo());
+        }
+        v
+    };
+    let t = now();
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let repo = repos[i % repos.len()].clone();
+        let t1 = t1.clone();
+        tasks.push(tokio::spawn(async move {
+            let k = photo_db::IdempotencyScope {
+                tenant: &t1,
+                scope: "POST /jobs",
+                key: "same",
+            };
+            repo.idempotency_reserve(&k, "h", t, t - ms(120_000), t + ms(60_000))
+                .await
+                .unwrap()
+                .is_none()
+        }));
+    }
+    let mut winners = 0;
+    for task in tasks {
+        winners += usize::from(task.await.unwrap());
+    }
+    assert_eq!(winners, 1);
+}
+
+async fn a_reader_resuming_after_the_last_seq_misses_no_event_under_concurrent_writers(
+    db: &TestDb,
+) {
+    // Writers on their own pools (like worker processes) insert and move jobs while a reader
+    // pages through `events_after` from the last seq it saw, as an SSE client does. Without
+    // events committing in seq order, a seq taken early and committed late would be skipped.
+    let t1 = tenant("t1");
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let repo = db.reopen().await.into_repo();
+        let t1 = t1.clone();
+        writers.push(tokio::spawn(async move {
+            for _ in 0..40 {
+                repo.insert_job(&new_job(&t1, 3), now()).await.unwrap();
+                if let Some(c) = repo
+                    .claim_job(&format!("w{w}"), ms(30_000), now())
+                    .await
+                    .unwrap()
+                {
+                    repo.complete_job(&c.token, &[], now()).await.unwrap();
+                }
+            }
+        }));
+    }
+    let reader = db.repo();
+    let mut last = 0;
+    let mut seen = Vec::new();
+    loop {
+        let done = writers.iter().all(tokio::task::JoinHandle::is_finished);
+        let page = reader.events_after(&t1, None, last, 50).await.unwrap();
+        if let Some(e) = page.last() {
+            last = e.seq;
+        }
+        seen.extend(page.into_iter().map(|e| e.seq));
+        if done
+            && reader
+                .events_after(&t1, None, last, 1)
+                .await
+                .unwrap()
+                .is_empty()
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let all: Vec<i64> = reader
+        .events_after(&t1, None, 0, 100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.seq)
+        .collect();
+    assert!(all.len() >= 160 * 2, "{} events", all.len());
+    assert_eq!(
+        seen, all,
+        "the resuming reader saw every event once, in order"
+    );
+    // Another tenant's stream is empty; one job's stream is that job's history.
+    assert!(
+        reader
+            .events_after(&tenant("t2"), None, 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 on_both!(
     migrations_are_idempotent_and_reversible,
     job_logs_has_the_design_columns,
@@ -1664,6 +2124,11 @@ on_both!(
     concurrent_workers_complete_each_job_once,
     concurrent_first_opens_migrate_once,
     many_claimers_never_share_a_job,
+    cancel_revokes_the_claim_and_only_unfinished_jobs,
+    retry_requeues_failed_and_dead_jobs_only,
+    idempotency_keys_reserve_replay_expire,
+    concurrent_reservations_of_one_key_have_one_winner,
+    a_reader_resuming_after_the_last_seq_misses_no_event_under_concurrent_writers,
 );
 
 // ---------------------------------------------------------------- PostgreSQL only

@@ -5,11 +5,15 @@
 //! under deterministic keys and completes the job with its fencing token. A worker that loses its
 //! lease cannot complete the job: the queue's `UPDATE … WHERE lease_token = ?` refuses it.
 
+pub mod fetch;
 mod pipeline;
 mod sweep;
+pub mod webhooks;
 mod worker;
 
-pub use pipeline::{PipelineError, extended_pipeline, render, run_pipeline};
+pub use pipeline::{
+    Checkpoint, PipelineError, extended_pipeline, output_keys, render, run_pipeline,
+};
 pub use sweep::errors::SweepError;
 pub use sweep::{SweepConfig, SweepReport, sweep_once};
 pub use worker::{AttemptOutcome, ExtraHeartbeat, Worker, WorkerConfig, backoff};

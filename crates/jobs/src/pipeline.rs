@@ -31,6 +31,10 @@ pub enum PipelineError {
         /// Message.
         message: String,
     },
+    /// A step boundary found the claim no longer current (the job was cancelled, or another
+    /// attempt owns it): the attempt stops without writing anything further.
+    #[error("the attempt was stopped at a step boundary")]
+    Stopped,
 }
 
 impl PipelineError {
@@ -38,6 +42,7 @@ impl PipelineError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Permanent { code, .. } | Self::Retryable { code, .. } => code,
+            Self::Stopped => "stopped",
         }
     }
 }
@@ -224,8 +229,69 @@ pub fn render(
     img::transform(bytes, &operation(spec), limits)
 }
 
+/// A step boundary: answers whether the attempt may go on (its claim is still current). The
+/// worker checks the job's row, so a cancelled job stops before its next step.
+pub type Checkpoint =
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Send + Sync;
+
+async fn step(checkpoint: &Checkpoint) -> Result<(), PipelineError> {
+    if checkpoint().await {
+        Ok(())
+    } else {
+        Err(PipelineError::Stopped)
+    }
+}
+
+/// The keys a job's outputs are written to (deterministic, so a cancelled job's outputs can be
+/// found and removed even when they were never recorded).
+pub fn output_keys(job: &Job) -> Vec<ObjectKey> {
+    let fmt = output_format(&job.spec);
+    ObjectKey::job_output(
+        &job.tenant,
+        job.job_id,
+        job.job_type.as_str(),
+        fmt.extension(),
+    )
+    .into_iter()
+    .collect()
+}
+
+/// Reads a job's raw object.
+async fn read_source(
+    store: &dyn ObjectStore,
+    job: &Job,
+    max_source_bytes: u64,
+) -> Result<Bytes, PipelineError> {
+    let Some(source) = job.s3_key.clone() else {
+        return Err(PipelineError::Permanent {
+            code: "source_missing",
+            message: "the job has no source object".into(),
+        });
+    };
+    match store
+        .get_bytes(Bucket::Raw, &source, max_source_bytes)
+        .await
+    {
+        Ok(b) => Ok(b),
+        Err(StoreError::NotFound) => Err(PipelineError::Permanent {
+            code: "source_missing",
+            message: "the source object no longer exists (expired or deleted)".into(),
+        }),
+        Err(StoreError::TooLarge { limit }) => Err(PipelineError::Permanent {
+            code: "image_too_large",
+            message: format!("the source object is larger than {limit} bytes"),
+        }),
+        Err(e) => Err(PipelineError::Retryable {
+            code: "storage_error",
+            message: format!("reading the source failed: {e}"),
+        }),
+    }
+}
+
 /// Runs a job's pipeline: read the raw object, transform on the blocking pool, write the output
-/// to its deterministic key. Returns the outputs to record.
+/// to its deterministic key. Returns the outputs to record. `checkpoint` is asked before each
+/// step (read, transform, write); when it says no the pipeline ends with
+/// [`PipelineError::Stopped`] and writes nothing more.
 ///
 /// The transform holds a permit of `cpu` until it really ends: a job abandoned by its time
 /// limit keeps its thread busy until the codec returns, and must keep counting against the pool.
@@ -235,37 +301,15 @@ pub async fn run_pipeline(
     limits: img::Limits,
     max_source_bytes: u64,
     cpu: Arc<Semaphore>,
+    checkpoint: &Checkpoint,
+    fetch: &crate::fetch::FetchConfig,
 ) -> Result<Vec<JobOutput>, PipelineError> {
-    let Some(source) = job.s3_key.clone() else {
-        return Err(PipelineError::Permanent {
-            code: "source_missing",
-            message: "the job has no source object".into(),
-        });
+    step(checkpoint).await?;
+    let bytes = match &job.source_url {
+        Some(url) => crate::fetch::fetch_source(url, fetch).await?,
+        None => read_source(store, job, max_source_bytes).await?,
     };
-    let bytes = match store
-        .get_bytes(Bucket::Raw, &source, max_source_bytes)
-        .await
-    {
-        Ok(b) => b,
-        Err(StoreError::NotFound) => {
-            return Err(PipelineError::Permanent {
-                code: "source_missing",
-                message: "the source object no longer exists (expired or deleted)".into(),
-            });
-        }
-        Err(StoreError::TooLarge { limit }) => {
-            return Err(PipelineError::Permanent {
-                code: "image_too_large",
-                message: format!("the source object is larger than {limit} bytes"),
-            });
-        }
-        Err(e) => {
-            return Err(PipelineError::Retryable {
-                code: "storage_error",
-                message: format!("reading the source failed: {e}"),
-            });
-        }
-    };
+    step(checkpoint).await?;
     let spec = job.spec.clone();
     let span = tracing::Span::current();
     let permit = cpu
@@ -311,6 +355,7 @@ pub async fn run_pipeline(
             }
         })?;
     let size = encoded.bytes.len() as u64;
+    step(checkpoint).await?;
     store
         .put_bytes(Bucket::Processed, &key, Bytes::from(encoded.bytes))
         .await

@@ -1,4 +1,5 @@
-//! Expiry: raw objects of uploads past their TTL, uncompleted uploads, staging leftovers.
+//! Expiry: raw objects of uploads past their TTL, uncompleted uploads, staging leftovers,
+//! expired idempotency keys.
 
 use chrono::{DateTime, Utc};
 use photo_db::Repo;
@@ -22,6 +23,8 @@ pub struct SweepReport {
     pub staging_removed: u64,
     /// Objects of deleted or replaced tenant files (and of abandoned file writes) removed.
     pub file_objects_removed: u64,
+    /// Expired `Idempotency-Key` records deleted.
+    pub idempotency_keys_expired: u64,
 }
 
 /// Runs one sweep: deletes raw objects of uploads past `expires_at` (whether completed or not)
@@ -62,6 +65,7 @@ pub async fn sweep_once(
             break;
         }
     }
+    report.idempotency_keys_expired = repo.idempotency_sweep(now).await?;
     Ok(report)
 }
 

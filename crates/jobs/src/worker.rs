@@ -12,7 +12,7 @@ use rand::Rng;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::pipeline::{PipelineError, run_pipeline};
+use crate::pipeline::{Checkpoint, PipelineError, output_keys, run_pipeline};
 
 /// Worker settings.
 #[derive(Debug, Clone)]
@@ -39,6 +39,8 @@ pub struct WorkerConfig {
     pub limits: Limits,
     /// Largest source object read.
     pub max_source_bytes: u64,
+    /// Limits and allow-list of `source_url` fetches.
+    pub fetch: crate::fetch::FetchConfig,
 }
 
 /// Exponential backoff with jitter: `base·2^(attempt-1)`, capped at `max`, then a uniformly
@@ -96,6 +98,9 @@ pub enum AttemptOutcome {
     LeaseLost,
     /// Handed back at shutdown without counting the attempt.
     Released,
+    /// The job was cancelled while the attempt ran: it stopped at a step boundary (or its
+    /// completion was refused) and whatever it had written was removed.
+    Cancelled,
     /// The result could not be recorded (database error); the attempt will be retried.
     NotRecorded(String),
 }
@@ -236,12 +241,33 @@ impl Worker {
             })
         };
 
+        // Each step boundary renews the lease through the claim's token: a cancelled job (or
+        // one another attempt owns now) refuses it, and the attempt stops before its next step.
+        let checkpoint: Box<Checkpoint> = {
+            let repo = self.repo.clone();
+            let token = token.clone();
+            let lease =
+                chrono::Duration::from_std(self.cfg.lease).unwrap_or(chrono::Duration::seconds(60));
+            Box::new(move || {
+                let repo = repo.clone();
+                let token = token.clone();
+                // A database hiccup is not a cancellation (hence `true` on an error); the
+                // heartbeat task and the fenced completion still guard the job.
+                Box::pin(async move {
+                    repo.heartbeat(&token, Utc::now() + lease)
+                        .await
+                        .unwrap_or(true)
+                })
+            })
+        };
         let work = run_pipeline(
             self.store.as_ref(),
             &job,
             self.cfg.limits,
             self.cfg.max_source_bytes,
             self.cpu.clone(),
+            checkpoint.as_ref(),
+            &self.cfg.fetch,
         );
         let outcome = tokio::select! {
             r = tokio::time::timeout(self.cfg.job_timeout, work) => match r {
@@ -252,9 +278,8 @@ impl Worker {
         };
         hb.abort();
         let now = Utc::now();
-        if *lost.borrow() {
-            tracing::warn!(parent: &span, "not recording the result: the lease was lost");
-            return AttemptOutcome::LeaseLost;
+        if *lost.borrow() || matches!(outcome, Outcome::Done(Err(PipelineError::Stopped))) {
+            return self.stopped(&span, &job).await;
         }
         let result = match outcome {
             Outcome::Stopped => match self.repo.release_job(&token, now).await {
@@ -265,7 +290,8 @@ impl Worker {
                 Err(e) => Err(e),
             },
             Outcome::Done(Ok(outputs)) => {
-                self.repo
+                let done = self
+                    .repo
                     .complete_job(&token, &outputs, now)
                     .await
                     .map(|ok| {
@@ -273,10 +299,14 @@ impl Worker {
                             tracing::info!(parent: &span, outputs = outputs.len(), "job completed");
                             AttemptOutcome::Completed
                         } else {
-                            tracing::warn!(parent: &span, "completion refused: the lease was lost");
                             AttemptOutcome::LeaseLost
                         }
-                    })
+                    });
+                if matches!(done, Ok(AttemptOutcome::LeaseLost)) {
+                    // Cancelled after the last step boundary: the output just written must go.
+                    return self.stopped(&span, &job).await;
+                }
+                done
             }
             Outcome::Done(Err(e)) => self.record_failure(&span, &token, job.attempts, e).await,
             Outcome::TimedOut => {
@@ -301,6 +331,35 @@ impl Worker {
         }
     }
 
+    /// The claim stopped being current mid-attempt. A cancelled job's outputs are removed (by
+    /// their deterministic keys, recorded or not); otherwise another attempt owns the job and
+    /// nothing is touched.
+    async fn stopped(&self, span: &tracing::Span, job: &photo_db::Job) -> AttemptOutcome {
+        match self.repo.get_job_any_tenant(job.job_id).await {
+            Ok(Some(now)) if now.status == JobStatus::Cancelled => {
+                for key in output_keys(job) {
+                    if let Err(e) = self
+                        .store
+                        .delete(photo_storage::Bucket::Processed, &key)
+                        .await
+                    {
+                        tracing::warn!(parent: span, error = %e, %key, "removing a cancelled job's output failed");
+                    }
+                }
+                tracing::info!(parent: span, "job cancelled; the attempt stopped and its outputs were removed");
+                AttemptOutcome::Cancelled
+            }
+            Ok(_) => {
+                tracing::warn!(parent: span, "not recording the result: the lease was lost");
+                AttemptOutcome::LeaseLost
+            }
+            Err(e) => {
+                tracing::warn!(parent: span, error = %e, "not recording the result: the claim is no longer current");
+                AttemptOutcome::LeaseLost
+            }
+        }
+    }
+
     async fn record_failure(
         &self,
         span: &tracing::Span,
@@ -310,7 +369,7 @@ impl Worker {
     ) -> Result<AttemptOutcome, photo_db::DbError> {
         let now = Utc::now();
         let delay = match &e {
-            PipelineError::Permanent { .. } => None,
+            PipelineError::Permanent { .. } | PipelineError::Stopped => None,
             PipelineError::Retryable { .. } => Some(backoff(
                 attempt,
                 self.cfg.backoff_base,

@@ -155,6 +155,12 @@ impl JobActivities {
                 false,
                 None,
             )),
+            AttemptOutcome::Cancelled => Err(failure(
+                FINAL_ERROR,
+                "the job was cancelled".to_owned(),
+                true,
+                None,
+            )),
             AttemptOutcome::Released => Err(failure(
                 "shutting_down",
                 "the worker shut down before the job finished".to_owned(),

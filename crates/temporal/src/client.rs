@@ -9,7 +9,8 @@ use photo_db::Job;
 use temporalio_client::tonic::Code;
 use temporalio_client::{
     Client, ClientOptions, ClientTlsOptions, Connection, ConnectionOptions, TlsOptions, Url,
-    WorkflowIdReusePolicy, WorkflowStartOptions, errors::WorkflowStartError,
+    WorkflowCancelOptions, WorkflowIdReusePolicy, WorkflowStartOptions,
+    errors::{WorkflowInteractionError, WorkflowStartError},
 };
 use temporalio_common::protos::temporal::api::workflowservice::v1::DescribeNamespaceRequest;
 
@@ -236,8 +237,35 @@ impl TemporalClient {
         policy: &JobPolicy,
     ) -> Result<StartedRun, TemporalError> {
         let task_queue = job.temporal.as_ref().map(|t| t.task_queue.as_str());
-        self.start_workflow_for(job.job_id, job.max_attempts, task_queue, policy)
+        let workflow_id = job.temporal.as_ref().map(|t| t.workflow_id.as_str());
+        self.start_workflow_with_id(
+            job.job_id,
+            workflow_id,
+            job.max_attempts,
+            task_queue,
+            policy,
+        )
+        .await
+    }
+
+    /// Requests cancellation of a workflow (the job's recorded one). Cancelling a workflow that
+    /// already ended is not an error: the job row, not the workflow, is the source of truth.
+    pub async fn cancel_workflow(&self, workflow_id: &str) -> Result<(), TemporalError> {
+        let handle = self
+            .client
+            .get_workflow_handle::<JobWorkflow>(workflow_id.to_owned());
+        match handle
+            .cancel(
+                WorkflowCancelOptions::builder()
+                    .reason("cancelled through POST /jobs/{job_id}/cancel")
+                    .build(),
+            )
             .await
+        {
+            // NotFound: never started (still in the outbox) or already closed.
+            Ok(()) | Err(WorkflowInteractionError::NotFound(_)) => Ok(()),
+            Err(e) => Err(TemporalError::Rpc(e.to_string())),
+        }
     }
 
     /// [`TemporalClient::start_job_workflow`] from the job's id and attempt budget; the task
@@ -249,7 +277,21 @@ impl TemporalClient {
         task_queue: Option<&str>,
         policy: &JobPolicy,
     ) -> Result<StartedRun, TemporalError> {
-        let workflow_id = crate::workflow_id(job_id);
+        self.start_workflow_with_id(job_id, None, max_attempts, task_queue, policy)
+            .await
+    }
+
+    /// [`TemporalClient::start_workflow_for`] under a given workflow id (a retried job runs a
+    /// new workflow, `photo-job-{job_id}-r{n}`); `None` is the job's first one.
+    pub async fn start_workflow_with_id(
+        &self,
+        job_id: JobId,
+        workflow_id: Option<&str>,
+        max_attempts: u32,
+        task_queue: Option<&str>,
+        policy: &JobPolicy,
+    ) -> Result<StartedRun, TemporalError> {
+        let workflow_id = workflow_id.map_or_else(|| crate::workflow_id(job_id), str::to_owned);
         let task_queue = task_queue.map_or_else(|| self.settings.task_queue.clone(), str::to_owned);
         let input = JobWorkflowInput::new(job_id.to_string(), max_attempts, policy);
         let opts = WorkflowStartOptions::new(task_queue, workflow_id.clone())

@@ -11,7 +11,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
-use temporalio_sdk::{ActivityOptions, ApplicationFailure, WorkflowContext, WorkflowResult};
+use temporalio_sdk::{
+    ActivityOptions, ApplicationFailure, WorkflowContext, WorkflowResult, WorkflowTermination,
+};
 
 use crate::activities::{JobActivities, MarkDeadInput};
 use crate::{FINAL_ERROR, PERMANENT_ERROR};
@@ -99,6 +101,13 @@ impl JobWorkflow {
             .await
         {
             Ok(status) => Ok(status),
+            // `POST /jobs/{id}/cancel` recorded the job `cancelled` and asked Temporal to cancel
+            // this workflow; the running attempt was asked to stop with it (and stops at its
+            // next step boundary, where it finds the row cancelled). The workflow ends
+            // cancelled, not failed.
+            Err(e) if e.as_cancelled().is_some() || ctx.cancellation_token().is_cancelled() => {
+                Err(WorkflowTermination::cancelled())
+            }
             Err(e) if e.as_timeout().is_some() => {
                 // Every attempt's worker stopped heartbeating (killed, frozen, partitioned).
                 let mark = ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))

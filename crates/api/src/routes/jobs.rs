@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use photo_core::{ErrorCode, JobId, JobSpec, JobStatus, JobType};
 use photo_db::{Job, JobFilter, NewJob, UploadStatus};
@@ -30,7 +31,8 @@ pub struct SubmitRequest {
     /// Reserved: a key in the raw bucket (not accepted yet; use `upload_id`).
     #[serde(default)]
     pub s3_key: Option<String>,
-    /// Reserved: a URL to fetch (not accepted yet; use `upload_id`).
+    /// Or: an `http(s)://` URL the worker fetches (size, time and redirect caps; loopback,
+    /// private, link-local and metadata addresses refused unless allow-listed).
     #[serde(default)]
     pub source_url: Option<String>,
     /// Parameters of the job type. thumbnail: `width`, `height`, `format` (jpeg|png|webp),
@@ -109,6 +111,9 @@ pub struct JobView {
     pub upload_id: Option<String>,
     /// Source key.
     pub s3_key: Option<String>,
+    /// Source URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_url: Option<String>,
     /// Source file name.
     pub filename: Option<String>,
     /// Parameters as accepted (defaults filled in).
@@ -124,12 +129,15 @@ pub struct JobView {
     /// The Temporal task queue (engine `temporal`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub temporal_task_queue: Option<String>,
+    /// The batch it was submitted in (`POST /batches`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<String>,
     /// Status history (only on `GET /jobs/{job_id}`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<HistoryEntry>>,
 }
 
-fn view(st: &AppState, job: &Job) -> JobView {
+pub(crate) fn view(st: &AppState, job: &Job) -> JobView {
     let url_expires_at =
         Utc::now() + chrono::Duration::from_std(st.cfg.download_url_ttl).unwrap_or_default();
     let params = match serde_json::to_value(&job.spec) {
@@ -151,6 +159,7 @@ fn view(st: &AppState, job: &Job) -> JobView {
         worker: job.lease_owner.clone(),
         upload_id: job.upload_id.map(|u| u.to_string()),
         s3_key: job.s3_key.as_ref().map(ToString::to_string),
+        source_url: job.source_url.clone(),
         filename: job.filename.clone(),
         params,
         outputs: job
@@ -172,52 +181,69 @@ fn view(st: &AppState, job: &Job) -> JobView {
         engine: job.engine.as_str().to_owned(),
         temporal_workflow_id: job.temporal.as_ref().map(|t| t.workflow_id.clone()),
         temporal_task_queue: job.temporal.as_ref().map(|t| t.task_queue.clone()),
+        batch_id: job.batch_id.map(|b| b.to_string()),
         history: None,
     }
 }
 
-fn unprocessable(code: ErrorCode, detail: impl Into<String>) -> ApiError {
+pub(crate) fn unprocessable(code: ErrorCode, detail: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
 }
 
-/// Queues a job on a ready upload. Answers at once with the job id; a worker runs it.
+/// Queues a job on a ready upload. Answers at once with the job id; a worker runs it. With an
+/// `Idempotency-Key` header, a repeat of the same body answers with the first job (header
+/// `Idempotent-Replayed: true`) instead of queuing another.
 #[utoipa::path(post, path = "/jobs", tag = "jobs", request_body = SubmitRequest,
     security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1..=255 printable ASCII characters; the same key and body return the same job")),
     responses(
         (status = 202, description = "Queued", body = JobView),
         (status = 401, description = "Missing or invalid API key", body = Problem),
         (status = 404, description = "Unknown upload (or another tenant's)", body = Problem),
         (status = 409, description = "The upload is not ready (`upload_not_ready`)", body = Problem),
-        (status = 422, description = "Unknown job type, bad params (`invalid_parameters`), no source", body = Problem)))]
+        (status = 422, description = "Unknown job type, bad params (`invalid_parameters`), no source; `idempotency_key_reused`", body = Problem)))]
 pub async fn submit(
     State(st): State<AppState>,
     caller: Caller,
-    ApiJson(req): ApiJson<SubmitRequest>,
-) -> ApiResult<(StatusCode, HeaderMap, Json<JobView>)> {
-    let job_type = JobType::parse(&req.job_type).ok_or_else(|| {
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<serde_json::Value>,
+) -> ApiResult<Response> {
+    let req: SubmitRequest = crate::extract::from_json_value(body.clone())?;
+    crate::idempotency::idempotent(
+        &st,
+        &caller,
+        "POST /jobs",
+        &headers,
+        &body,
+        submit_job(&st, &caller, req),
+    )
+    .await
+}
+
+/// Checks a job request (type, parameters, a ready upload of the caller's) and makes the row
+/// to insert. Shared by `POST /jobs` and `POST /batches`.
+pub(crate) async fn prepare_job(
+    st: &AppState,
+    caller: &Caller,
+    job_type: &str,
+    upload_id: Option<&str>,
+    params: serde_json::Value,
+) -> ApiResult<NewJob> {
+    let job_type = JobType::parse(job_type).ok_or_else(|| {
         unprocessable(
             ErrorCode::InvalidParameters,
-            format!(
-                "unknown job_type {:?}; use thumbnail or transform",
-                req.job_type
-            ),
+            format!("unknown job_type {job_type:?}; use thumbnail or transform"),
         )
     })?;
-    let spec = JobSpec::parse(job_type, req.params)
+    let spec = JobSpec::parse(job_type, params)
         .map_err(|e| unprocessable(ErrorCode::InvalidParameters, e.to_string()))?;
-    if req.s3_key.is_some() || req.source_url.is_some() {
-        return Err(unprocessable(
-            ErrorCode::InvalidRequest,
-            "s3_key and source_url sources are not accepted yet; upload the image and pass upload_id",
-        ));
-    }
-    let Some(upload_id) = req.upload_id else {
+    let Some(upload_id) = upload_id else {
         return Err(unprocessable(
             ErrorCode::InvalidRequest,
             "upload_id is required",
         ));
     };
-    let up = crate::routes::uploads::tenant_upload(&st, &caller, &upload_id).await?;
+    let up = crate::routes::uploads::tenant_upload(st, caller, upload_id).await?;
     if up.status != UploadStatus::Ready {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -230,43 +256,132 @@ pub async fn submit(
         ));
     }
     let job_id = JobId::new();
-    let job = st
-        .repo
-        .insert_job(
-            &NewJob {
-                job_id,
-                tenant: caller.tenant.clone(),
-                spec,
-                upload_id: Some(up.upload_id),
-                s3_key: Some(up.key.clone()),
-                filename: up.filename.clone(),
-                content_type: up.content_type,
-                max_attempts: st.cfg.max_attempts,
-                temporal: st.dispatcher.as_ref().map(|d| d.route(job_id)),
-            },
-            Utc::now(),
+    Ok(NewJob {
+        job_id,
+        tenant: caller.tenant.clone(),
+        spec,
+        upload_id: Some(up.upload_id),
+        s3_key: Some(up.key.clone()),
+        source_url: None,
+        filename: up.filename.clone(),
+        content_type: up.content_type,
+        max_attempts: st.cfg.max_attempts,
+        temporal: st.dispatcher.as_ref().map(|d| d.route(job_id)),
+    })
+}
+
+/// Longest `source_url`.
+pub const MAX_SOURCE_URL: usize = 2048;
+
+/// A job whose source is a URL the worker fetches (with its own SSRF checks on the resolved
+/// addresses; here only the form is checked).
+fn prepare_url_job(
+    st: &AppState,
+    caller: &Caller,
+    job_type: &str,
+    url: String,
+    params: serde_json::Value,
+) -> ApiResult<NewJob> {
+    let job_type = JobType::parse(job_type).ok_or_else(|| {
+        unprocessable(
+            ErrorCode::InvalidParameters,
+            format!("unknown job_type {job_type:?}; use thumbnail or transform"),
         )
-        .await?;
-    if let Some(d) = &st.dispatcher {
-        // The row is committed first, so the job is never lost: a start that fails here stays
-        // in the outbox (temporal_dispatched_at_ms IS NULL) and `serve` retries it.
-        match d.dispatch(&job).await {
-            Ok(()) => {
-                if let Err(e) = st.repo.mark_dispatched(job.job_id, Utc::now()).await {
-                    tracing::warn!(job_id = %job.job_id, error = %e, "recording the workflow start failed; the outbox will confirm it");
-                }
+    })?;
+    let spec = JobSpec::parse(job_type, params)
+        .map_err(|e| unprocessable(ErrorCode::InvalidParameters, e.to_string()))?;
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    let authority = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or_default());
+    if url.len() > MAX_SOURCE_URL
+        || !url.chars().all(|c| c.is_ascii_graphic())
+        || authority.is_none_or(|a| a.is_empty() || a.contains('@'))
+    {
+        return Err(unprocessable(
+            ErrorCode::InvalidRequest,
+            format!(
+                "source_url must be an http:// or https:// URL without credentials, at most {MAX_SOURCE_URL} characters"
+            ),
+        ));
+    }
+    let job_id = JobId::new();
+    Ok(NewJob {
+        job_id,
+        tenant: caller.tenant.clone(),
+        spec,
+        upload_id: None,
+        s3_key: None,
+        source_url: Some(url),
+        filename: None,
+        content_type: None,
+        max_attempts: st.cfg.max_attempts,
+        temporal: st.dispatcher.as_ref().map(|d| d.route(job_id)),
+    })
+}
+
+/// Hands a new Temporal job to its engine (nothing for the SQL queue). A start that fails
+/// stays in the outbox, which `serve` retries; returns whether it was started.
+pub(crate) async fn dispatch_new(st: &AppState, job: &Job) -> bool {
+    let Some(d) = &st.dispatcher else {
+        return true;
+    };
+    match d.dispatch(job).await {
+        Ok(()) => {
+            if let Err(e) = st.repo.mark_dispatched(job.job_id, Utc::now()).await {
+                tracing::warn!(job_id = %job.job_id, error = %e, "recording the workflow start failed; the outbox will confirm it");
             }
-            Err(e) => {
-                tracing::warn!(job_id = %job.job_id, error = %e, "starting the workflow failed; the outbox will retry it");
-            }
+            true
+        }
+        Err(e) => {
+            tracing::warn!(job_id = %job.job_id, error = %e, "starting the workflow failed; the outbox will retry it");
+            false
         }
     }
+}
+
+async fn submit_job(
+    st: &AppState,
+    caller: &Caller,
+    req: SubmitRequest,
+) -> ApiResult<(StatusCode, HeaderMap, JobView)> {
+    if req.s3_key.is_some() {
+        return Err(unprocessable(
+            ErrorCode::InvalidRequest,
+            "s3_key sources are not accepted yet; pass upload_id or source_url",
+        ));
+    }
+    let new = match req.source_url {
+        Some(url) => {
+            if req.upload_id.is_some() {
+                return Err(unprocessable(
+                    ErrorCode::InvalidRequest,
+                    "pass one source: upload_id or source_url",
+                ));
+            }
+            prepare_url_job(st, caller, &req.job_type, url, req.params)?
+        }
+        None => {
+            prepare_job(
+                st,
+                caller,
+                &req.job_type,
+                req.upload_id.as_deref(),
+                req.params,
+            )
+            .await?
+        }
+    };
+    let job = st.repo.insert_job(&new, Utc::now()).await?;
+    // The row is committed first, so the job is never lost: a start that fails stays in the
+    // outbox (temporal_dispatched_at_ms IS NULL) and `serve` retries it.
+    dispatch_new(st, &job).await;
     tracing::info!(job_id = %job.job_id, tenant = %caller.tenant, job_type = %job.job_type, "job submitted");
     let mut headers = HeaderMap::new();
     if let Ok(loc) = HeaderValue::from_str(&format!("/jobs/{}", job.job_id)) {
         headers.insert(header::LOCATION, loc);
     }
-    Ok((StatusCode::ACCEPTED, headers, Json(view(&st, &job))))
+    Ok((StatusCode::ACCEPTED, headers, view(st, &job)))
 }
 
 /// A job, with its outputs (signed URLs) and status history.
@@ -381,6 +496,7 @@ pub async fn list(
                 job_type,
                 created_after: q.created_after,
                 created_before: q.created_before,
+                batch_id: None,
                 before_id,
                 limit: limit + 1,
             },
@@ -400,5 +516,273 @@ pub async fn list(
     Ok(Json(JobPage {
         jobs: page,
         next_cursor,
+    }))
+}
+
+fn parse_job_id(job_id: &str) -> ApiResult<JobId> {
+    job_id.parse().map_err(|_| ApiError::not_found("job"))
+}
+
+/// Cancels a job that has not finished. A queued job never starts; a running one stops at its
+/// next step boundary (read, transform, write) and ends `cancelled`; whatever it wrote is
+/// removed. On Temporal the job's workflow is cancelled too. Cancelling a finished job is a
+/// `409 job_not_cancellable`.
+#[utoipa::path(post, path = "/jobs/{job_id}/cancel", tag = "jobs",
+    security(("bearer" = [])),
+    params(("job_id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "Cancelled", body = JobView),
+        (status = 401, description = "Missing or invalid API key", body = Problem),
+        (status = 404, description = "Unknown job (or another tenant's)", body = Problem),
+        (status = 409, description = "The job has finished (`job_not_cancellable`)", body = Problem)))]
+pub async fn cancel(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(job_id): Path<String>,
+) -> ApiResult<Json<JobView>> {
+    let id = parse_job_id(&job_id)?;
+    let Some(job) = st.repo.cancel_job(&caller.tenant, id, Utc::now()).await? else {
+        let job = st
+            .repo
+            .get_job(&caller.tenant, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("job"))?;
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::JobNotCancellable,
+            format!(
+                "the job is {}; only unfinished jobs can be cancelled",
+                job.status
+            ),
+        )
+        .with("status", job.status.as_str()));
+    };
+    // Outputs live under deterministic keys: remove any an attempt wrote before it noticed the
+    // cancellation (the worker removes what it writes after this, too).
+    for key in photo_jobs_keys(&job) {
+        if let Err(e) = st.store.delete(Bucket::Processed, &key).await {
+            tracing::warn!(job_id = %id, error = %e, "removing a cancelled job's output failed");
+        }
+    }
+    // The row says cancelled, which is what attempts check: should the engine not hear of it,
+    // the workflow's next attempt refuses to start and the running one stops at its next step.
+    if let Some(d) = &st.dispatcher
+        && let Err(e) = d.cancel(&job).await
+    {
+        tracing::warn!(job_id = %id, error = %e, "cancelling the Temporal workflow failed");
+    }
+    tracing::info!(job_id = %id, tenant = %caller.tenant, "job cancelled");
+    Ok(Json(view(&st, &job)))
+}
+
+/// The deterministic output keys of a job (as the worker writes them).
+pub(crate) fn photo_jobs_keys(job: &Job) -> Vec<photo_core::ObjectKey> {
+    let ext = match &job.spec {
+        JobSpec::Thumbnail(p) => p.format.extension(),
+        JobSpec::Transform(p) => p.format.extension(),
+    };
+    photo_core::ObjectKey::job_output(&job.tenant, job.job_id, job.job_type.as_str(), ext)
+        .into_iter()
+        .collect()
+}
+
+async fn requeue(
+    st: &AppState,
+    tenant: &photo_core::TenantId,
+    id: JobId,
+) -> ApiResult<Option<Job>> {
+    // A Temporal job runs a new workflow: the old id belongs to a closed workflow.
+    let workflow_id = st.dispatcher.as_ref().map(|d| {
+        format!(
+            "{}-r{}",
+            d.route(id).workflow_id,
+            Utc::now().timestamp_millis()
+        )
+    });
+    let Some(job) = st
+        .repo
+        .retry_job(tenant, id, workflow_id.as_deref(), Utc::now())
+        .await?
+    else {
+        return Ok(None);
+    };
+    if let Some(d) = &st.dispatcher
+        && job.temporal.is_some()
+    {
+        match d.dispatch(&job).await {
+            Ok(()) => {
+                if let Err(e) = st.repo.mark_dispatched(job.job_id, Utc::now()).await {
+                    tracing::warn!(job_id = %job.job_id, error = %e, "recording the workflow start failed; the outbox will confirm it");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(job_id = %job.job_id, error = %e, "starting the workflow failed; the outbox will retry it");
+            }
+        }
+    }
+    Ok(Some(job))
+}
+
+/// Queues a `failed` or `dead` job again: a fresh set of attempts, the same id and outputs
+/// key; its history keeps the earlier attempts. Anything else is a `409 job_not_retryable`.
+#[utoipa::path(post, path = "/jobs/{job_id}/retry", tag = "jobs",
+    security(("bearer" = [])),
+    params(("job_id" = String, Path, description = "Job id")),
+    responses(
+        (status = 202, description = "Queued again", body = JobView),
+        (status = 401, description = "Missing or invalid API key", body = Problem),
+        (status = 404, description = "Unknown job (or another tenant's)", body = Problem),
+        (status = 409, description = "The job is not failed or dead (`job_not_retryable`)", body = Problem)))]
+pub async fn retry(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(job_id): Path<String>,
+) -> ApiResult<(StatusCode, Json<JobView>)> {
+    let id = parse_job_id(&job_id)?;
+    let Some(job) = requeue(&st, &caller.tenant, id).await? else {
+        let job = st
+            .repo
+            .get_job(&caller.tenant, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("job"))?;
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::JobNotRetryable,
+            format!(
+                "the job is {}; only failed or dead jobs can be retried",
+                job.status
+            ),
+        )
+        .with("status", job.status.as_str()));
+    };
+    tracing::info!(job_id = %id, tenant = %caller.tenant, "job queued again");
+    Ok((StatusCode::ACCEPTED, Json(view(&st, &job))))
+}
+
+/// Largest number of jobs one redrive requeues.
+pub const MAX_REDRIVE: u32 = 1000;
+
+/// `POST /jobs/redrive` body: which dead jobs to queue again (all of them when empty).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedriveRequest {
+    /// Only jobs of this type.
+    #[serde(default)]
+    pub job_type: Option<String>,
+    /// Only jobs whose last error has this code (e.g. `storage_error`, `worker_lost`).
+    #[serde(default)]
+    pub error_code: Option<String>,
+    /// Only jobs created at or after (RFC 3339).
+    #[serde(default)]
+    pub created_after: Option<DateTime<Utc>>,
+    /// Only jobs created before (RFC 3339).
+    #[serde(default)]
+    pub created_before: Option<DateTime<Utc>>,
+    /// At most this many, 1..=1000 (default 1000); call again for more.
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// What a redrive did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RedriveResult {
+    /// How many dead jobs were queued again.
+    pub redriven: usize,
+    /// Their ids.
+    pub job_ids: Vec<String>,
+    /// True when `limit` stopped the redrive before every matching job was queued.
+    pub more: bool,
+}
+
+/// Queues the caller's dead jobs again (the dead-letter list is `GET /jobs?status=dead`): all
+/// of them (body `{}`), or those matching the filter, up to `limit` per call.
+#[utoipa::path(post, path = "/jobs/redrive", tag = "jobs", request_body = RedriveRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Queued again", body = RedriveResult),
+        (status = 400, description = "Malformed body", body = Problem),
+        (status = 401, description = "Missing or invalid API key", body = Problem),
+        (status = 422, description = "Bad filter (`invalid_parameters`)", body = Problem)))]
+pub async fn redrive(
+    State(st): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<RedriveRequest>,
+) -> ApiResult<Json<RedriveResult>> {
+    let job_type = req
+        .job_type
+        .map(|s| {
+            JobType::parse(&s).ok_or_else(|| {
+                unprocessable(
+                    ErrorCode::InvalidParameters,
+                    format!("unknown job_type {s:?}"),
+                )
+            })
+        })
+        .transpose()?;
+    if req
+        .error_code
+        .as_ref()
+        .is_some_and(|c| c.is_empty() || c.len() > 64)
+    {
+        return Err(unprocessable(
+            ErrorCode::InvalidParameters,
+            "error_code must be 1..=64 characters",
+        ));
+    }
+    let limit = req.limit.unwrap_or(MAX_REDRIVE);
+    if !(1..=MAX_REDRIVE).contains(&limit) {
+        return Err(unprocessable(
+            ErrorCode::InvalidParameters,
+            format!("limit must be between 1 and {MAX_REDRIVE}"),
+        ));
+    }
+    let mut ids = Vec::new();
+    let mut before_id = None;
+    let mut more = false;
+    'pages: loop {
+        let page = st
+            .repo
+            .list_jobs(
+                &caller.tenant,
+                &JobFilter {
+                    status: Some(JobStatus::Dead),
+                    job_type,
+                    created_after: req.created_after,
+                    created_before: req.created_before,
+                    batch_id: None,
+                    before_id,
+                    limit: MAX_PAGE,
+                },
+            )
+            .await?;
+        let Some(last) = page.last() else { break };
+        before_id = Some(last.job_id);
+        let full = page.len() == MAX_PAGE as usize;
+        for job in page {
+            if req
+                .error_code
+                .as_ref()
+                .is_some_and(|c| job.error_code.as_ref() != Some(c))
+            {
+                continue;
+            }
+            if ids.len() == limit as usize {
+                more = true;
+                break 'pages;
+            }
+            // A job that stopped being dead meanwhile (retried by someone else) is skipped.
+            if requeue(&st, &caller.tenant, job.job_id).await?.is_some() {
+                ids.push(job.job_id.to_string());
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+    tracing::info!(tenant = %caller.tenant, redriven = ids.len(), "dead jobs redriven");
+    Ok(Json(RedriveResult {
+        redriven: ids.len(),
+        job_ids: ids,
+        more,
     }))
 }

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::{Multipart, Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 use photo_core::{ContentType, ErrorCode, ObjectKey, UploadId};
@@ -94,18 +95,38 @@ fn validate_filename(f: Option<String>) -> ApiResult<Option<String>> {
 }
 
 /// Starts an upload: returns a URL that accepts exactly this content type, up to `max_bytes`,
-/// until `expires_at`.
+/// until `expires_at`. With an `Idempotency-Key` header, a repeat of the same body answers with
+/// the first upload (header `Idempotent-Replayed: true`).
 #[utoipa::path(post, path = "/uploads/init", tag = "uploads", request_body = InitRequest,
     security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1..=255 printable ASCII characters; the same key and body return the same upload")),
     responses(
         (status = 201, description = "Upload target", body = InitResponse),
         (status = 401, description = "Missing or invalid API key", body = Problem),
-        (status = 422, description = "Unsupported content type (`unsupported_content_type`), max_bytes out of range (`max_bytes_too_large`, `invalid_request`)", body = Problem)))]
+        (status = 422, description = "Unsupported content type (`unsupported_content_type`), max_bytes out of range (`max_bytes_too_large`, `invalid_request`), `idempotency_key_reused`", body = Problem)))]
 pub async fn init(
     State(st): State<AppState>,
     caller: Caller,
-    ApiJson(req): ApiJson<InitRequest>,
-) -> ApiResult<(StatusCode, Json<InitResponse>)> {
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<serde_json::Value>,
+) -> ApiResult<Response> {
+    let req: InitRequest = crate::extract::from_json_value(body.clone())?;
+    crate::idempotency::idempotent(
+        &st,
+        &caller,
+        "POST /uploads/init",
+        &headers,
+        &body,
+        init_upload(&st, &caller, req),
+    )
+    .await
+}
+
+async fn init_upload(
+    st: &AppState,
+    caller: &Caller,
+    req: InitRequest,
+) -> ApiResult<(StatusCode, HeaderMap, InitResponse)> {
     let declared = ContentType::parse(&req.content_type).map_err(|e| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -167,7 +188,8 @@ pub async fn init(
     tracing::info!(upload_id = %id, tenant = %caller.tenant, max_bytes = req.max_bytes, "upload initialised");
     Ok((
         StatusCode::CREATED,
-        Json(InitResponse {
+        HeaderMap::new(),
+        InitResponse {
             upload_id: id,
             key: key.to_string(),
             method: target.method.to_owned(),
@@ -177,7 +199,7 @@ pub async fn init(
             expires_at: url_expires_at,
             max_bytes: req.max_bytes,
             content_type: declared.mime().to_owned(),
-        }),
+        },
     ))
 }
 
