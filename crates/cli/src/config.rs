@@ -427,7 +427,7 @@ impl Settings {
             presign_expires_seconds, max_upload_size, raw_ttl, sweep_interval, staging_max_age,
             download_url_ttl, files_max_size, files_max_request_size, files_max_per_request,
             files_max_tree_entries, files_gc_delay, files_max_url_ttl,
-            download_url_ttl, idempotency_ttl, max_batch_size, webhook_retry_base,
+            idempotency_ttl, max_batch_size, webhook_retry_base,
             webhook_max_attempts, webhook_timeout, source_url_timeout, source_url_max_redirects,
             source_url_allow,
             max_pixels, max_side, worker_mode, worker_concurrency, job_lease, job_timeout,

@@ -35,6 +35,8 @@ struct Req {
     auth: Option<String>,
     content_type: Option<String>,
     body: Vec<u8>,
+    /// An endless response (server-sent events): read what arrives for a moment, then stop.
+    stream: bool,
 }
 
 impl Req {
@@ -45,7 +47,12 @@ impl Req {
             auth: None,
             content_type: None,
             body: Vec::new(),
+            stream: false,
         }
+    }
+    fn streaming(mut self) -> Req {
+        self.stream = true;
+        self
     }
     fn json(mut self, v: Value) -> Req {
         self.content_type = Some("application/json".into());
@@ -133,7 +140,28 @@ fn send(base: &str, r: &Req) -> Resp {
     s.write_all(head.as_bytes()).unwrap();
     s.write_all(&r.body).unwrap();
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
+    if r.stream {
+        s.set_read_timeout(Some(Duration::from_millis(1500)))
+            .unwrap();
+        let mut buf = [0u8; 8192];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    } else {
+        s.read_to_end(&mut raw).unwrap();
+    }
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -141,9 +169,10 @@ fn send(base: &str, r: &Req) -> Resp {
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
     let mut body = raw[split + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
+    if !r.stream
+        && head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
     {
         body = dechunk(&body);
     }
@@ -179,6 +208,10 @@ struct Tenant {
     file_folder: String,
     file_path: String,
     file_bytes: Vec<u8>,
+    /// A batch of one job, and a webhook.
+    batch_id: String,
+    webhook_id: String,
+    webhook_url: String,
 }
 
 struct Fixture {
@@ -254,6 +287,30 @@ async fn make_tenant(s: &mut Server, name: &str, shade: u32) -> Tenant {
         .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     let file_path = format!("{file_folder}/{name}-private.jpg");
+    let r = as_t
+        .post(
+            "/batches",
+            json!({"job_type": "thumbnail", "params": {"width": 16, "height": 16},
+                "items": [{"upload_id": init["upload_id"]}]}),
+        )
+        .await;
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    let batch_id = r.json::<Value>().await.unwrap()["batch_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let webhook_url = format!("http://127.0.0.1:9/hooks/{name}-receiver");
+    let r = as_t
+        .post(
+            "/webhooks",
+            json!({"url": webhook_url, "event_types": ["job.completed"]}),
+        )
+        .await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let webhook_id = r.json::<Value>().await.unwrap()["webhook_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let mid = |b: &[u8]| b[b.len() / 2..b.len() / 2 + 32].to_vec();
     // With S3 the signed URLs point at the bucket: A then tries a made-up signature on our
     // own signed routes instead.
@@ -283,6 +340,9 @@ async fn make_tenant(s: &mut Server, name: &str, shade: u32) -> Tenant {
         file_folder,
         file_path,
         file_bytes: mid(&file_bytes),
+        batch_id,
+        webhook_id,
+        webhook_url,
     };
     s.key = BOOT.into();
     t
@@ -313,6 +373,9 @@ impl Fixture {
             ("key secret", &b.key),
             ("file folder", &b.file_folder),
             ("file path", &b.file_path),
+            ("batch id", &b.batch_id),
+            ("webhook id", &b.webhook_id),
+            ("webhook url", &b.webhook_url),
         ]
         .into_iter()
         .map(|(what, v)| (what.to_owned(), v.as_bytes().to_vec()))
@@ -521,6 +584,90 @@ fn routes() -> Vec<Route> {
             }
             denied(v)
         }),
+        route("POST", "/jobs/{job_id}/cancel", |a, b| {
+            denied(
+                variants(&b.job_id, &a.job_id)
+                    .iter()
+                    .map(|id| Req::new("POST", format!("/jobs/{id}/cancel"))),
+            )
+        }),
+        route("POST", "/jobs/{job_id}/retry", |a, b| {
+            denied(
+                variants(&b.job_id, &a.job_id)
+                    .iter()
+                    .map(|id| Req::new("POST", format!("/jobs/{id}/retry"))),
+            )
+        }),
+        route("POST", "/jobs/redrive", |_, b| {
+            own([
+                Req::new("POST", "/jobs/redrive").json(json!({})),
+                Req::new("POST", format!("/jobs/redrive?tenant={}", b.name)).json(json!({})),
+            ])
+        }),
+        route("GET", "/jobs/{job_id}/events", |a, b| {
+            denied(
+                variants(&b.job_id, &a.job_id)
+                    .iter()
+                    .map(|id| Req::new("GET", format!("/jobs/{id}/events"))),
+            )
+        }),
+        route("GET", "/events", |_, b| {
+            // A's own stream: none of B's events in it.
+            own([
+                Req::new("GET", "/events").streaming(),
+                Req::new("GET", format!("/events?tenant={}", b.name)).streaming(),
+            ])
+        }),
+        route("GET", "/webhooks", |_, b| {
+            own([
+                Req::new("GET", "/webhooks"),
+                Req::new("GET", format!("/webhooks?tenant={}", b.name)),
+            ])
+        }),
+        route("DELETE", "/webhooks/{webhook_id}", |a, b| {
+            denied(
+                variants(&b.webhook_id, &a.webhook_id)
+                    .iter()
+                    .map(|id| Req::new("DELETE", format!("/webhooks/{id}"))),
+            )
+        }),
+        route("GET", "/webhooks/{webhook_id}/deliveries", |a, b| {
+            denied(
+                variants(&b.webhook_id, &a.webhook_id)
+                    .iter()
+                    .map(|id| Req::new("GET", format!("/webhooks/{id}/deliveries"))),
+            )
+        }),
+        route("POST", "/batches", |a, b| {
+            // B's upload in A's batch: refused as a whole.
+            let mut v = variants(&b.upload_id, &a.upload_id);
+            v.push(b.upload_key.clone());
+            refused(v.into_iter().map(|id| {
+                Req::new("POST", "/batches").json(json!({"job_type": "thumbnail",
+                    "params": {"width": 8, "height": 8}, "items": [{"upload_id": id}]}))
+            }))
+        }),
+        route("GET", "/batches/{batch_id}", |a, b| {
+            denied(
+                variants(&b.batch_id, &a.batch_id)
+                    .iter()
+                    .map(|id| Req::new("GET", format!("/batches/{id}"))),
+            )
+        }),
+        route("GET", "/batches/{batch_id}/jobs", |a, b| {
+            denied(
+                variants(&b.batch_id, &a.batch_id)
+                    .iter()
+                    .map(|id| Req::new("GET", format!("/batches/{id}/jobs"))),
+            )
+        }),
+        route("POST", "/batches/{batch_id}/cancel", |a, b| {
+            denied(
+                variants(&b.batch_id, &a.batch_id)
+                    .iter()
+                    .map(|id| Req::new("POST", format!("/batches/{id}/cancel"))),
+            )
+        }),
         route("GET", "/files/download/{path}", |a, b| {
             refused(
                 file_variants(&b.file_path, &a.file_path)
@@ -646,6 +793,14 @@ fn routes() -> Vec<Route> {
         }),
         // Last: these create entries named like B's in A's own tree, which the probes above
         // would then (rightly) find as A's.
+        route("POST", "/webhooks", |_, b| {
+            own([Req::new("POST", "/webhooks")
+                .json(json!({"url": "http://127.0.0.1:9/a-hook", "event_types": ["job.completed"]}))
+                .clone()]
+            .into_iter()
+            .chain([Req::new("POST", format!("/webhooks?tenant={}", b.name))
+                .json(json!({"url": "http://127.0.0.1:9/a-hook", "event_types": ["job.failed"]}))]))
+        }),
         route("POST", "/files/upload", |_, b| {
             // A file "into B's folder" lands in A's own tree.
             own([
@@ -802,6 +957,18 @@ async fn tenant_a_cannot_reach_tenant_b_on_any_route() {
     let job: Value =
         serde_json::from_slice(&send(base, &as_b(&format!("/jobs/{}", b.job_id))).body).unwrap();
     assert_eq!(job["status"], "completed");
+    let hooks: Value = serde_json::from_slice(&send(base, &as_b("/webhooks")).body).unwrap();
+    assert!(
+        hooks.to_string().contains(&b.webhook_id),
+        "B's webhook is still there: {hooks}"
+    );
+    let batch: Value =
+        serde_json::from_slice(&send(base, &as_b(&format!("/batches/{}", b.batch_id))).body)
+            .unwrap();
+    assert!(
+        batch["cancelled_at"].is_null(),
+        "B's batch was not cancelled: {batch}"
+    );
     let file = send(base, &as_b(&format!("/files/download/{}", b.file_path)));
     assert_eq!(file.status, 200, "B's file is still there");
     assert!(find(&file.body, &b.file_bytes), "with its bytes");
