@@ -3,6 +3,7 @@
 
 pub mod content_type;
 pub mod error;
+pub mod filename;
 pub mod ids;
 pub mod job;
 pub mod key;
@@ -11,6 +12,7 @@ pub mod size;
 
 pub use content_type::ContentType;
 pub use error::ErrorCode;
+pub use filename::FileName;
 pub use ids::{JobId, TenantId, UploadId};
 pub use job::{
     CropBox, Fit, JobSpec, JobStatus, JobType, OutputFormat, PngCompression, Position, Sharpen,
