@@ -24,6 +24,8 @@ pub struct ApiError {
     pub extra: Map<String, Value>,
     /// Seconds for `Retry-After`.
     pub retry_after: Option<u64>,
+    /// Extra response headers (`Content-Range` of a 416, …).
+    pub headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
 /// Result alias for handlers.
@@ -56,12 +58,21 @@ impl ApiError {
             detail: detail.into(),
             extra: Map::new(),
             retry_after: None,
+            headers: Vec::new(),
         }
     }
 
     /// Adds an extension member.
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.extra.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// Adds a response header (ignored when the value is not a valid header value).
+    pub fn with_header(mut self, name: header::HeaderName, value: impl AsRef<str>) -> Self {
+        if let Ok(v) = HeaderValue::from_str(value.as_ref()) {
+            self.headers.push((name, v));
+        }
         self
     }
 
@@ -165,6 +176,9 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        for (k, v) in self.headers {
+            res.headers_mut().insert(k, v);
+        }
         if let Some(s) = self.retry_after {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(s));

@@ -29,7 +29,7 @@ use utoipa_axum::routes;
 
 use crate::error::{ApiError, REQUEST_ID};
 pub use crate::state::{
-    ApiConfig, AppState, HealthCheck, JobDispatcher, WorkerHealth, WorkerState,
+    ApiConfig, AppState, FilesConfig, HealthCheck, JobDispatcher, WorkerHealth, WorkerState,
 };
 
 const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -61,6 +61,10 @@ pub struct RouterConfig {
     pub request_timeout: Duration,
     /// Body limit of the upload route (max upload size plus form overhead).
     pub upload_body_limit: usize,
+    /// Body limit of `POST /files/upload` (largest file plus form overhead).
+    pub file_body_limit: usize,
+    /// Body limit of `POST /files/upload-multiple`.
+    pub files_body_limit: usize,
 }
 
 /// The OpenAPI document and the router without state applied, split for tests.
@@ -73,6 +77,13 @@ pub fn openapi_and_router() -> (utoipa::openapi::OpenApi, OpenApiRouter<AppState
         .routes(routes!(routes::uploads::complete))
         .routes(routes!(routes::jobs::submit, routes::jobs::list))
         .routes(routes!(routes::jobs::get))
+        .routes(routes!(routes::files::delete_multiple))
+        .routes(routes!(routes::files::list))
+        .routes(routes!(routes::files::folder_create))
+        .routes(routes!(routes::files::folder_delete))
+        .routes(routes!(routes::files::copy))
+        .routes(routes!(routes::files::move_))
+        .routes(routes!(routes::files::presigned_upload))
         .routes(routes!(routes::admin::create_key, routes::admin::list_keys))
         .routes(routes!(routes::admin::revoke_key))
         .routes(routes!(routes::admin::audit_log))
@@ -88,6 +99,12 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, extra) = OpenApiRouter::<AppState>::new()
         .routes(routes!(routes::uploads::put_object))
         .routes(routes!(routes::objects::download))
+        .routes(routes!(routes::files::upload))
+        .routes(routes!(routes::files::upload_multiple))
+        .routes(routes!(routes::files::download))
+        .routes(routes!(routes::files::metadata))
+        .routes(routes!(routes::files::delete))
+        .routes(routes!(routes::files::presigned_url))
         .split_for_parts();
     api.merge(extra);
     api
@@ -117,6 +134,38 @@ pub fn app(state: AppState, cfg: RouterConfig) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             cfg.request_timeout * 20,
         ));
+    // The file routes whose paths contain `/` ({*path}) or whose bodies are large.
+    let file_paths: Router<AppState> = Router::new()
+        .route("/files/download/{*path}", get(routes::files::download))
+        .route("/files/metadata/{*path}", get(routes::files::metadata))
+        .route(
+            "/files/delete/{*path}",
+            axum::routing::delete(routes::files::delete),
+        )
+        .route(
+            "/files/presigned-url/{*path}",
+            get(routes::files::presigned_url),
+        )
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            cfg.request_timeout,
+        ));
+    let file_uploads: Router<AppState> = Router::new()
+        .route(
+            "/files/upload",
+            axum::routing::post(routes::files::upload)
+                .layer(DefaultBodyLimit::max(cfg.file_body_limit)),
+        )
+        .route(
+            "/files/upload-multiple",
+            axum::routing::post(routes::files::upload_multiple)
+                .layer(DefaultBodyLimit::max(cfg.files_body_limit)),
+        )
+        // Bounded by size, but a client trickling bytes must not hold a connection forever.
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            cfg.request_timeout * 40,
+        ));
     let objects: Router<AppState> = Router::new()
         .route("/objects/{bucket}/{*key}", get(routes::objects::download))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -128,6 +177,8 @@ pub fn app(state: AppState, cfg: RouterConfig) -> Router {
         .route("/docs", get(routes::docs::page))
         .with_state(doc);
     api.merge(uploads)
+        .merge(file_paths)
+        .merge(file_uploads)
         .merge(objects)
         .with_state(state)
         .merge(docs)

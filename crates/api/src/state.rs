@@ -28,6 +28,35 @@ pub struct ApiConfig {
     pub bootstrap_key_sha256: Option<[u8; 32]>,
     /// Whether `/health` reports the worker supervisor (serve with workers).
     pub report_workers: bool,
+    /// Limits of the tenant file API.
+    pub files: FilesConfig,
+}
+
+/// Limits of the tenant file API.
+#[derive(Debug, Clone)]
+pub struct FilesConfig {
+    /// Largest single file (`PHOTO_API_FILES_MAX_SIZE`).
+    pub max_file_size: u64,
+    /// Most files in one `upload-multiple` request.
+    pub max_files_per_request: usize,
+    /// Most entries one copy or move may touch.
+    pub max_tree_entries: u64,
+    /// How long a deleted or replaced file's bytes stay before the sweeper removes them.
+    pub gc_delay: std::time::Duration,
+    /// Longest lifetime of a presigned download URL.
+    pub max_url_ttl: std::time::Duration,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        Self {
+            max_file_size: 25_000_000,
+            max_files_per_request: 100,
+            max_tree_entries: 10_000,
+            gc_delay: std::time::Duration::from_secs(3600),
+            max_url_ttl: std::time::Duration::from_secs(7 * 24 * 3600),
+        }
+    }
 }
 
 /// State of the supervised worker process(es), for `/health`.

@@ -105,6 +105,27 @@ pub struct Settings {
     #[arg(long, global = true, env = "PHOTO_API_DOWNLOAD_URL_TTL", value_parser = parse_duration)]
     #[serde(default, with = "opt_duration")]
     pub download_url_ttl: Option<Duration>,
+    /// Largest file of the file API (default: MAX_UPLOAD_SIZE; units like 2GB accepted).
+    #[arg(long, global = true, env = "PHOTO_API_FILES_MAX_SIZE")]
+    pub files_max_size: Option<ByteSize>,
+    /// Largest body of one `POST /files/upload-multiple` (default 1GB).
+    #[arg(long, global = true, env = "PHOTO_API_FILES_MAX_REQUEST_SIZE")]
+    pub files_max_request_size: Option<ByteSize>,
+    /// Most files in one `POST /files/upload-multiple` (default 100).
+    #[arg(long, global = true, env = "PHOTO_API_FILES_MAX_PER_REQUEST")]
+    pub files_max_per_request: Option<usize>,
+    /// Most entries one copy or move of a folder may touch (default 10000).
+    #[arg(long, global = true, env = "PHOTO_API_FILES_MAX_TREE_ENTRIES")]
+    pub files_max_tree_entries: Option<u64>,
+    /// How long the bytes of a deleted or replaced file are kept before the sweeper removes
+    /// them, so downloads in flight finish (default 1h).
+    #[arg(long, global = true, env = "PHOTO_API_FILES_GC_DELAY", value_parser = parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    pub files_gc_delay: Option<Duration>,
+    /// Longest lifetime of a presigned file URL (default 7d, S3's own maximum).
+    #[arg(long, global = true, env = "PHOTO_API_FILES_MAX_URL_TTL", value_parser = parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    pub files_max_url_ttl: Option<Duration>,
     /// Largest image in pixels (default 100000000).
     #[arg(long, global = true, env = "PHOTO_API_MAX_PIXELS")]
     pub max_pixels: Option<u64>,
@@ -312,6 +333,12 @@ pub struct Config {
     pub sweep_interval: Duration,
     pub staging_max_age: Duration,
     pub download_url_ttl: Duration,
+    pub files_max_size: u64,
+    pub files_max_request_size: u64,
+    pub files_max_per_request: usize,
+    pub files_max_tree_entries: u64,
+    pub files_gc_delay: Duration,
+    pub files_max_url_ttl: Duration,
     pub max_pixels: u64,
     pub max_side: u32,
     pub worker_mode: WorkerMode,
@@ -369,7 +396,8 @@ impl Settings {
         merge!(self, file; listen, public_url, data_dir, database_url, db_max_connections,
             db_statement_timeout, api_key, signing_key,
             presign_expires_seconds, max_upload_size, raw_ttl, sweep_interval, staging_max_age,
-            download_url_ttl,
+            download_url_ttl, files_max_size, files_max_request_size, files_max_per_request,
+            files_max_tree_entries, files_gc_delay, files_max_url_ttl,
             max_pixels, max_side, worker_mode, worker_concurrency, job_lease, job_timeout,
             max_attempts, retry_backoff, poll_interval, request_timeout, shutdown_grace,
             log_level, log_format, debug, s3_bucket_raw, s3_bucket_processed, aws_region,
@@ -435,6 +463,20 @@ impl Settings {
             sweep_interval: self.sweep_interval.unwrap_or(Duration::from_secs(300)),
             staging_max_age: self.staging_max_age.unwrap_or(Duration::from_secs(3600)),
             download_url_ttl: self.download_url_ttl.unwrap_or(Duration::from_secs(3600)),
+            files_max_size: self
+                .files_max_size
+                .map(ByteSize::bytes)
+                .or(self.max_upload_size.map(ByteSize::bytes))
+                .unwrap_or(25_000_000),
+            files_max_request_size: self
+                .files_max_request_size
+                .map_or(1_000_000_000, ByteSize::bytes),
+            files_max_per_request: self.files_max_per_request.unwrap_or(100),
+            files_max_tree_entries: self.files_max_tree_entries.unwrap_or(10_000),
+            files_gc_delay: self.files_gc_delay.unwrap_or(Duration::from_secs(3600)),
+            files_max_url_ttl: self
+                .files_max_url_ttl
+                .unwrap_or(Duration::from_secs(7 * 24 * 3600)),
             max_pixels: self.max_pixels.unwrap_or(100_000_000),
             max_side: self.max_side.unwrap_or(16_384),
             worker_mode: self.worker_mode.unwrap_or(WorkerMode::Process),
@@ -703,6 +745,20 @@ impl Config {
         }
         if self.max_upload_size == 0 {
             bail!("MAX_UPLOAD_SIZE must be greater than zero");
+        }
+        if self.files_max_size == 0 || self.files_max_request_size == 0 {
+            bail!(
+                "PHOTO_API_FILES_MAX_SIZE and PHOTO_API_FILES_MAX_REQUEST_SIZE must be greater than zero"
+            );
+        }
+        if self.files_max_per_request == 0 || self.files_max_per_request > 10_000 {
+            bail!("PHOTO_API_FILES_MAX_PER_REQUEST must be between 1 and 10000");
+        }
+        if self.files_max_tree_entries == 0 {
+            bail!("PHOTO_API_FILES_MAX_TREE_ENTRIES must be at least 1");
+        }
+        if self.files_max_url_ttl.is_zero() {
+            bail!("PHOTO_API_FILES_MAX_URL_TTL must be greater than zero");
         }
         if self.max_attempts == 0 {
             bail!("PHOTO_API_MAX_ATTEMPTS must be at least 1");

@@ -128,6 +128,13 @@ pub async fn serve(cfg: Config, cli_settings: Settings) -> anyhow::Result<()> {
             max_attempts: cfg.max_attempts,
             bootstrap_key_sha256: cfg.api_key.as_deref().map(key_sha256),
             report_workers: true,
+            files: photo_api_http::FilesConfig {
+                max_file_size: cfg.files_max_size,
+                max_files_per_request: cfg.files_max_per_request,
+                max_tree_entries: cfg.files_max_tree_entries,
+                gc_delay: cfg.files_gc_delay,
+                max_url_ttl: cfg.files_max_url_ttl,
+            },
         }),
         workers: workers.clone(),
         dispatcher: dispatcher
@@ -155,6 +162,10 @@ pub async fn serve(cfg: Config, cli_settings: Settings) -> anyhow::Result<()> {
             upload_body_limit: usize::try_from(cfg.max_upload_size)
                 .unwrap_or(usize::MAX)
                 .saturating_add(1 << 20),
+            file_body_limit: usize::try_from(cfg.files_max_size)
+                .unwrap_or(usize::MAX)
+                .saturating_add(1 << 20),
+            files_body_limit: usize::try_from(cfg.files_max_request_size).unwrap_or(usize::MAX),
         },
     );
 
@@ -370,10 +381,11 @@ async fn sweep_loop(
     };
     loop {
         match photo_jobs::sweep_once(repo.as_ref(), store.as_ref(), &sc, Utc::now()).await {
-            Ok(r) if r.uploads_expired + r.staging_removed > 0 => {
+            Ok(r) if r.uploads_expired + r.staging_removed + r.file_objects_removed > 0 => {
                 tracing::info!(
                     uploads_expired = r.uploads_expired,
                     staging_removed = r.staging_removed,
+                    file_objects_removed = r.file_objects_removed,
                     "sweep done"
                 );
             }
@@ -493,8 +505,8 @@ pub async fn sweep(cfg: Config) -> anyhow::Result<()> {
     )
     .await?;
     println!(
-        "expired {} upload(s), removed {} staging file(s)",
-        r.uploads_expired, r.staging_removed
+        "expired {} upload(s), removed {} staging file(s) and {} object(s) of deleted files",
+        r.uploads_expired, r.staging_removed, r.file_objects_removed
     );
     Ok(())
 }

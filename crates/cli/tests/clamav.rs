@@ -120,6 +120,18 @@ fn jpeg_with_comment(payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// `POST /files/upload` of one file into the folder `scanned`.
+async fn file_upload(s: &Server, name: &str, bytes: Vec<u8>) -> reqwest::Response {
+    let part = reqwest::multipart::Part::bytes(bytes).file_name(name.to_owned());
+    s.http
+        .post(s.url("/files/upload?folder=scanned"))
+        .bearer_auth(&s.key)
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn health_clamd(s: &Server) -> Value {
     let h: Value = s
         .http
@@ -185,6 +197,24 @@ async fn uploads_are_scanned_by_clamd_and_fail_closed() {
         assert_eq!(r.status(), 409, "{what}: never processed");
     }
 
+    // The file API scans before a file exists: clean is stored, infected never appears.
+    assert_eq!(
+        file_upload(&s, "clean.jpg", jpeg(64, 64)).await.status(),
+        201
+    );
+    let r = file_upload(&s, "bad.jpg", jpeg_with_comment(&eicar())).await;
+    let p = expect_problem(r, 422, "malware_detected").await;
+    assert!(
+        p["detail"].as_str().unwrap().contains("Photo-Test-EICAR"),
+        "{p}"
+    );
+    expect_problem(
+        s.get("/files/metadata/scanned/bad.jpg").await,
+        404,
+        "not_found",
+    )
+    .await;
+
     // clamd down: nothing is promoted (fail closed), /health says so.
     clamd.stop();
     let waiting = uploaded(&s, jpeg(100, 100)).await;
@@ -208,6 +238,14 @@ async fn uploads_are_scanned_by_clamd_and_fail_closed() {
         )
         .await;
     expect_problem(r, 409, "upload_not_ready").await;
+    let r = file_upload(&s, "while-down.jpg", jpeg(64, 64)).await;
+    expect_problem(r, 503, "service_unavailable").await;
+    expect_problem(
+        s.get("/files/metadata/scanned/while-down.jpg").await,
+        404,
+        "not_found",
+    )
+    .await;
     let h = health_clamd(&s).await;
     assert_eq!(h["status"], "down", "{h}");
     assert!(h["error"].as_str().unwrap().contains("clamd"), "{h}");
@@ -218,6 +256,12 @@ async fn uploads_are_scanned_by_clamd_and_fail_closed() {
     assert_eq!(health_clamd(&s).await["status"], "up");
     let r = s.complete(wid).await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(
+        file_upload(&s, "while-down.jpg", jpeg(64, 64))
+            .await
+            .status(),
+        201
+    );
     let again = uploaded(&s, eicar()).await;
     expect_problem(
         s.complete(again["upload_id"].as_str().unwrap()).await,

@@ -175,6 +175,10 @@ struct Tenant {
     /// A slice of the uploaded bytes and of the output's.
     upload_bytes: Vec<u8>,
     output_bytes: Vec<u8>,
+    /// A file of the file API: its folder, its path, and a slice of its bytes.
+    file_folder: String,
+    file_path: String,
+    file_bytes: Vec<u8>,
 }
 
 struct Fixture {
@@ -232,6 +236,24 @@ async fn make_tenant(s: &mut Server, name: &str, shade: u32) -> Tenant {
     let out_url = done["outputs"][0]["url"].as_str().unwrap().to_owned();
     let (status, _, out_bytes) = common::download(&out_url).await;
     assert_eq!(status, 200);
+    let file_folder = format!("{name}-files/albums");
+    let file_bytes = jpeg(260 + shade, 180);
+    let r = as_t
+        .http
+        .post(as_t.url(&format!("/files/upload?folder={file_folder}")))
+        .bearer_auth(&as_t.key)
+        .multipart(
+            reqwest::multipart::Form::new().part(
+                "file",
+                reqwest::multipart::Part::bytes(file_bytes.clone())
+                    .file_name(format!("{name}-private.jpg")),
+            ),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let file_path = format!("{file_folder}/{name}-private.jpg");
     let mid = |b: &[u8]| b[b.len() / 2..b.len() / 2 + 32].to_vec();
     // With S3 the signed URLs point at the bucket: A then tries a made-up signature on our
     // own signed routes instead.
@@ -258,6 +280,9 @@ async fn make_tenant(s: &mut Server, name: &str, shade: u32) -> Tenant {
         filename,
         upload_bytes: mid(&bytes),
         output_bytes: mid(&out_bytes),
+        file_folder,
+        file_path,
+        file_bytes: mid(&file_bytes),
     };
     s.key = BOOT.into();
     t
@@ -286,12 +311,15 @@ impl Fixture {
             ("output key", &b.output_key),
             ("filename", &b.filename),
             ("key secret", &b.key),
+            ("file folder", &b.file_folder),
+            ("file path", &b.file_path),
         ]
         .into_iter()
         .map(|(what, v)| (what.to_owned(), v.as_bytes().to_vec()))
         .collect();
         m.push(("upload bytes".into(), b.upload_bytes.clone()));
         m.push(("output bytes".into(), b.output_bytes.clone()));
+        m.push(("file bytes".into(), b.file_bytes.clone()));
         m
     }
 }
@@ -303,6 +331,9 @@ impl Fixture {
 enum Expect {
     /// 403 or 404.
     Denied,
+    /// 400, 403 or 404: B's file paths, where a dressed-up path is refused as malformed (400
+    /// `invalid_path`) before anything is looked up.
+    Refused,
     /// Any status: the call acts on A's own data (A's lists, A's new upload); only the
     /// no-leak check applies.
     OwnOnly,
@@ -321,6 +352,24 @@ fn denied(reqs: impl IntoIterator<Item = Req>) -> Vec<Probe> {
             expect: Expect::Denied,
         })
         .collect()
+}
+
+fn refused(reqs: impl IntoIterator<Item = Req>) -> Vec<Probe> {
+    reqs.into_iter()
+        .map(|req| Probe {
+            req,
+            expect: Expect::Refused,
+        })
+        .collect()
+}
+
+/// B's file path (or folder) and its disguises, for a URL path (`/files/download/{here}`).
+fn file_variants(b: &str, a: &str) -> Vec<String> {
+    let mut v = variants(b, a);
+    v.push(format!("{a}/../../{b}"));
+    v.push(format!("%2e%2e%2f{b}"));
+    v.push(format!("tenants/tenant-b/files/{b}"));
+    v
 }
 
 fn own(reqs: impl IntoIterator<Item = Req>) -> Vec<Probe> {
@@ -472,6 +521,91 @@ fn routes() -> Vec<Route> {
             }
             denied(v)
         }),
+        route("GET", "/files/download/{path}", |a, b| {
+            refused(
+                file_variants(&b.file_path, &a.file_path)
+                    .iter()
+                    .map(|p| Req::new("GET", format!("/files/download/{p}"))),
+            )
+        }),
+        route("GET", "/files/metadata/{path}", |a, b| {
+            let mut v = file_variants(&b.file_path, &a.file_path);
+            v.extend(file_variants(&b.file_folder, &a.file_folder));
+            refused(
+                v.iter()
+                    .map(|p| Req::new("GET", format!("/files/metadata/{p}"))),
+            )
+        }),
+        route("GET", "/files/presigned-url/{path}", |a, b| {
+            refused(
+                file_variants(&b.file_path, &a.file_path)
+                    .iter()
+                    .map(|p| Req::new("GET", format!("/files/presigned-url/{p}?attachment=x.jpg"))),
+            )
+        }),
+        route("DELETE", "/files/delete/{path}", |a, b| {
+            refused(
+                file_variants(&b.file_path, &a.file_path)
+                    .iter()
+                    .map(|p| Req::new("DELETE", format!("/files/delete/{p}"))),
+            )
+        }),
+        route("POST", "/files/delete-multiple", |a, b| {
+            // Per-path results: each "not found" or "invalid", none touching B's file.
+            own([Req::new("POST", "/files/delete-multiple")
+                .json(json!({"paths": file_variants(&b.file_path, &a.file_path)}))])
+        }),
+        route("GET", "/files/list", |a, b| {
+            refused(
+                file_variants(&b.file_folder, &a.file_folder)
+                    .iter()
+                    .flat_map(|f| {
+                        [
+                            Req::new("GET", format!("/files/list?folder={f}")),
+                            Req::new("GET", format!("/files/list?folder={f}&recursive=true")),
+                        ]
+                    }),
+            )
+            .into_iter()
+            .chain(own([
+                Req::new("GET", "/files/list?recursive=true&limit=1000"),
+                Req::new("GET", "/files/list?tenant=tenant-b&recursive=true"),
+            ]))
+            .collect()
+        }),
+        route("DELETE", "/files/folder/delete", |a, b| {
+            refused(
+                file_variants(&b.file_folder, &a.file_folder)
+                    .iter()
+                    .map(|f| Req::new("DELETE", format!("/files/folder/delete?path={f}"))),
+            )
+        }),
+        route("POST", "/files/copy", |a, b| {
+            let mut v: Vec<Req> = file_variants(&b.file_path, &a.file_path)
+                .iter()
+                .chain(file_variants(&b.file_folder, &a.file_folder).iter())
+                .map(|src| {
+                    Req::new("POST", "/files/copy")
+                        .json(json!({"source": src, "destination": "stolen", "overwrite": true}))
+                })
+                .collect();
+            v.push(Req::new("POST", "/files/copy").json(
+                json!({"source": format!("tenants/tenant-b/files/{}", b.file_path), "destination": "stolen2"}),
+            ));
+            refused(v)
+        }),
+        route("POST", "/files/move", |a, b| {
+            refused(
+                file_variants(&b.file_path, &a.file_path)
+                    .iter()
+                    .chain(file_variants(&b.file_folder, &a.file_folder).iter())
+                    .map(|src| {
+                        Req::new("POST", "/files/move").json(
+                            json!({"source": src, "destination": "stolen", "overwrite": true}),
+                        )
+                    }),
+            )
+        }),
         route("POST", "/admin/keys", |_, b| {
             denied([
                 Req::new("POST", "/admin/keys").json(json!({"tenant": b.name, "scopes": ["read"]})),
@@ -509,6 +643,32 @@ fn routes() -> Vec<Route> {
                     Req::new("GET", "/admin/audit?before=999999999&limit=500"),
                 ]))
                 .collect()
+        }),
+        // Last: these create entries named like B's in A's own tree, which the probes above
+        // would then (rightly) find as A's.
+        route("POST", "/files/upload", |_, b| {
+            // A file "into B's folder" lands in A's own tree.
+            own([
+                Req::new("POST", format!("/files/upload?folder={}", b.file_folder))
+                    .multipart(&[], &jpeg(8, 8)),
+            ])
+        }),
+        route("POST", "/files/upload-multiple", |_, b| {
+            own([Req::new(
+                "POST",
+                format!("/files/upload-multiple?folder={}", b.file_folder),
+            )
+            .multipart(&[], &jpeg(8, 8))])
+        }),
+        route("POST", "/files/folder/create", |_, b| {
+            own([Req::new("POST", "/files/folder/create").json(json!({"path": b.file_folder}))])
+        }),
+        route("POST", "/files/presigned-upload", |_, b| {
+            // An upload "to B's path" targets A's own tree.
+            own([Req::new(
+                "POST",
+                format!("/files/presigned-upload?file_path={}", b.file_path),
+            )])
         }),
     ]
 }
@@ -608,6 +768,12 @@ async fn tenant_a_cannot_reach_tenant_b_on_any_route() {
                 (None, Expect::Denied) => {
                     assert!([403, 404].contains(&res.status), "expected 403/404: {what}")
                 }
+                (None, Expect::Refused) => {
+                    assert!(
+                        [400, 403, 404].contains(&res.status),
+                        "expected 400/403/404: {what}"
+                    )
+                }
                 (None, Expect::OwnOnly) => assert!(res.status < 500, "{what}"),
             }
             // Nothing of B's that A did not send itself.
@@ -636,6 +802,27 @@ async fn tenant_a_cannot_reach_tenant_b_on_any_route() {
     let job: Value =
         serde_json::from_slice(&send(base, &as_b(&format!("/jobs/{}", b.job_id))).body).unwrap();
     assert_eq!(job["status"], "completed");
+    let file = send(base, &as_b(&format!("/files/download/{}", b.file_path)));
+    assert_eq!(file.status, 200, "B's file is still there");
+    assert!(find(&file.body, &b.file_bytes), "with its bytes");
+    let listed: Value =
+        serde_json::from_slice(&send(base, &as_b("/files/list?recursive=true&limit=1000")).body)
+            .unwrap();
+    let listed: Vec<&str> = listed["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            "tenant-b-files",
+            "tenant-b-files/albums",
+            b.file_path.as_str()
+        ],
+        "nothing of A's landed in B's tree"
+    );
     let keys: Value = serde_json::from_slice(&send(base, &as_b("/admin/keys")).body).unwrap();
     let keys = keys["keys"].as_array().unwrap();
     assert_eq!(keys.len(), 2, "{keys:?}");

@@ -61,6 +61,18 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// A required dependency is unavailable.
     ServiceUnavailable,
+    /// A file path is malformed (empty, `.`/`..`, control characters, too long).
+    InvalidPath,
+    /// Something already exists at the destination and `overwrite` is false.
+    AlreadyExists,
+    /// The path names a folder where a file is needed.
+    IsAFolder,
+    /// The path (or one of its parents) names a file where a folder is needed.
+    NotAFolder,
+    /// A request or folder operation exceeds the configured file count.
+    TooManyFiles,
+    /// The requested byte range lies outside the file.
+    RangeNotSatisfiable,
     /// Something failed on our side; details are in the server log.
     Internal,
 }
@@ -96,6 +108,12 @@ impl ErrorCode {
             Self::InvalidParameters => "invalid_parameters",
             Self::PayloadTooLarge => "payload_too_large",
             Self::ServiceUnavailable => "service_unavailable",
+            Self::InvalidPath => "invalid_path",
+            Self::AlreadyExists => "already_exists",
+            Self::IsAFolder => "is_a_folder",
+            Self::NotAFolder => "not_a_folder",
+            Self::TooManyFiles => "too_many_files",
+            Self::RangeNotSatisfiable => "range_not_satisfiable",
             Self::Internal => "internal",
         }
     }
@@ -106,7 +124,7 @@ impl ErrorCode {
     }
 }
 
-const ALL: [ErrorCode; 28] = [
+const ALL: [ErrorCode; 34] = [
     ErrorCode::MalwareDetected,
     ErrorCode::InsufficientScope,
     ErrorCode::RateLimited,
@@ -134,6 +152,12 @@ const ALL: [ErrorCode; 28] = [
     ErrorCode::InvalidParameters,
     ErrorCode::PayloadTooLarge,
     ErrorCode::ServiceUnavailable,
+    ErrorCode::InvalidPath,
+    ErrorCode::AlreadyExists,
+    ErrorCode::IsAFolder,
+    ErrorCode::NotAFolder,
+    ErrorCode::TooManyFiles,
+    ErrorCode::RangeNotSatisfiable,
     ErrorCode::Internal,
 ];
 

@@ -3,6 +3,7 @@
 
 pub mod content_type;
 pub mod error;
+pub mod file_path;
 pub mod filename;
 pub mod ids;
 pub mod job;
@@ -12,6 +13,7 @@ pub mod size;
 
 pub use content_type::ContentType;
 pub use error::ErrorCode;
+pub use file_path::FilePath;
 pub use filename::FileName;
 pub use ids::{JobId, TenantId, UploadId};
 pub use job::{

@@ -2,6 +2,7 @@
 //! The [`Repo`] trait is what the rest of the service sees; [`SqliteRepo`] is the embedded
 //! default, [`PgRepo`] the scaled-out one. [`open`] picks one by the URL's scheme.
 
+mod files;
 mod migrate;
 mod models;
 mod open;
@@ -12,6 +13,9 @@ mod sqlite;
 use chrono::{DateTime, Utc};
 use photo_core::{JobId, JobStatus, TenantId, UploadId};
 
+pub use files::{
+    DeleteProgress, FileConflict, FileError, FileRecord, FileRepo, FileResult, NewFile, Transfer,
+};
 pub use models::*;
 pub use open::{Database, connect, is_postgres_url, open};
 pub use postgres::{PgOptions, PgRepo};
@@ -88,7 +92,7 @@ pub type DbResult<T> = Result<T, DbError>;
 
 /// Everything the service stores in its database.
 #[async_trait::async_trait]
-pub trait Repo: Send + Sync + std::fmt::Debug {
+pub trait Repo: FileRepo + Send + Sync + std::fmt::Debug {
     /// Checks the database answers.
     async fn health(&self) -> DbResult<()>;
 

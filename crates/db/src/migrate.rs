@@ -26,8 +26,14 @@ pub(crate) const SQLITE: &[Migration] = &[
         up: include_str!("../migrations/sqlite/0002_temporal_engine.up.sql"),
         down: include_str!("../migrations/sqlite/0002_temporal_engine.down.sql"),
     },
-    // 0003 and 0004 are reserved for other work in progress: the runner applies every listed
-    // migration that is not recorded, so a gap (or a lower number merged later) is fine.
+    Migration {
+        version: 3,
+        name: "files",
+        up: include_str!("../migrations/sqlite/0003_files.up.sql"),
+        down: include_str!("../migrations/sqlite/0003_files.down.sql"),
+    },
+    // 0004 is reserved for work in progress: the runner applies every listed migration
+    // that is not recorded, so a gap (or a lower number merged later) is fine.
     Migration {
         version: 5,
         name: "tenants_auth",
@@ -49,8 +55,14 @@ pub(crate) const POSTGRES: &[Migration] = &[
         up: include_str!("../migrations/postgres/0002_temporal_engine.up.sql"),
         down: include_str!("../migrations/postgres/0002_temporal_engine.down.sql"),
     },
-    // 0003 and 0004 are reserved for other work in progress: the runner applies every listed
-    // migration that is not recorded, so a gap (or a lower number merged later) is fine.
+    Migration {
+        version: 3,
+        name: "files",
+        up: include_str!("../migrations/postgres/0003_files.up.sql"),
+        down: include_str!("../migrations/postgres/0003_files.down.sql"),
+    },
+    // 0004 is reserved for work in progress: the runner applies every listed migration
+    // that is not recorded, so a gap (or a lower number merged later) is fine.
     Migration {
         version: 5,
         name: "tenants_auth",

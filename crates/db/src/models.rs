@@ -118,6 +118,10 @@ pub struct NewUpload {
     pub url_expires_at: DateTime<Utc>,
     /// When the upload and its raw object are swept.
     pub expires_at: DateTime<Utc>,
+    /// Made through `POST /files/presigned-upload`: the tenant file it becomes when ready.
+    pub file_path: Option<photo_core::FilePath>,
+    /// Whether that file may replace an existing one.
+    pub file_overwrite: bool,
 }
 
 /// An upload row.
@@ -159,6 +163,10 @@ pub struct Upload {
     pub uploaded_at: Option<DateTime<Utc>>,
     /// When it was checked.
     pub completed_at: Option<DateTime<Utc>>,
+    /// The tenant file this upload becomes when ready (`POST /files/presigned-upload`).
+    pub file_path: Option<photo_core::FilePath>,
+    /// Whether that file may replace an existing one.
+    pub file_overwrite: bool,
 }
 
 /// What the completion check decided.

@@ -209,6 +209,7 @@ async fn listen(pool: PgPool, notify: Arc<Notify>) {
 }
 
 crate::rows::decoders!(PgRow);
+crate::files::file_repo!(PgRepo, PgRow, "BEGIN");
 
 async fn insert_audit(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
@@ -371,8 +372,9 @@ impl Repo for PgRepo {
     async fn insert_upload(&self, u: &NewUpload) -> DbResult<()> {
         sqlx::query(
             "INSERT INTO uploads (upload_id, tenant_id, object_key, declared_content_type, max_bytes,
-                 filename, status, created_at, url_expires_at, expires_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9)",
+                 filename, status, created_at, url_expires_at, expires_at_ms, file_path,
+                 file_overwrite)
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $11)",
         )
         .bind(u.upload_id.to_string())
         .bind(u.tenant.as_str())
@@ -383,6 +385,8 @@ impl Repo for PgRepo {
         .bind(u.created_at)
         .bind(u.url_expires_at)
         .bind(ms(u.expires_at))
+        .bind(u.file_path.as_ref().map(|p| p.as_str().to_owned()))
+        .bind(i64::from(u.file_overwrite))
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -67,6 +67,11 @@ macro_rules! decoders {
                 expires_at: from_ms(r.try_get("expires_at_ms")?),
                 uploaded_at: r.try_get("uploaded_at")?,
                 completed_at: r.try_get("completed_at")?,
+                file_path: r
+                    .try_get::<Option<String>, _>("file_path")?
+                    .map(|p| photo_core::FilePath::parse(&p).map_err(|e| corrupt("file_path", e)))
+                    .transpose()?,
+                file_overwrite: r.try_get::<Option<i64>, _>("file_overwrite")?.unwrap_or(0) != 0,
             })
         }
 

@@ -81,6 +81,7 @@ fn sqlite_path(url: &str) -> &str {
 }
 
 crate::rows::decoders!(SqliteRow);
+crate::files::file_repo!(SqliteRepo, SqliteRow, "BEGIN IMMEDIATE");
 
 async fn insert_audit(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
@@ -242,8 +243,9 @@ impl Repo for SqliteRepo {
     async fn insert_upload(&self, u: &NewUpload) -> DbResult<()> {
         sqlx::query(
             "INSERT INTO uploads (upload_id, tenant_id, object_key, declared_content_type, max_bytes,
-                 filename, status, created_at, url_expires_at, expires_at_ms)
-             VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+                 filename, status, created_at, url_expires_at, expires_at_ms, file_path,
+                 file_overwrite)
+             VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
         )
         .bind(u.upload_id.to_string())
         .bind(u.tenant.as_str())
@@ -254,6 +256,8 @@ impl Repo for SqliteRepo {
         .bind(u.created_at)
         .bind(u.url_expires_at)
         .bind(ms(u.expires_at))
+        .bind(u.file_path.as_ref().map(|p| p.as_str().to_owned()))
+        .bind(i64::from(u.file_overwrite))
         .execute(&self.pool)
         .await?;
         Ok(())

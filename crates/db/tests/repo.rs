@@ -370,6 +370,8 @@ fn new_upload(t: &TenantId, now: DateTime<Utc>, expires_at: DateTime<Utc>) -> Ne
         created_at: now,
         url_expires_at: now + Duration::minutes(15),
         expires_at,
+        file_path: None,
+        file_overwrite: false,
     }
 }
 

@@ -20,10 +20,13 @@ pub struct SweepReport {
     pub uploads_expired: u64,
     /// Staging files removed.
     pub staging_removed: u64,
+    /// Objects of deleted or replaced tenant files (and of abandoned file writes) removed.
+    pub file_objects_removed: u64,
 }
 
 /// Runs one sweep: deletes raw objects of uploads past `expires_at` (whether completed or not)
-/// and marks them expired, then removes stale staging files.
+/// and marks them expired, then removes stale staging files, then the objects of deleted tenant
+/// files whose grace period is over.
 pub async fn sweep_once(
     repo: &dyn Repo,
     store: &dyn ObjectStore,
@@ -47,6 +50,18 @@ pub async fn sweep_once(
         }
     }
     report.staging_removed = store.sweep_staging(now - cfg.staging_max_age).await?;
+    loop {
+        let due = repo.file_gc_due(now, cfg.batch).await?;
+        for key in &due {
+            // Object first: if we crash in between, the queue entry makes us try again.
+            store.delete(Bucket::Processed, key).await?;
+            repo.file_gc_forget(key).await?;
+            report.file_objects_removed += 1;
+        }
+        if (due.len() as u32) < cfg.batch {
+            break;
+        }
+    }
     Ok(report)
 }
 

@@ -185,6 +185,15 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// Opens an object for streaming.
     async fn open(&self, bucket: Bucket, key: &ObjectKey) -> Result<ObjectReader, StoreError>;
 
+    /// Opens bytes `range` of an object (the caller checked it lies within the object's size);
+    /// `meta` describes the whole object.
+    async fn open_range(
+        &self,
+        bucket: Bucket,
+        key: &ObjectKey,
+        range: std::ops::Range<u64>,
+    ) -> Result<ObjectReader, StoreError>;
+
     /// Size and time, or `None` when absent.
     async fn head(&self, bucket: Bucket, key: &ObjectKey)
     -> Result<Option<ObjectMeta>, StoreError>;
@@ -206,6 +215,16 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
 
     /// A URL that downloads the object without credentials until `expires_at`.
     fn presign_get(&self, bucket: Bucket, key: &ObjectKey, expires_at: DateTime<Utc>) -> String;
+
+    /// [`ObjectStore::presign_get`] whose response carries `Content-Disposition: disposition`
+    /// (signed into the URL, so it cannot be changed).
+    fn presign_get_disposition(
+        &self,
+        bucket: Bucket,
+        key: &ObjectKey,
+        expires_at: DateTime<Utc>,
+        disposition: &str,
+    ) -> String;
 
     /// Where and how a client uploads directly, enforcing `policy`.
     fn presign_upload(&self, policy: &UploadPolicy<'_>) -> UploadTarget;

@@ -382,10 +382,22 @@ impl S3Store {
         key: &ObjectKey,
         expires_at: DateTime<Utc>,
     ) -> String {
+        self.presign_with(method, bucket, key, expires_at, &[])
+    }
+
+    /// [`S3Store::presign`] with extra signed query parameters.
+    pub fn presign_with(
+        &self,
+        method: &str,
+        bucket: Bucket,
+        key: &ObjectKey,
+        expires_at: DateTime<Utc>,
+        extra: &[(&str, &str)],
+    ) -> String {
         let now = Utc::now();
         let secs = (expires_at - now).num_seconds().clamp(1, MAX_PRESIGN_SECS);
         let url = self.bucket_url(bucket);
-        sigv4::presign_url(
+        sigv4::presign_url_with(
             &self.cached_credentials(),
             &self.inner.cfg.region,
             method,
@@ -396,6 +408,7 @@ impl S3Store {
             },
             secs.unsigned_abs(),
             now,
+            extra,
         )
     }
 
@@ -765,6 +778,39 @@ impl ObjectStore for S3Store {
         })
     }
 
+    async fn open_range(
+        &self,
+        bucket: Bucket,
+        key: &ObjectKey,
+        range: std::ops::Range<u64>,
+    ) -> Result<ObjectReader, StoreError> {
+        if range.is_empty() {
+            // S3 cannot express an empty range; answer with an empty body.
+            let meta = self.head(bucket, key).await?.ok_or(StoreError::NotFound)?;
+            return Ok(ObjectReader {
+                meta,
+                body: Box::pin(futures_util::stream::empty()),
+            });
+        }
+        let got = self
+            .store(bucket)
+            .get_opts(
+                &path_of(key)?,
+                GetOptions {
+                    range: Some(GetRange::Bounded(range)),
+                    ..GetOptions::default()
+                },
+            )
+            .await
+            .map_err(map_os)?;
+        let meta = meta_of(&got.meta);
+        let body = got.into_stream().map(|r| r.map_err(std::io::Error::other));
+        Ok(ObjectReader {
+            meta,
+            body: Box::pin(body),
+        })
+    }
+
     async fn head(
         &self,
         bucket: Bucket,
@@ -822,6 +868,22 @@ impl ObjectStore for S3Store {
 
     fn presign_get(&self, bucket: Bucket, key: &ObjectKey, expires_at: DateTime<Utc>) -> String {
         self.presign("GET", bucket, key, expires_at)
+    }
+
+    fn presign_get_disposition(
+        &self,
+        bucket: Bucket,
+        key: &ObjectKey,
+        expires_at: DateTime<Utc>,
+        disposition: &str,
+    ) -> String {
+        self.presign_with(
+            "GET",
+            bucket,
+            key,
+            expires_at,
+            &[("response-content-disposition", disposition)],
+        )
     }
 
     fn presign_upload(&self, p: &UploadPolicy<'_>) -> UploadTarget {

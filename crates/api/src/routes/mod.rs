@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod docs;
+pub mod files;
 pub mod health;
 pub mod jobs;
 pub mod objects;

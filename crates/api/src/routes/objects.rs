@@ -7,11 +7,11 @@ use axum::response::Response;
 use chrono::Utc;
 use photo_core::{ErrorCode, ObjectKey};
 use photo_storage::Bucket;
-use photo_storage::local::download_fields;
+use photo_storage::local::{download_fields, download_fields_disposition};
+use serde::Deserialize;
 
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::ApiQuery;
-use crate::routes::uploads::SignedQuery;
 use crate::state::AppState;
 
 fn content_type_for(key: &ObjectKey) -> &'static str {
@@ -21,14 +21,28 @@ fn content_type_for(key: &ObjectKey) -> &'static str {
         Some("webp") => "image/webp",
         Some("gif") => "image/gif",
         Some("avif") => "image/avif",
+        Some("tiff") => "image/tiff",
+        Some("heic") => "image/heic",
+        Some("heif") => "image/heif",
         _ => "application/octet-stream",
     }
+}
+
+/// Signature of a download URL.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct DownloadQuery {
+    /// Expiry, Unix seconds.
+    pub expires: String,
+    /// Hex HMAC-SHA256.
+    pub sig: String,
+    /// `Content-Disposition` of the response, when signed into the URL.
+    pub disposition: Option<String>,
 }
 
 /// Downloads a processed object through a signed URL (no API key). The signature covers the
 /// bucket, key and expiry.
 #[utoipa::path(get, path = "/objects/{bucket}/{key}", tag = "objects",
-    params(("bucket" = String, Path, description = "`processed`"), ("key" = String, Path, description = "Object key"), SignedQuery),
+    params(("bucket" = String, Path, description = "`processed`"), ("key" = String, Path, description = "Object key"), DownloadQuery),
     responses(
         (status = 200, description = "The bytes, with their content type", content_type = "application/octet-stream"),
         (status = 403, description = "Bad signature (`invalid_signature`) or expired (`url_expired`)", body = Problem),
@@ -36,7 +50,7 @@ fn content_type_for(key: &ObjectKey) -> &'static str {
 pub async fn download(
     State(st): State<AppState>,
     Path((bucket, key)): Path<(String, String)>,
-    ApiQuery(q): ApiQuery<SignedQuery>,
+    ApiQuery(q): ApiQuery<DownloadQuery>,
 ) -> ApiResult<Response> {
     let bad_sig = || {
         ApiError::new(
@@ -47,10 +61,16 @@ pub async fn download(
     };
     let bucket = Bucket::parse(&bucket).ok_or_else(bad_sig)?;
     let key = ObjectKey::parse(&key).map_err(|_| bad_sig())?;
-    if !st
-        .signer
-        .verify(&download_fields(bucket, &key, &q.expires), &q.sig)
-    {
+    let signed = match &q.disposition {
+        None => st
+            .signer
+            .verify(&download_fields(bucket, &key, &q.expires), &q.sig),
+        Some(d) => st.signer.verify(
+            &download_fields_disposition(bucket, &key, &q.expires, d),
+            &q.sig,
+        ),
+    };
+    if !signed {
         return Err(bad_sig());
     }
     let expires: i64 = q.expires.parse().map_err(|_| bad_sig())?;
@@ -75,7 +95,11 @@ pub async fn download(
         header::CACHE_CONTROL,
         HeaderValue::from_static("private, max-age=3600"),
     );
-    if bucket == Bucket::Raw {
+    if let Some(d) = &q.disposition
+        && let Ok(v) = HeaderValue::from_str(d)
+    {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    } else if bucket == Bucket::Raw {
         h.insert(
             header::CONTENT_DISPOSITION,
             HeaderValue::from_static("attachment"),

@@ -155,6 +155,8 @@ pub async fn init(
             created_at: now,
             url_expires_at,
             expires_at,
+            file_path: None,
+            file_overwrite: false,
         })
         .await?;
     let id = upload_id.to_string();
@@ -401,6 +403,9 @@ pub struct UploadView {
     pub created_at: DateTime<Utc>,
     /// When the raw object is swept.
     pub expires_at: DateTime<Utc>,
+    /// For an upload made through `POST /files/presigned-upload`: the file it became.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<crate::routes::files::FileView>,
 }
 
 impl From<&Upload> for UploadView {
@@ -418,6 +423,7 @@ impl From<&Upload> for UploadView {
             filename: u.filename.clone(),
             created_at: u.created_at,
             expires_at: u.expires_at,
+            file: None,
         }
     }
 }
@@ -460,7 +466,7 @@ pub async fn complete(
     let up = tenant_upload(&st, &caller, &upload_id).await?;
     let id = up.upload_id;
     match up.status {
-        UploadStatus::Ready => return Ok(Json(UploadView::from(&up))),
+        UploadStatus::Ready => return ready_view(&st, &up).await,
         UploadStatus::Rejected => return Err(rejected_error(&up)),
         UploadStatus::Pending => {
             // With S3 the client posts straight to the bucket, so the server only learns of the
@@ -507,7 +513,7 @@ pub async fn complete(
     match done.status {
         UploadStatus::Ready => {
             tracing::info!(upload_id = %id, "upload ready");
-            Ok(Json(UploadView::from(&done)))
+            ready_view(&st, &done).await
         }
         _ => {
             // A rejected object is never processed or served: remove it now.
@@ -516,6 +522,15 @@ pub async fn complete(
             Err(rejected_error(&done))
         }
     }
+}
+
+/// The view of a ready upload; one made for a tenant file becomes that file first (again on a
+/// repeated call, if an earlier one failed half-way).
+async fn ready_view(st: &AppState, up: &Upload) -> ApiResult<Json<UploadView>> {
+    let file = crate::routes::files::promote_upload(st, up).await?;
+    let mut view = UploadView::from(up);
+    view.file = file.as_ref().map(crate::routes::files::FileView::from);
+    Ok(Json(view))
 }
 
 /// With a scanner configured: streams the raw object to clamd. `Some(rejection)` when it is

@@ -70,6 +70,10 @@ async fn template() -> String {
         include_str!("../../migrations/postgres/0001_init.down.sql").hash(&mut h);
         include_str!("../../migrations/postgres/0002_temporal_engine.up.sql").hash(&mut h);
         include_str!("../../migrations/postgres/0002_temporal_engine.down.sql").hash(&mut h);
+        include_str!("../../migrations/postgres/0003_files.up.sql").hash(&mut h);
+        include_str!("../../migrations/postgres/0003_files.down.sql").hash(&mut h);
+        include_str!("../../migrations/postgres/0005_tenants_auth.up.sql").hash(&mut h);
+        include_str!("../../migrations/postgres/0005_tenants_auth.down.sql").hash(&mut h);
         let name = format!(
             "photo_tmpl_v{}_{:016x}",
             PgRepo::schema_version(),

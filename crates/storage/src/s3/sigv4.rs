@@ -223,6 +223,19 @@ pub fn presign_url(
     expires_secs: u64,
     now: DateTime<Utc>,
 ) -> String {
+    presign_url_with(creds, region, method, target, expires_secs, now, &[])
+}
+
+/// [`presign_url`] with extra signed query parameters (`response-content-disposition`, …).
+pub fn presign_url_with(
+    creds: &Credentials,
+    region: &str,
+    method: &str,
+    target: UrlTarget<'_>,
+    expires_secs: u64,
+    now: DateTime<Utc>,
+    extra: &[(&str, &str)],
+) -> String {
     let date = amz_date(now);
     let scope = scope(now, region, "s3");
     let credential = format!("{}/{scope}", creds.access_key_id);
@@ -237,6 +250,7 @@ pub fn presign_url(
     if let Some(token) = &creds.session_token {
         query.push(("X-Amz-Security-Token", token));
     }
+    query.extend_from_slice(extra);
     let canonical_query = canonical_query(&query);
     let encoded_path = uri_encode(target.path, true);
     let host = target.host;
