@@ -119,6 +119,11 @@ impl PgRepo {
         migrate::latest(migrate::POSTGRES)
     }
 
+    /// How many migrations this build has (the same on both databases).
+    pub fn migration_count() -> usize {
+        migrate::POSTGRES.len()
+    }
+
     /// The pool, for tests.
     pub fn pool(&self) -> &PgPool {
         &self.pool

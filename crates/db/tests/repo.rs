@@ -117,17 +117,28 @@ async fn migrations_are_idempotent_and_reversible(db: &TestDb) {
     assert_eq!(mig.migrate().await.unwrap(), 1, "0005 re-applies");
     assert!(db.table_exists("audit_log").await);
 
-    // 0002 (the engine columns) reverts alone and leaves the 0001 schema working.
-    assert_eq!(mig.migrate_down(2).await.unwrap(), 2);
+    // Everything after 0001 reverts and leaves the 0001 schema working.
+    let n = PgRepo::migration_count();
+    assert_eq!(mig.migrate_down(n - 1).await.unwrap(), n - 1);
     assert!(db.table_exists("job_logs").await);
+    assert!(!db.table_exists("files").await);
     let cols = db.columns("job_logs").await;
     assert!(!cols.iter().any(|c| c == "engine"), "{cols:?}");
     assert!(cols.iter().any(|c| c == "temporal_workflow_id"), "{cols:?}");
-    assert_eq!(mig.migrate().await.unwrap(), 2, "0002 and 0005 re-apply");
+    assert_eq!(mig.migrate().await.unwrap(), n - 1, "all but 0001 re-apply");
     assert!(db.columns("job_logs").await.iter().any(|c| c == "engine"));
+    assert!(db.table_exists("files").await);
 
-    assert_eq!(mig.migrate_down(3).await.unwrap(), 3);
-    for t in ["job_logs", "job_events", "uploads", "api_keys", "audit_log"] {
+    assert_eq!(mig.migrate_down(n).await.unwrap(), n);
+    for t in [
+        "job_logs",
+        "job_events",
+        "uploads",
+        "api_keys",
+        "audit_log",
+        "files",
+        "file_gc",
+    ] {
         assert!(!db.table_exists(t).await, "{t} dropped by down");
     }
     assert_eq!(
@@ -136,7 +147,7 @@ async fn migrations_are_idempotent_and_reversible(db: &TestDb) {
         "nothing left to revert"
     );
 
-    assert_eq!(mig.migrate().await.unwrap(), 3);
+    assert_eq!(mig.migrate().await.unwrap(), n);
     assert!(db.table_exists("job_logs").await);
     assert_eq!(mig.migrate().await.unwrap(), 0);
     // The schema is usable again, triggers included.
@@ -1528,13 +1539,17 @@ async fn concurrent_first_opens_migrate_once(db: &TestDb) {
         // multi-threaded runtime, so these really run at once.
         let (a, b, c, d) = tokio::join!(open(), open(), open(), open());
         let ran: usize = [&a, &b, &c, &d].iter().map(|(_, n)| n).sum();
-        assert_eq!(ran, 3, "each of the three migrations ran exactly once");
+        assert_eq!(
+            ran,
+            PgRepo::migration_count(),
+            "each migration ran exactly once"
+        );
         for (d, _) in [&a, &b, &c, &d] {
             assert_eq!(d.migrate().await.unwrap(), 0);
             assert!(TestDb::table_exists_in(d, "job_logs").await);
         }
         let n = common::scalar(&a.0, "SELECT COUNT(*) FROM schema_migrations").await;
-        assert_eq!(n, 3);
+        assert_eq!(n, PgRepo::migration_count() as i64);
         for (d, _) in [a, b, c, d] {
             if let Database::Postgres(r) = d {
                 r.close().await;
