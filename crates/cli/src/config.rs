@@ -319,6 +319,12 @@ pub struct Settings {
     #[arg(long, global = true, env = "PHOTO_API_CLAMD_TIMEOUT", value_parser = parse_duration)]
     #[serde(default, with = "opt_duration")]
     pub clamd_timeout: Option<Duration>,
+    /// PEM certificate chain: serve HTTPS directly (with PHOTO_API_TLS_KEY); reloaded on SIGHUP.
+    #[arg(long, global = true, env = "PHOTO_API_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of PHOTO_API_TLS_CERT.
+    #[arg(long, global = true, env = "PHOTO_API_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
 }
 
 mod opt_duration {
@@ -393,6 +399,8 @@ pub struct Config {
     pub edge: photo_api_http::edge::EdgeConfig,
     /// `None`: uploads are not scanned for malware.
     pub clamd: Option<photo_api_http::scan::Clamd>,
+    /// `Some`: `serve` speaks HTTPS itself.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 /// Where the S3 adapter stores objects. Credentials come from the standard AWS chain, never
@@ -439,7 +447,7 @@ impl Settings {
             jwt_tenant_claim, jwt_scope_claim, jwt_default_scopes, jwt_allowed_roles,
             jwks_cache_ttl, jwks_min_refresh, cors_origins, cors_credentials, rate_limit_read,
             rate_limit_write, rate_limit_admin, rate_limit_address, max_concurrent_requests,
-            max_url_bytes, max_header_bytes, clamd, clamd_timeout)
+            max_url_bytes, max_header_bytes, clamd, clamd_timeout, tls_cert, tls_key)
     }
 
     /// Applies defaults and checks ranges.
@@ -467,7 +475,16 @@ impl Settings {
                 timeout: self.clamd_timeout.unwrap_or(Duration::from_secs(60)),
             }),
         };
+        let tls = match (self.tls_cert.clone(), self.tls_key.clone()) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles { cert, key }),
+            (Some(_), None) => bail!("PHOTO_API_TLS_CERT is set but PHOTO_API_TLS_KEY is not"),
+            (None, Some(_)) => bail!("PHOTO_API_TLS_KEY is set but PHOTO_API_TLS_CERT is not"),
+        };
+        let mut edge = edge;
+        edge.hsts |= tls.is_some();
         let c = Config {
+            tls,
             clamd,
             edge,
             listen: self

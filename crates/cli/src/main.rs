@@ -5,6 +5,7 @@ mod config;
 mod engine;
 mod keys;
 mod serve;
+mod tls;
 mod wiring;
 
 use std::path::PathBuf;

@@ -101,10 +101,16 @@ pub async fn serve(cfg: Config, cli_settings: Settings) -> anyhow::Result<()> {
             )
         })?;
     let addr = listener.local_addr()?;
+    if let Some(files) = &cfg.tls {
+        // Fail start-up, not the first handshake, on a bad certificate or key.
+        crate::tls::check(files)?;
+        crate::tls::load(files)?;
+    }
+    let scheme = if cfg.tls.is_some() { "https" } else { "http" };
     let public_url = cfg
         .public_url
         .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
+        .unwrap_or_else(|| format!("{scheme}://{addr}"));
     let signer = wiring::signer(&cfg)?;
     let store = wiring::open_store(&cfg, &public_url).await?;
 
@@ -231,18 +237,31 @@ pub async fn serve(cfg: Config, cli_settings: Settings) -> anyhow::Result<()> {
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), worker_mode = ?cfg.worker_mode, "serving");
 
     let stop = stop_tx.clone();
-    // With the peer address, for the per-address rate limit.
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    let on_shutdown = async move {
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight requests and jobs");
         let _ = stop.send(true);
-    })
-    .await
-    .context("HTTP server failed")?;
+    };
+    match &cfg.tls {
+        // With the peer address, for the per-address rate limit.
+        None => axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(on_shutdown)
+        .await
+        .context("HTTP server failed")?,
+        Some(files) => {
+            crate::tls::serve(
+                listener,
+                app,
+                files.clone(),
+                on_shutdown,
+                cfg.shutdown_grace,
+            )
+            .await?
+        }
+    }
     let _ = stop_tx.send(true);
     if let Some(t) = workers_task {
         let _ = t.await;

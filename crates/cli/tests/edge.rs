@@ -440,3 +440,39 @@ async fn requests_beyond_the_concurrency_cap_get_503() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn filenames_are_sanitised_before_they_are_stored_or_echoed() {
+    let s = Server::start_with(opts()).await;
+    let init = |name: Value| {
+        s.http
+            .post(s.url("/uploads/init"))
+            .bearer_auth(&s.key)
+            .json(&json!({"content_type": "image/jpeg", "max_bytes": 100, "filename": name}))
+            .send()
+    };
+    for (given, stored) in [
+        (
+            json!("../../tenants/other/x\u{202E}gpj.exe\u{0007}.jpg"),
+            "xgpj.exe.jpg".to_owned(),
+        ),
+        (json!("C:\\photos\\\u{200B}cat.png"), "cat.png".to_owned()),
+        (
+            json!(format!("{}.jpg", "n".repeat(1000))),
+            format!("{}.jpg", "n".repeat(251)),
+        ),
+    ] {
+        let r = init(given.clone()).await.unwrap();
+        assert_eq!(r.status(), 201, "{given}");
+        let id = r.json::<Value>().await.unwrap()["upload_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let v: Value = s.get(&format!("/uploads/{id}")).await.json().await.unwrap();
+        assert_eq!(v["filename"], stored.as_str(), "{given}");
+    }
+    for nothing in ["../", " \u{202E} ", "\u{0001}"] {
+        let r = init(json!(nothing)).await.unwrap();
+        expect_problem(r, 422, "invalid_request").await;
+    }
+}

@@ -4,6 +4,7 @@
 pub mod content_type;
 pub mod error;
 pub mod file_path;
+pub mod filename;
 pub mod ids;
 pub mod job;
 pub mod key;
@@ -13,6 +14,7 @@ pub mod size;
 pub use content_type::ContentType;
 pub use error::ErrorCode;
 pub use file_path::FilePath;
+pub use filename::FileName;
 pub use ids::{BatchId, JobId, TenantId, UploadId};
 pub use job::{
     CropBox, Fit, JobSpec, JobStatus, JobType, OutputFormat, PngCompression, Position, Sharpen,

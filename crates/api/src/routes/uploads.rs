@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
-use photo_core::{ContentType, ErrorCode, ObjectKey, UploadId};
+use photo_core::{ContentType, ErrorCode, FileName, ObjectKey, UploadId};
 use photo_db::{NewUpload, Upload, UploadOutcome, UploadStatus};
 use photo_storage::local::upload_fields;
 use photo_storage::{Bucket, StoreError, UploadPolicy};
@@ -20,8 +20,6 @@ use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::state::AppState;
 
-/// Longest accepted client file name.
-const MAX_FILENAME: usize = 255;
 /// How much of an object is read to sniff it and parse its header.
 const PROBE_BYTES: usize = 256 * 1024;
 
@@ -36,7 +34,8 @@ pub struct InitRequest {
     /// Largest body the upload URL accepts (1..=MAX_UPLOAD_SIZE).
     #[schema(example = 5000000)]
     pub max_bytes: u64,
-    /// The client's file name, kept for display.
+    /// The client's file name, kept for display: only its last path component, without control
+    /// or invisible formatting characters, at most 255 bytes.
     #[serde(default)]
     pub filename: Option<String>,
 }
@@ -81,17 +80,21 @@ pub(crate) async fn tenant_upload(
         .ok_or_else(|| ApiError::not_found("upload"))
 }
 
+/// The client's file name as stored and echoed: sanitised and capped (see [`FileName`]); a name
+/// with nothing usable left is refused.
 fn validate_filename(f: Option<String>) -> ApiResult<Option<String>> {
-    match f {
-        Some(f) if f.is_empty() || f.len() > MAX_FILENAME || f.chars().any(char::is_control) => {
-            Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                ErrorCode::InvalidRequest,
-                format!("filename must be 1..={MAX_FILENAME} bytes without control characters"),
-            ))
-        }
-        f => Ok(f),
-    }
+    f.map(|f| {
+        FileName::sanitize(&f)
+            .map(|n| n.as_str().to_owned())
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    ErrorCode::InvalidRequest,
+                    e.to_string(),
+                )
+            })
+    })
+    .transpose()
 }
 
 /// Starts an upload: returns a URL that accepts exactly this content type, up to `max_bytes`,
