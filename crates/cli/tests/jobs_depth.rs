@@ -1417,7 +1417,7 @@ async fn source_server(img: Vec<u8>) -> u16 {
         .route(
             "/slow",
             axum::routing::get(|| async {
-                tokio::time::sleep(Duration::from_secs(5)).await;
+                tokio::time::sleep(Duration::from_secs(15)).await;
                 "late".into_response()
             }),
         );
@@ -1475,7 +1475,8 @@ async fn source_urls_are_fetched_within_caps_and_every_redirect_is_checked() {
     let s = Server::start_with(
         Opts::default()
             .env("PHOTO_API_SOURCE_URL_ALLOW", "127.0.0.1/32")
-            .env("PHOTO_API_SOURCE_URL_TIMEOUT", "1s")
+            // Generous for four redirects of a debug build on a loaded machine; /slow takes 15 s.
+            .env("PHOTO_API_SOURCE_URL_TIMEOUT", "4s")
             .env("PHOTO_API_MAX_ATTEMPTS", "1")
             .env("MAX_UPLOAD_SIZE", "200000"),
     )
@@ -1511,4 +1512,55 @@ async fn source_urls_are_fetched_within_caps_and_every_redirect_is_checked() {
     // Other loopback ports are the same block: allowed; other private blocks are not.
     let j = url_job(&s, "http://10.0.0.1/x.jpg").await;
     assert_eq!(j["error_code"], "source_url_refused", "{j}");
+}
+
+#[tokio::test]
+async fn every_route_of_issue_8_is_in_the_openapi_document() {
+    let s = Server::start().await;
+    let doc: Value = reqwest::get(s.url("/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/jobs/{job_id}/cancel", "post"),
+        ("/jobs/{job_id}/retry", "post"),
+        ("/jobs/redrive", "post"),
+        ("/jobs/{job_id}/events", "get"),
+        ("/events", "get"),
+        ("/batches", "post"),
+        ("/batches/{batch_id}", "get"),
+        ("/batches/{batch_id}/jobs", "get"),
+        ("/batches/{batch_id}/cancel", "post"),
+        ("/webhooks", "post"),
+        ("/webhooks", "get"),
+        ("/webhooks/{webhook_id}", "delete"),
+        ("/webhooks/{webhook_id}/deliveries", "get"),
+    ] {
+        let op = &paths
+            .get(path)
+            .unwrap_or_else(|| panic!("{path} documented"))[method];
+        assert!(op.is_object(), "{method} {path} documented");
+        assert!(
+            op["responses"].as_object().is_some_and(|r| !r.is_empty()),
+            "{method} {path} has responses"
+        );
+    }
+    let codes = doc["components"]["schemas"]["ErrorCode"]["enum"].to_string();
+    for code in [
+        "job_not_cancellable",
+        "job_not_retryable",
+        "idempotency_key_reused",
+        "idempotency_key_in_progress",
+        "batch_too_large",
+    ] {
+        assert!(
+            codes.contains(code),
+            "{code} in the ErrorCode schema: {codes}"
+        );
+    }
+    let params = doc["paths"]["/jobs"]["post"]["parameters"].to_string();
+    assert!(params.contains("Idempotency-Key"), "{params}");
 }
