@@ -346,12 +346,16 @@ async fn sweep_loop(
         staging_max_age: chrono::Duration::from_std(cfg.staging_max_age)
             .unwrap_or(chrono::Duration::MAX),
         batch: 500,
+        job_ttl: cfg
+            .job_ttl
+            .map(|t| chrono::Duration::from_std(t).unwrap_or(chrono::Duration::MAX)),
     };
     loop {
         match photo_jobs::sweep_once(repo.as_ref(), store.as_ref(), &sc, Utc::now()).await {
-            Ok(r) if r.uploads_expired + r.staging_removed > 0 => {
+            Ok(r) if r.uploads_expired + r.staging_removed + r.jobs_expired > 0 => {
                 tracing::info!(
                     uploads_expired = r.uploads_expired,
+                    jobs_expired = r.jobs_expired,
                     staging_removed = r.staging_removed,
                     "sweep done"
                 );
@@ -467,13 +471,16 @@ pub async fn sweep(cfg: Config) -> anyhow::Result<()> {
             staging_max_age: chrono::Duration::from_std(cfg.staging_max_age)
                 .unwrap_or(chrono::Duration::MAX),
             batch: 500,
+            job_ttl: cfg
+                .job_ttl
+                .map(|t| chrono::Duration::from_std(t).unwrap_or(chrono::Duration::MAX)),
         },
         Utc::now(),
     )
     .await?;
     println!(
-        "expired {} upload(s), removed {} staging file(s)",
-        r.uploads_expired, r.staging_removed
+        "expired {} upload(s), removed {} staging file(s), deleted {} expired job(s)",
+        r.uploads_expired, r.staging_removed, r.jobs_expired
     );
     Ok(())
 }

@@ -1564,3 +1564,39 @@ async fn every_route_of_issue_8_is_in_the_openapi_document() {
     let params = doc["paths"]["/jobs"]["post"]["parameters"].to_string();
     assert!(params.contains("Idempotency-Key"), "{params}");
 }
+
+#[tokio::test]
+async fn finished_jobs_and_their_outputs_are_swept_after_their_ttl() {
+    let s = Server::start_with(
+        Opts::default()
+            .env("PHOTO_API_JOB_TTL", "2s")
+            .env("PHOTO_API_SWEEP_INTERVAL", "300ms"),
+    )
+    .await;
+    let up = s.upload_ready(jpeg(64, 48), "image/jpeg").await;
+    let j = s
+        .submit(json!({"job_type": "thumbnail", "upload_id": up, "params": {"width": 16, "height": 16}}))
+        .await;
+    let jid = j["job_id"].as_str().unwrap().to_owned();
+    let done = s.wait_job(&jid, Duration::from_secs(60)).await;
+    assert_eq!(done["status"], "completed");
+    let key = done["outputs"][0]["key"].as_str().unwrap().to_owned();
+    let path = processed_object_path(&s.data_dir, &key);
+    assert!(path.exists(), "the output is stored");
+    // Kept within the TTL…
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(s.get(&format!("/jobs/{jid}")).await.status(), 200);
+    // …then the row, its history and its output go.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = s.get(&format!("/jobs/{jid}")).await;
+        if r.status() == 404 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the job was never swept");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!path.exists(), "its output is gone");
+    let all: Value = s.get("/jobs").await.json().await.unwrap();
+    assert!(all["jobs"].as_array().unwrap().is_empty());
+}
