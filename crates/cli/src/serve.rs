@@ -180,6 +180,7 @@ pub async fn serve(cfg: Config, cli_settings: Settings) -> anyhow::Result<()> {
             timeout: cfg.webhook_timeout,
             poll: cfg.poll_interval.min(Duration::from_secs(1)),
             concurrency: 8,
+            allow: cfg.source_url_allow.clone(),
         },
         stop_rx.clone(),
     ));

@@ -1232,7 +1232,14 @@ fn verify_signature(secret: &str, headers: &axum::http::HeaderMap, body: &str) -
 
 #[tokio::test]
 async fn a_webhook_receiver_down_at_first_gets_exactly_one_signed_delivery_per_event() {
-    let s = Server::start_with(Opts::default().env("PHOTO_API_WEBHOOK_RETRY_BASE", "200ms")).await;
+    // The receiver is on loopback, which webhooks (like source URLs) may reach only when
+    // allow-listed.
+    let s = Server::start_with(
+        Opts::default()
+            .env("PHOTO_API_WEBHOOK_RETRY_BASE", "200ms")
+            .env("PHOTO_API_SOURCE_URL_ALLOW", "127.0.0.1/32"),
+    )
+    .await;
     let (url, got) = receiver(4).await;
 
     // Admin: bad input, then a webhook.
@@ -1599,4 +1606,56 @@ async fn finished_jobs_and_their_outputs_are_swept_after_their_ttl() {
     assert!(!path.exists(), "its output is gone");
     let all: Value = s.get("/jobs").await.json().await.unwrap();
     assert!(all["jobs"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn webhooks_to_non_public_addresses_are_refused_without_retries() {
+    let s = Server::start_with(Opts::default().env("PHOTO_API_WEBHOOK_RETRY_BASE", "100ms")).await;
+    let (url, got) = receiver(0).await;
+    let mut hooks = Vec::new();
+    for u in [url.as_str(), "http://169.254.169.254/latest/meta-data/"] {
+        let h: Value = s
+            .post(
+                "/webhooks",
+                json!({"url": u, "event_types": ["job.completed"]}),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        hooks.push(h["webhook_id"].as_str().unwrap().to_owned());
+    }
+    let up = s.upload_ready(jpeg(64, 48), "image/jpeg").await;
+    let j = s
+        .submit(
+            json!({"job_type": "thumbnail", "upload_id": up, "params": {"width": 8, "height": 8}}),
+        )
+        .await;
+    s.wait_job(j["job_id"].as_str().unwrap(), Duration::from_secs(60))
+        .await;
+    for hid in &hooks {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ds: Value = s
+                .get(&format!("/webhooks/{hid}/deliveries"))
+                .await
+                .json()
+                .await
+                .unwrap();
+            if ds[0]["status"] == "failed" {
+                assert_eq!(ds[0]["attempts"], 1, "refused at once, never retried: {ds}");
+                assert!(
+                    ds[0]["last_error"].as_str().unwrap().contains("refused"),
+                    "{ds}"
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "never refused: {ds}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert!(
+        got.0.lock().unwrap().is_empty(),
+        "nothing reached the loopback receiver"
+    );
 }
