@@ -130,6 +130,11 @@ pub struct Settings {
     /// public (loopback, private, link-local…); default none.
     #[arg(long, global = true, env = "PHOTO_API_SOURCE_URL_ALLOW")]
     pub source_url_allow: Option<String>,
+    /// How long finished jobs (and their outputs) are kept before the sweep deletes them
+    /// (default: kept).
+    #[arg(long, global = true, env = "PHOTO_API_JOB_TTL", value_parser = parse_duration)]
+    #[serde(default, with = "opt_duration")]
+    pub job_ttl: Option<Duration>,
     /// Lifetime of signed download URLs (default 1h).
     #[arg(long, global = true, env = "PHOTO_API_DOWNLOAD_URL_TTL", value_parser = parse_duration)]
     #[serde(default, with = "opt_duration")]
@@ -373,6 +378,7 @@ pub struct Config {
     pub webhook_retry_base: Duration,
     pub webhook_max_attempts: u32,
     pub webhook_timeout: Duration,
+    pub job_ttl: Option<Duration>,
     pub source_url_timeout: Duration,
     pub source_url_max_redirects: u32,
     pub source_url_allow: Vec<photo_jobs::fetch::Cidr>,
@@ -437,7 +443,7 @@ impl Settings {
             files_max_tree_entries, files_gc_delay, files_max_url_ttl,
             idempotency_ttl, max_batch_size, webhook_retry_base,
             webhook_max_attempts, webhook_timeout, source_url_timeout, source_url_max_redirects,
-            source_url_allow,
+            source_url_allow, job_ttl,
             max_pixels, max_side, worker_mode, worker_concurrency, job_lease, job_timeout,
             max_attempts, retry_backoff, poll_interval, request_timeout, shutdown_grace,
             log_level, log_format, debug, s3_bucket_raw, s3_bucket_processed, aws_region,
@@ -524,6 +530,7 @@ impl Settings {
             webhook_retry_base: self.webhook_retry_base.unwrap_or(Duration::from_secs(5)),
             webhook_max_attempts: self.webhook_max_attempts.unwrap_or(20),
             webhook_timeout: self.webhook_timeout.unwrap_or(Duration::from_secs(10)),
+            job_ttl: self.job_ttl.filter(|t| !t.is_zero()),
             source_url_timeout: self.source_url_timeout.unwrap_or(Duration::from_secs(30)),
             source_url_max_redirects: self.source_url_max_redirects.unwrap_or(3),
             source_url_allow: self

@@ -216,6 +216,7 @@ pub async fn serve(cfg: Config, cli_settings: Settings) -> anyhow::Result<()> {
             timeout: cfg.webhook_timeout,
             poll: cfg.poll_interval.min(Duration::from_secs(1)),
             concurrency: 8,
+            allow: cfg.source_url_allow.clone(),
         },
         stop_rx.clone(),
     ));
@@ -400,12 +401,22 @@ async fn sweep_loop(
         staging_max_age: chrono::Duration::from_std(cfg.staging_max_age)
             .unwrap_or(chrono::Duration::MAX),
         batch: 500,
+        job_ttl: cfg
+            .job_ttl
+            .map(|t| chrono::Duration::from_std(t).unwrap_or(chrono::Duration::MAX)),
     };
     loop {
         match photo_jobs::sweep_once(repo.as_ref(), store.as_ref(), &sc, Utc::now()).await {
-            Ok(r) if r.uploads_expired + r.staging_removed + r.file_objects_removed > 0 => {
+            Ok(r)
+                if r.uploads_expired
+                    + r.staging_removed
+                    + r.file_objects_removed
+                    + r.jobs_expired
+                    > 0 =>
+            {
                 tracing::info!(
                     uploads_expired = r.uploads_expired,
+                    jobs_expired = r.jobs_expired,
                     staging_removed = r.staging_removed,
                     file_objects_removed = r.file_objects_removed,
                     "sweep done"
@@ -522,13 +533,16 @@ pub async fn sweep(cfg: Config) -> anyhow::Result<()> {
             staging_max_age: chrono::Duration::from_std(cfg.staging_max_age)
                 .unwrap_or(chrono::Duration::MAX),
             batch: 500,
+            job_ttl: cfg
+                .job_ttl
+                .map(|t| chrono::Duration::from_std(t).unwrap_or(chrono::Duration::MAX)),
         },
         Utc::now(),
     )
     .await?;
     println!(
-        "expired {} upload(s), removed {} staging file(s) and {} object(s) of deleted files",
-        r.uploads_expired, r.staging_removed, r.file_objects_removed
+        "expired {} upload(s), removed {} staging file(s) and {} object(s) of deleted files, deleted {} expired job(s)",
+        r.uploads_expired, r.staging_removed, r.file_objects_removed, r.jobs_expired
     );
     Ok(())
 }

@@ -1232,7 +1232,14 @@ fn verify_signature(secret: &str, headers: &axum::http::HeaderMap, body: &str) -
 
 #[tokio::test]
 async fn a_webhook_receiver_down_at_first_gets_exactly_one_signed_delivery_per_event() {
-    let s = Server::start_with(Opts::default().env("PHOTO_API_WEBHOOK_RETRY_BASE", "200ms")).await;
+    // The receiver is on loopback, which webhooks (like source URLs) may reach only when
+    // allow-listed.
+    let s = Server::start_with(
+        Opts::default()
+            .env("PHOTO_API_WEBHOOK_RETRY_BASE", "200ms")
+            .env("PHOTO_API_SOURCE_URL_ALLOW", "127.0.0.1/32"),
+    )
+    .await;
     let (url, got) = receiver(4).await;
 
     // Admin: bad input, then a webhook.
@@ -1417,7 +1424,7 @@ async fn source_server(img: Vec<u8>) -> u16 {
         .route(
             "/slow",
             axum::routing::get(|| async {
-                tokio::time::sleep(Duration::from_secs(5)).await;
+                tokio::time::sleep(Duration::from_secs(15)).await;
                 "late".into_response()
             }),
         );
@@ -1475,7 +1482,8 @@ async fn source_urls_are_fetched_within_caps_and_every_redirect_is_checked() {
     let s = Server::start_with(
         Opts::default()
             .env("PHOTO_API_SOURCE_URL_ALLOW", "127.0.0.1/32")
-            .env("PHOTO_API_SOURCE_URL_TIMEOUT", "1s")
+            // Generous for four redirects of a debug build on a loaded machine; /slow takes 15 s.
+            .env("PHOTO_API_SOURCE_URL_TIMEOUT", "4s")
             .env("PHOTO_API_MAX_ATTEMPTS", "1")
             .env("MAX_UPLOAD_SIZE", "200000"),
     )
@@ -1511,4 +1519,143 @@ async fn source_urls_are_fetched_within_caps_and_every_redirect_is_checked() {
     // Other loopback ports are the same block: allowed; other private blocks are not.
     let j = url_job(&s, "http://10.0.0.1/x.jpg").await;
     assert_eq!(j["error_code"], "source_url_refused", "{j}");
+}
+
+#[tokio::test]
+async fn every_route_of_issue_8_is_in_the_openapi_document() {
+    let s = Server::start().await;
+    let doc: Value = reqwest::get(s.url("/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/jobs/{job_id}/cancel", "post"),
+        ("/jobs/{job_id}/retry", "post"),
+        ("/jobs/redrive", "post"),
+        ("/jobs/{job_id}/events", "get"),
+        ("/events", "get"),
+        ("/batches", "post"),
+        ("/batches/{batch_id}", "get"),
+        ("/batches/{batch_id}/jobs", "get"),
+        ("/batches/{batch_id}/cancel", "post"),
+        ("/webhooks", "post"),
+        ("/webhooks", "get"),
+        ("/webhooks/{webhook_id}", "delete"),
+        ("/webhooks/{webhook_id}/deliveries", "get"),
+    ] {
+        let op = &paths
+            .get(path)
+            .unwrap_or_else(|| panic!("{path} documented"))[method];
+        assert!(op.is_object(), "{method} {path} documented");
+        assert!(
+            op["responses"].as_object().is_some_and(|r| !r.is_empty()),
+            "{method} {path} has responses"
+        );
+    }
+    let codes = doc["components"]["schemas"]["ErrorCode"]["enum"].to_string();
+    for code in [
+        "job_not_cancellable",
+        "job_not_retryable",
+        "idempotency_key_reused",
+        "idempotency_key_in_progress",
+        "batch_too_large",
+    ] {
+        assert!(
+            codes.contains(code),
+            "{code} in the ErrorCode schema: {codes}"
+        );
+    }
+    let params = doc["paths"]["/jobs"]["post"]["parameters"].to_string();
+    assert!(params.contains("Idempotency-Key"), "{params}");
+}
+
+#[tokio::test]
+async fn finished_jobs_and_their_outputs_are_swept_after_their_ttl() {
+    let s = Server::start_with(
+        Opts::default()
+            .env("PHOTO_API_JOB_TTL", "2s")
+            .env("PHOTO_API_SWEEP_INTERVAL", "300ms"),
+    )
+    .await;
+    let up = s.upload_ready(jpeg(64, 48), "image/jpeg").await;
+    let j = s
+        .submit(json!({"job_type": "thumbnail", "upload_id": up, "params": {"width": 16, "height": 16}}))
+        .await;
+    let jid = j["job_id"].as_str().unwrap().to_owned();
+    let done = s.wait_job(&jid, Duration::from_secs(60)).await;
+    assert_eq!(done["status"], "completed");
+    let key = done["outputs"][0]["key"].as_str().unwrap().to_owned();
+    let path = processed_object_path(&s.data_dir, &key);
+    assert!(path.exists(), "the output is stored");
+    // Kept within the TTL…
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(s.get(&format!("/jobs/{jid}")).await.status(), 200);
+    // …then the row, its history and its output go.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = s.get(&format!("/jobs/{jid}")).await;
+        if r.status() == 404 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the job was never swept");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!path.exists(), "its output is gone");
+    let all: Value = s.get("/jobs").await.json().await.unwrap();
+    assert!(all["jobs"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn webhooks_to_non_public_addresses_are_refused_without_retries() {
+    let s = Server::start_with(Opts::default().env("PHOTO_API_WEBHOOK_RETRY_BASE", "100ms")).await;
+    let (url, got) = receiver(0).await;
+    let mut hooks = Vec::new();
+    for u in [url.as_str(), "http://169.254.169.254/latest/meta-data/"] {
+        let h: Value = s
+            .post(
+                "/webhooks",
+                json!({"url": u, "event_types": ["job.completed"]}),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        hooks.push(h["webhook_id"].as_str().unwrap().to_owned());
+    }
+    let up = s.upload_ready(jpeg(64, 48), "image/jpeg").await;
+    let j = s
+        .submit(
+            json!({"job_type": "thumbnail", "upload_id": up, "params": {"width": 8, "height": 8}}),
+        )
+        .await;
+    s.wait_job(j["job_id"].as_str().unwrap(), Duration::from_secs(60))
+        .await;
+    for hid in &hooks {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ds: Value = s
+                .get(&format!("/webhooks/{hid}/deliveries"))
+                .await
+                .json()
+                .await
+                .unwrap();
+            if ds[0]["status"] == "failed" {
+                assert_eq!(ds[0]["attempts"], 1, "refused at once, never retried: {ds}");
+                assert!(
+                    ds[0]["last_error"].as_str().unwrap().contains("refused"),
+                    "{ds}"
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "never refused: {ds}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert!(
+        got.0.lock().unwrap().is_empty(),
+        "nothing reached the loopback receiver"
+    );
 }

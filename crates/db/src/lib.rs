@@ -194,6 +194,13 @@ pub trait Repo: FileRepo + Send + Sync + std::fmt::Debug {
         now: DateTime<Utc>,
     ) -> DbResult<Option<Job>>;
 
+    // --- retention
+    /// Finished jobs (completed, failed, dead, cancelled) that finished before `before`,
+    /// oldest first, at most `limit`: the ones past their TTL.
+    async fn expired_jobs(&self, before: DateTime<Utc>, limit: u32) -> DbResult<Vec<Job>>;
+    /// Deletes a job's row and its history.
+    async fn delete_job(&self, id: JobId) -> DbResult<()>;
+
     // --- batches
     /// Stores a batch and all its jobs in one transaction (all or none), each job with
     /// `batch_id`; returns the jobs, in id order.

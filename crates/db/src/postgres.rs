@@ -693,6 +693,35 @@ impl Repo for PgRepo {
         .transpose()
     }
 
+    async fn expired_jobs(&self, before: DateTime<Utc>, limit: u32) -> DbResult<Vec<Job>> {
+        sqlx::query(
+            "SELECT * FROM job_logs
+             WHERE status IN ('completed', 'failed', 'dead', 'cancelled') AND completed_at < $1
+             ORDER BY completed_at LIMIT $2",
+        )
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(job_from_row)
+        .collect()
+    }
+
+    async fn delete_job(&self, id: JobId) -> DbResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM job_events WHERE job_id = $1")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM job_logs WHERE job_id = $1")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn insert_batch(
         &self,
         tenant: &TenantId,

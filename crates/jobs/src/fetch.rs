@@ -196,6 +196,22 @@ async fn checked_address(
     Ok(addrs[0])
 }
 
+/// The address a webhook delivery to `url` may connect to under the same rules as source URLs
+/// (`allow` lifts them for the listed blocks), or why it may not.
+pub async fn webhook_address(url: &str, allow: &[Cidr]) -> Result<(String, SocketAddr), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+    let cfg = FetchConfig {
+        max_bytes: 0,
+        timeout: Duration::ZERO,
+        max_redirects: 0,
+        allow: allow.to_vec(),
+    };
+    let addr = checked_address(&parsed, &cfg)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((parsed.host_str().unwrap_or_default().to_owned(), addr))
+}
+
 /// Parses and checks a source URL's form (scheme, no credentials); what the API also checks.
 pub fn parse_source_url(s: &str) -> Result<reqwest::Url, String> {
     let url = reqwest::Url::parse(s).map_err(|e| format!("source_url is not a URL: {e}"))?;

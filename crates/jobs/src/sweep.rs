@@ -1,5 +1,5 @@
 //! Expiry: raw objects of uploads past their TTL, uncompleted uploads, staging leftovers,
-//! expired idempotency keys.
+//! expired idempotency keys, finished jobs past their TTL (with their outputs).
 
 use chrono::{DateTime, Utc};
 use photo_db::Repo;
@@ -12,6 +12,8 @@ pub struct SweepConfig {
     pub staging_max_age: chrono::Duration,
     /// Rows handled per batch.
     pub batch: u32,
+    /// Finished jobs older than this are deleted with their outputs; `None` keeps them.
+    pub job_ttl: Option<chrono::Duration>,
 }
 
 /// What one sweep removed.
@@ -25,6 +27,8 @@ pub struct SweepReport {
     pub file_objects_removed: u64,
     /// Expired `Idempotency-Key` records deleted.
     pub idempotency_keys_expired: u64,
+    /// Finished jobs past their TTL deleted (row, history and outputs).
+    pub jobs_expired: u64,
 }
 
 /// Runs one sweep: deletes raw objects of uploads past `expires_at` (whether completed or not)
@@ -50,6 +54,25 @@ pub async fn sweep_once(
         }
         if (batch.len() as u32) < cfg.batch {
             break;
+        }
+    }
+    if let Some(ttl) = cfg.job_ttl {
+        loop {
+            let batch = repo.expired_jobs(now - ttl, cfg.batch).await?;
+            for job in &batch {
+                // Outputs first (recorded ones and the deterministic keys of unrecorded ones):
+                // if we crash in between, the row is swept again.
+                let mut keys: Vec<_> = job.outputs.iter().map(|o| o.key.clone()).collect();
+                keys.extend(crate::pipeline::output_keys(job));
+                for key in keys {
+                    store.delete(Bucket::Processed, &key).await?;
+                }
+                repo.delete_job(job.job_id).await?;
+                report.jobs_expired += 1;
+            }
+            if (batch.len() as u32) < cfg.batch {
+                break;
+            }
         }
     }
     report.staging_removed = store.sweep_staging(now - cfg.staging_max_age).await?;

@@ -31,6 +31,8 @@ pub struct WebhookConfig {
     pub poll: Duration,
     /// Deliveries sent at once.
     pub concurrency: usize,
+    /// Blocks a webhook URL may reach although they are not public (as for `source_url`).
+    pub allow: Vec<crate::fetch::Cidr>,
 }
 
 /// The signature header's value for `body` sent at `timestamp` (Unix seconds).
@@ -52,7 +54,34 @@ pub fn retry_delay(attempts: u32, cfg: &WebhookConfig) -> Duration {
         .min(cfg.retry_max)
 }
 
-async fn send(http: &reqwest::Client, d: &DueDelivery, cfg: &WebhookConfig) -> DeliveryOutcome {
+async fn send(d: &DueDelivery, cfg: &WebhookConfig) -> DeliveryOutcome {
+    // The same SSRF rules as source URLs, on the resolved address, pinned for the request: a
+    // webhook can never be pointed at loopback, private or metadata addresses.
+    let (host, addr) = match crate::fetch::webhook_address(&d.url, &cfg.allow).await {
+        Ok(a) => a,
+        Err(e) => {
+            return DeliveryOutcome::Failed {
+                status_code: None,
+                error: e,
+                retry_at: None,
+            };
+        }
+    };
+    let http = match reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve(&host, addr)
+        .no_proxy()
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            return DeliveryOutcome::Failed {
+                status_code: None,
+                error: format!("building the HTTP client failed: {e}"),
+                retry_at: Some(Utc::now()),
+            };
+        }
+    };
     let now = Utc::now();
     let ts = now.timestamp();
     let body = d.delivery.payload.clone();
@@ -101,7 +130,6 @@ async fn send(http: &reqwest::Client, d: &DueDelivery, cfg: &WebhookConfig) -> D
 /// attempted.
 pub async fn deliver_once(
     repo: &dyn Repo,
-    http: &reqwest::Client,
     cfg: &WebhookConfig,
 ) -> Result<usize, photo_db::DbError> {
     while repo.webhook_fanout(Utc::now(), 500).await? > 0 {}
@@ -114,7 +142,7 @@ pub async fn deliver_once(
     let n = due.len();
     let results: Vec<_> = futures_util::stream::iter(due)
         .map(|d| async move {
-            let outcome = send(http, &d, cfg).await;
+            let outcome = send(&d, cfg).await;
             (d, outcome)
         })
         .buffer_unordered(cfg.concurrency.max(1))
@@ -136,12 +164,8 @@ pub async fn delivery_loop(
     cfg: WebhookConfig,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap_or_default();
     loop {
-        let idle = match deliver_once(repo.as_ref(), &http, &cfg).await {
+        let idle = match deliver_once(repo.as_ref(), &cfg).await {
             Ok(n) => n == 0,
             Err(e) => {
                 tracing::warn!(error = %e, "webhook round failed; retrying");
@@ -188,6 +212,7 @@ mod tests {
             timeout: Duration::from_secs(10),
             poll: Duration::from_secs(1),
             concurrency: 4,
+            allow: Vec::new(),
         };
         assert_eq!(retry_delay(1, &cfg), Duration::from_secs(5));
         assert_eq!(retry_delay(2, &cfg), Duration::from_secs(10));
