@@ -262,6 +262,12 @@ async fn fifty_sigkills_of_lease_holders_during_200_jobs_lose_nothing() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // s3s-fs removes the temporary file of a PUT whose client was SIGKILLed only once it notices
+    // the dropped connection: give it a moment before calling a leftover a leftover.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !staging_empty(&s.data_dir) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert!(
         staging_empty(&s.data_dir),
         "no staging leftovers after the sweep"
