@@ -1001,4 +1001,11 @@ async fn a_one_gib_file_streams_through_in_bounded_memory() {
         growth_mib < 64,
         "RSS grew by {growth_mib} MiB moving 1 GiB in and out"
     );
+    // A GiB per run would pile up in the temporary directory.
+    let dir = s.data_dir.clone();
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Some(p) = common::production() {
+        let _ = std::fs::remove_dir_all(p.s3_root(&dir));
+    }
 }
