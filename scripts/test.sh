@@ -88,9 +88,9 @@ else
         --test main_path --test durability --test jobs_depth
 fi
 
-section "Fuzzing (scripts/fuzz.sh: every cargo-fuzz target for ${FUZZ_SECONDS:-10}s; FUZZ_SECONDS=0 skips)"
-if [ "${FUZZ_SECONDS:-10}" != 0 ]; then
-    scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
+section "Fuzzing (scripts/fuzz.sh: every cargo-fuzz target for ${FUZZ_SECONDS:-5}s; FUZZ_SECONDS=0 skips)"
+if [ "${FUZZ_SECONDS:-5}" != 0 ]; then
+    scripts/fuzz.sh "${FUZZ_SECONDS:-5}"
 fi
 
 section "All checks passed"
