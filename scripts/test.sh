@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-section() { printf '\n==> %s\n' "$*"; }
+section() { printf '\n==> [%ss] %s\n' "$SECONDS" "$*"; }
 
 # ---------------------------------------------------------------------------
 # Tools the tests need.
