@@ -155,6 +155,8 @@ impl FromRequestParts<AppState> for Caller {
             ));
         };
         let caller = authenticate(token.trim(), state).await?;
+        // The request span (and every log line in it) names the tenant from here on.
+        tracing::Span::current().record("tenant", caller.tenant.as_str());
         let needed = required_scope(&parts.method, parts.uri.path());
         if !caller.has(needed) {
             return Err(insufficient_scope(format!(

@@ -7,6 +7,7 @@ pub mod error;
 pub mod extract;
 pub mod idempotency;
 pub mod jwt;
+pub mod metrics;
 pub mod routes;
 pub mod scan;
 pub mod state;
@@ -66,6 +67,17 @@ pub struct RouterConfig {
     pub file_body_limit: usize,
     /// Body limit of `POST /files/upload-multiple`.
     pub files_body_limit: usize,
+    /// Serve `GET /metrics` here (false when metrics have a listener of their own).
+    pub metrics_route: bool,
+    /// Other processes' metrics (the supervised worker) merged into `/metrics`.
+    pub metrics_extra: Option<Arc<dyn metrics::MetricsSource>>,
+}
+
+/// A router with only `GET /metrics`, for a listener of its own.
+pub fn metrics_router(state: metrics::MetricsState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics::scrape))
+        .with_state(state)
 }
 
 /// The OpenAPI document and the router without state applied, split for tests.
@@ -197,6 +209,14 @@ pub fn app(state: AppState, cfg: RouterConfig) -> Router {
         .route("/openapi.json", get(routes::docs::openapi))
         .route("/docs", get(routes::docs::page))
         .with_state(doc);
+    let metrics_route = if cfg.metrics_route {
+        metrics_router(metrics::MetricsState {
+            app: state.clone(),
+            extra: cfg.metrics_extra.clone(),
+        })
+    } else {
+        Router::new()
+    };
     api.merge(uploads)
         .merge(file_paths)
         .merge(file_uploads)
@@ -204,6 +224,8 @@ pub fn app(state: AppState, cfg: RouterConfig) -> Router {
         .merge(objects)
         .with_state(state)
         .merge(docs)
+        .merge(metrics_route)
+        .route_layer(middleware::from_fn(metrics::tag_route))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(problem_for_bare_errors))
@@ -218,10 +240,27 @@ pub fn app(state: AppState, cfg: RouterConfig) -> Router {
                     .get(REQUEST_ID_HEADER)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("-");
-                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                // `tenant` is recorded once the caller is authenticated (see `auth`).
+                let span = tracing::info_span!(
+                    "request",
+                    method = %req.method(),
+                    path = %req.uri().path(),
+                    request_id = %id,
+                    tenant = tracing::field::Empty,
+                );
+                // A caller's W3C trace context makes this request part of its trace.
+                if let Some(tp) = req
+                    .headers()
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                {
+                    photo_core::telemetry::set_parent(&span, tp);
+                }
+                span
             }),
         )
         .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuid))
+        .layer(middleware::from_fn(metrics::track))
 }
 
 async fn fallback() -> ApiError {

@@ -4,6 +4,7 @@
 //! infected, anything else — an `ERROR`, a size-limit message, a cut-off or unknown reply, a
 //! timeout — is a scanner failure, and the upload is not promoted (fail closed).
 
+use tracing::Instrument;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -177,9 +178,20 @@ impl Clamd {
             c.flush().await.map_err(io)?;
             parse_reply(&Self::read_reply(&mut c).await?)
         };
-        tokio::time::timeout(self.timeout, run)
+        let start = std::time::Instant::now();
+        let r = tokio::time::timeout(self.timeout, run)
+            .instrument(tracing::info_span!("scan"))
             .await
-            .map_err(|_| fail("the scan did not finish in time"))?
+            .map_err(|_| fail("the scan did not finish in time"))
+            .and_then(|r| r);
+        let m = photo_core::metrics::metrics();
+        m.scan_duration.observe([], start.elapsed().as_secs_f64());
+        m.scan_results.inc([match &r {
+            Ok(Verdict::Clean) => "clean",
+            Ok(Verdict::Infected(_)) => "infected",
+            Err(_) => "error",
+        }]);
+        r
     }
 }
 

@@ -49,6 +49,19 @@ pub enum LogFormat {
     Json,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+/// OTLP transport of traces.
+pub enum OtlpProtocol {
+    /// OTLP/HTTP with protobuf bodies (port 4318 on a collector).
+    #[value(name = "http/protobuf")]
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    /// OTLP/HTTP with JSON bodies.
+    #[value(name = "http/json")]
+    #[serde(rename = "http/json")]
+    HttpJson,
+}
+
 /// Every setting; each has a flag, an env var and a config-file key (the field name).
 #[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -108,6 +121,17 @@ pub struct Settings {
     /// Most items in one `POST /batches` (default 1000, at most 10000).
     #[arg(long, global = true, env = "PHOTO_API_MAX_BATCH_SIZE")]
     pub max_batch_size: Option<usize>,
+    /// Serve `GET /metrics` on a listener of its own at this address instead of the main one
+    /// (`photo-api worker` serves its metrics only there).
+    #[arg(long, global = true, env = "PHOTO_API_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// OTLP endpoint traces are exported to, e.g. http://collector:4318 (`/v1/traces` is
+    /// appended); tracing is off when unset.
+    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// OTLP transport: http/protobuf (default) or http/json.
+    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_PROTOCOL", value_enum)]
+    pub otlp_protocol: Option<OtlpProtocol>,
     /// First retry delay of a failed webhook delivery, doubled per attempt up to 1h (default 5s).
     #[arg(long, global = true, env = "PHOTO_API_WEBHOOK_RETRY_BASE", value_parser = parse_duration)]
     #[serde(default, with = "opt_duration")]
@@ -375,6 +399,9 @@ pub struct Config {
     pub files_max_url_ttl: Duration,
     pub idempotency_ttl: Duration,
     pub max_batch_size: usize,
+    pub metrics_listen: Option<SocketAddr>,
+    pub otlp_endpoint: Option<String>,
+    pub otlp_protocol: OtlpProtocol,
     pub webhook_retry_base: Duration,
     pub webhook_max_attempts: u32,
     pub webhook_timeout: Duration,
@@ -441,7 +468,8 @@ impl Settings {
             presign_expires_seconds, max_upload_size, raw_ttl, sweep_interval, staging_max_age,
             download_url_ttl, files_max_size, files_max_request_size, files_max_per_request,
             files_max_tree_entries, files_gc_delay, files_max_url_ttl,
-            idempotency_ttl, max_batch_size, webhook_retry_base,
+            idempotency_ttl, max_batch_size, metrics_listen, otlp_endpoint, otlp_protocol,
+            webhook_retry_base,
             webhook_max_attempts, webhook_timeout, source_url_timeout, source_url_max_redirects,
             source_url_allow, job_ttl,
             max_pixels, max_side, worker_mode, worker_concurrency, job_lease, job_timeout,
@@ -527,6 +555,9 @@ impl Settings {
                 .idempotency_ttl
                 .unwrap_or(Duration::from_secs(24 * 3600)),
             max_batch_size: self.max_batch_size.unwrap_or(1000),
+            metrics_listen: self.metrics_listen,
+            otlp_endpoint: self.otlp_endpoint.filter(|e| !e.trim().is_empty()),
+            otlp_protocol: self.otlp_protocol.unwrap_or(OtlpProtocol::HttpProtobuf),
             webhook_retry_base: self.webhook_retry_base.unwrap_or(Duration::from_secs(5)),
             webhook_max_attempts: self.webhook_max_attempts.unwrap_or(20),
             webhook_timeout: self.webhook_timeout.unwrap_or(Duration::from_secs(10)),

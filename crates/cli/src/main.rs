@@ -4,7 +4,9 @@
 mod config;
 mod engine;
 mod keys;
+mod metrics;
 mod serve;
+mod telemetry;
 mod tls;
 mod wiring;
 
@@ -67,11 +69,16 @@ fn main() -> ExitCode {
             file = inherited.over(file);
         }
         let cfg = cli.settings.clone().over(file).resolve()?;
-        wiring::init_logging(&cfg)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .max_blocking_threads(cfg.worker_concurrency.max(4) * 2)
             .build()?;
+        let component = match cli.command {
+            Command::Worker => "worker",
+            _ => "api",
+        };
+        // Flushes buffered trace spans when main returns.
+        let _telemetry = telemetry::init(&cfg, rt.handle(), component)?;
         // A LocalSet: the Temporal worker's future is not `Send` (workflow code runs on one
         // thread), so in-process workers run as a local task of the main thread.
         let local = tokio::task::LocalSet::new();

@@ -163,9 +163,30 @@ pub async fn serve(cfg: Config, cli_settings: Settings) -> anyhow::Result<()> {
             .map(|j| Arc::new(photo_api_http::jwt::JwtVerifier::new(j))),
         edge: Arc::new(photo_api_http::edge::Edge::new(cfg.edge.clone())),
     };
+    // In the default mode jobs run in a supervised worker process: its metrics reach our
+    // /metrics through a unix socket only it and we know.
+    let worker_metrics = matches!(cfg.worker_mode, WorkerMode::Process).then(|| {
+        Arc::new(crate::metrics::WorkerSocket::for_this_server())
+            as Arc<dyn photo_api_http::metrics::MetricsSource>
+    });
+    let metrics_server = match cfg.metrics_listen {
+        Some(at) => Some(
+            crate::metrics::serve_http(
+                at,
+                photo_api_http::metrics_router(photo_api_http::metrics::MetricsState {
+                    app: state.clone(),
+                    extra: worker_metrics.clone(),
+                }),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let app = photo_api_http::app(
         state,
         RouterConfig {
+            metrics_route: cfg.metrics_listen.is_none(),
+            metrics_extra: worker_metrics,
             request_timeout: cfg.request_timeout,
             upload_body_limit: usize::try_from(cfg.max_upload_size)
                 .unwrap_or(usize::MAX)
@@ -269,6 +290,10 @@ pub async fn serve(cfg: Config, cli_settings: Settings) -> anyhow::Result<()> {
     }
     sweeper.abort();
     webhooks.abort();
+    if let Some(m) = metrics_server {
+        m.abort();
+    }
+    let _ = std::fs::remove_file(crate::metrics::WorkerSocket::for_this_server().path());
     if let Some(o) = outbox {
         o.abort();
     }
@@ -283,6 +308,7 @@ fn child_settings(_cfg: &Config, cli: Settings) -> anyhow::Result<String> {
     s.api_key = None;
     s.jwt_secret = None;
     s.worker_mode = None;
+    s.metrics_listen = None;
     Ok(serde_json::to_string(&s)?)
 }
 
@@ -343,6 +369,12 @@ async fn supervise(
         cmd.arg("worker")
             .env(CHILD_SETTINGS_ENV, &child_settings)
             .env("PHOTO_API_SUPERVISOR_PID", std::process::id().to_string())
+            // Its metrics go to our /metrics through this socket, not a listener of its own.
+            .env(
+                crate::metrics::SOCKET_ENV,
+                crate::metrics::WorkerSocket::for_this_server().path(),
+            )
+            .env_remove("PHOTO_API_METRICS_LISTEN")
             .stdout(std::process::Stdio::null())
             .kill_on_drop(true);
         die_with_parent(&mut cmd);
@@ -455,6 +487,12 @@ pub async fn worker(cfg: Config) -> anyhow::Result<()> {
             }
         });
     }
+    // Metrics: to the supervising server's socket, or on a listener of our own.
+    let _metrics = match (std::env::var_os(crate::metrics::SOCKET_ENV), cfg.metrics_listen) {
+        (Some(path), _) => Some(crate::metrics::serve_socket(std::path::PathBuf::from(path))?),
+        (None, Some(at)) => Some(crate::metrics::serve_http(at, crate::metrics::worker_router()).await?),
+        (None, None) => None,
+    };
     // Fails start-up when Temporal is configured but cannot be reached.
     let temporal = engine::connect(&cfg).await?;
     let run = run_workers(&cfg, temporal, repo, store, "w", stop_rx);

@@ -7,27 +7,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use photo_db::Repo;
 use photo_storage::{LocalStore, ObjectStore, S3Config, S3Credentials, S3Store, UrlSigner};
-use tracing_subscriber::EnvFilter;
 
-use crate::config::{Config, LogFormat};
-
-/// Logs go to stderr; stdout carries only the start-up announcements (address, first key).
-pub fn init_logging(cfg: &Config) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(&cfg.log_level).with_context(|| {
-        format!(
-            "LOG_LEVEL {:?} is not a valid level or filter",
-            cfg.log_level
-        )
-    })?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let res = match cfg.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-    res.map_err(|e| anyhow::anyhow!("initialising logging: {e}"))
-}
+use crate::config::Config;
 
 /// Opens the database named by the configuration (SQLite or PostgreSQL, by the URL's scheme),
 /// running migrations.
@@ -109,18 +90,20 @@ fn load_or_create_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
 /// The configured object store: S3 when `S3_BUCKET_RAW`/`S3_BUCKET_PROCESSED` are set (both
 /// buckets checked now, so a wrong name or credential fails start-up with a clear message),
 /// else the local directory. `public_url` is where the local store's signed URLs point.
+/// Every call is timed and traced ([`photo_storage::Metered`]).
 pub async fn open_store(cfg: &Config, public_url: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
-    match &cfg.s3 {
-        None => Ok(Arc::new(local_store(cfg, public_url).await?)),
+    let store: Arc<dyn ObjectStore> = match &cfg.s3 {
+        None => Arc::new(local_store(cfg, public_url).await?),
         Some(_) => {
             let store = s3_store(cfg).await?;
             store
                 .health()
                 .await
                 .context("checking the S3 buckets (run `photo-api setup` to create them)")?;
-            Ok(Arc::new(store))
+            Arc::new(store)
         }
-    }
+    };
+    Ok(photo_storage::Metered::wrap(store))
 }
 
 /// The S3 store of the configuration, without checking the buckets.

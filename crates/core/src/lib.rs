@@ -8,8 +8,10 @@ pub mod filename;
 pub mod ids;
 pub mod job;
 pub mod key;
+pub mod metrics;
 pub mod scope;
 pub mod size;
+pub mod telemetry;
 
 pub use content_type::ContentType;
 pub use error::ErrorCode;

@@ -430,6 +430,7 @@ macro_rules! file_repo {
 
         #[async_trait::async_trait]
         impl $crate::files::FileRepo for $repo {
+            #[tracing::instrument(name = "db.file_get", level = "debug", skip_all, err(level = "debug"))]
             async fn file_get(
                 &self,
                 tenant: &photo_core::TenantId,
@@ -438,6 +439,7 @@ macro_rules! file_repo {
                 file_at(&self.pool, tenant, path.as_str()).await
             }
 
+            #[tracing::instrument(name = "db.file_put", level = "debug", skip_all)]
             async fn file_put(
                 &self,
                 f: &$crate::files::NewFile,
@@ -507,6 +509,7 @@ macro_rules! file_repo {
                 Ok(rec)
             }
 
+            #[tracing::instrument(name = "db.folder_create", level = "debug", skip_all)]
             async fn folder_create(
                 &self,
                 tenant: &photo_core::TenantId,
@@ -528,6 +531,7 @@ macro_rules! file_repo {
                 Ok(true)
             }
 
+            #[tracing::instrument(name = "db.file_list", level = "debug", skip_all, err(level = "debug"))]
             async fn file_list(
                 &self,
                 tenant: &photo_core::TenantId,
@@ -585,6 +589,7 @@ macro_rules! file_repo {
                 rows.iter().map(file_from_row).collect()
             }
 
+            #[tracing::instrument(name = "db.file_delete", level = "debug", skip_all)]
             async fn file_delete(
                 &self,
                 tenant: &photo_core::TenantId,
@@ -611,6 +616,7 @@ macro_rules! file_repo {
                 Ok(f)
             }
 
+            #[tracing::instrument(name = "db.folder_delete_step", level = "debug", skip_all)]
             async fn folder_delete_step(
                 &self,
                 tenant: &photo_core::TenantId,
@@ -672,6 +678,7 @@ macro_rules! file_repo {
                 Ok(progress)
             }
 
+            #[tracing::instrument(name = "db.file_copy", level = "debug", skip_all)]
             async fn file_copy(
                 &self,
                 t: &$crate::files::Transfer<'_>,
@@ -721,6 +728,7 @@ macro_rules! file_repo {
                 Ok(inner + 1)
             }
 
+            #[tracing::instrument(name = "db.file_move", level = "debug", skip_all)]
             async fn file_move(
                 &self,
                 t: &$crate::files::Transfer<'_>,
@@ -762,6 +770,7 @@ macro_rules! file_repo {
                 Ok(inner + 1)
             }
 
+            #[tracing::instrument(name = "db.file_object_intent", level = "debug", skip_all, err(level = "debug"))]
             async fn file_object_intent(
                 &self,
                 key: &photo_core::ObjectKey,
@@ -778,6 +787,7 @@ macro_rules! file_repo {
                 Ok(())
             }
 
+            #[tracing::instrument(name = "db.file_gc_due", level = "debug", skip_all, err(level = "debug"))]
             async fn file_gc_due(
                 &self,
                 now: chrono::DateTime<chrono::Utc>,
@@ -810,6 +820,7 @@ macro_rules! file_repo {
                     .collect()
             }
 
+            #[tracing::instrument(name = "db.file_gc_forget", level = "debug", skip_all, err(level = "debug"))]
             async fn file_gc_forget(&self, key: &photo_core::ObjectKey) -> $crate::DbResult<()> {
                 sqlx::query("DELETE FROM file_gc WHERE object_key = $1")
                     .bind(key.as_str())

@@ -87,6 +87,13 @@ pub(crate) fn engine_of(j: &NewJob) -> JobEngine {
     }
 }
 
+/// The `traceparent` of the span a job is submitted in (none when tracing is off), stored with
+/// the job so its worker's spans join the submitting request's trace. Read here rather than
+/// passed in, so every way of submitting a job (a request, a batch, a preset) carries it.
+pub(crate) fn submitting_trace() -> Option<String> {
+    photo_core::telemetry::traceparent(&tracing::Span::current())
+}
+
 /// Result alias.
 pub type DbResult<T> = Result<T, DbError>;
 
@@ -355,6 +362,11 @@ pub trait Repo: FileRepo + Send + Sync + std::fmt::Debug {
 
     /// Counts of jobs per status (for health and metrics).
     async fn job_counts(&self) -> DbResult<Vec<(JobStatus, u64)>>;
+
+    /// Jobs waiting, running or dead, by type and status, with the earliest run time of the
+    /// waiting ones (the metrics' queue depth and oldest-queued age). Terminal statuses other
+    /// than `dead` are not counted: that would scan the whole history on every scrape.
+    async fn queue_stats(&self) -> DbResult<Vec<QueueStat>>;
 
     /// Waits until a job may have become claimable, or `max` at most. Idle workers call it
     /// between claims. The default just sleeps `max` (polling); PostgreSQL wakes waiters early

@@ -318,6 +318,8 @@ pub struct Job {
     pub run_at: DateTime<Utc>,
     /// Worker holding the lease.
     pub lease_owner: Option<String>,
+    /// The W3C `traceparent` of the request that submitted it, when tracing was on.
+    pub trace_context: Option<String>,
     /// The engine that runs it.
     pub engine: JobEngine,
     /// Workflow id and task queue, for Temporal jobs.
@@ -520,4 +522,18 @@ pub enum DeliveryOutcome {
         /// Next attempt; `None`: the last one was made.
         retry_at: Option<DateTime<Utc>>,
     },
+}
+
+/// Jobs of one type in one status, for metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueStat {
+    /// Job type as stored.
+    pub job_type: String,
+    /// Status.
+    pub status: JobStatus,
+    /// How many.
+    pub count: u64,
+    /// For waiting jobs (`submitted`, `retrying`): the earliest time one may run, in Unix
+    /// milliseconds (how long the oldest due job has been waiting is `now` minus this).
+    pub oldest_run_at_ms: Option<i64>,
 }

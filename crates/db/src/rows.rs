@@ -119,6 +119,7 @@ macro_rules! decoders {
                 updated_at: r.try_get("updated_at")?,
                 run_at: from_ms(r.try_get("run_at_ms")?),
                 lease_owner: r.try_get("lease_owner")?,
+                trace_context: r.try_get("trace_context")?,
                 engine: {
                     let e: String = r.try_get("engine")?;
                     JobEngine::parse(&e).ok_or_else(|| corrupt("engine", &e))?

@@ -141,11 +141,13 @@ async fn insert_audit(
 
 #[async_trait::async_trait]
 impl Repo for SqliteRepo {
+    #[tracing::instrument(name = "db.health", level = "debug", skip_all, err(level = "debug"))]
     async fn health(&self) -> DbResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
 
+    #[tracing::instrument(name = "db.insert_api_key", level = "debug", skip_all, err(level = "debug"))]
     async fn insert_api_key(&self, k: &ApiKeyRecord) -> DbResult<()> {
         sqlx::query(
             "INSERT INTO api_keys (key_id, tenant_id, name, secret_sha256, scopes, created_at, expires_at)
@@ -163,6 +165,7 @@ impl Repo for SqliteRepo {
         Ok(())
     }
 
+    #[tracing::instrument(name = "db.find_api_key", level = "debug", skip_all, err(level = "debug"))]
     async fn find_api_key(&self, key_id: &str) -> DbResult<Option<ApiKeyRecord>> {
         sqlx::query("SELECT * FROM api_keys WHERE key_id = ?")
             .bind(key_id)
@@ -173,6 +176,7 @@ impl Repo for SqliteRepo {
             .transpose()
     }
 
+    #[tracing::instrument(name = "db.touch_api_key", level = "debug", skip_all, err(level = "debug"))]
     async fn touch_api_key(&self, key_id: &str, at: DateTime<Utc>) -> DbResult<()> {
         sqlx::query("UPDATE api_keys SET last_used_at = ? WHERE key_id = ?")
             .bind(at)
@@ -182,6 +186,7 @@ impl Repo for SqliteRepo {
         Ok(())
     }
 
+    #[tracing::instrument(name = "db.count_api_keys", level = "debug", skip_all, err(level = "debug"))]
     async fn count_api_keys(&self) -> DbResult<u64> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys")
             .fetch_one(&self.pool)
@@ -189,6 +194,7 @@ impl Repo for SqliteRepo {
         Ok(n.max(0) as u64)
     }
 
+    #[tracing::instrument(name = "db.create_api_key", level = "debug", skip_all, err(level = "debug"))]
     async fn create_api_key(&self, k: &ApiKeyRecord, audit: &NewAuditEntry) -> DbResult<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
@@ -209,6 +215,7 @@ impl Repo for SqliteRepo {
         Ok(())
     }
 
+    #[tracing::instrument(name = "db.list_api_keys", level = "debug", skip_all, err(level = "debug"))]
     async fn list_api_keys(&self, tenant: Option<&TenantId>) -> DbResult<Vec<ApiKeyRecord>> {
         sqlx::query(
             "SELECT * FROM api_keys WHERE (?1 IS NULL OR tenant_id = ?1)
@@ -222,6 +229,7 @@ impl Repo for SqliteRepo {
         .collect()
     }
 
+    #[tracing::instrument(name = "db.revoke_api_key", level = "debug", skip_all, err(level = "debug"))]
     async fn revoke_api_key(
         &self,
         tenant: Option<&TenantId>,
@@ -254,6 +262,7 @@ impl Repo for SqliteRepo {
         Ok(Some(key))
     }
 
+    #[tracing::instrument(name = "db.list_audit", level = "debug", skip_all, err(level = "debug"))]
     async fn list_audit(
         &self,
         tenant: Option<&TenantId>,
@@ -275,6 +284,7 @@ impl Repo for SqliteRepo {
         .collect()
     }
 
+    #[tracing::instrument(name = "db.insert_upload", level = "debug", skip_all, err(level = "debug"))]
     async fn insert_upload(&self, u: &NewUpload) -> DbResult<()> {
         sqlx::query(
             "INSERT INTO uploads (upload_id, tenant_id, object_key, declared_content_type, max_bytes,
@@ -298,6 +308,7 @@ impl Repo for SqliteRepo {
         Ok(())
     }
 
+    #[tracing::instrument(name = "db.get_upload", level = "debug", skip_all, err(level = "debug"))]
     async fn get_upload(
         &self,
         tenant: Option<&TenantId>,
@@ -321,6 +332,7 @@ impl Repo for SqliteRepo {
         row.as_ref().map(upload_from_row).transpose()
     }
 
+    #[tracing::instrument(name = "db.mark_uploaded", level = "debug", skip_all, err(level = "debug"))]
     async fn mark_uploaded(&self, id: UploadId, size: u64, at: DateTime<Utc>) -> DbResult<bool> {
         let r = sqlx::query(
             "UPDATE uploads SET status = 'uploaded', size = ?, uploaded_at = ?
@@ -334,6 +346,7 @@ impl Repo for SqliteRepo {
         Ok(r.rows_affected() == 1)
     }
 
+    #[tracing::instrument(name = "db.complete_upload", level = "debug", skip_all, err(level = "debug"))]
     async fn complete_upload(
         &self,
         id: UploadId,
@@ -373,6 +386,7 @@ impl Repo for SqliteRepo {
             .transpose()
     }
 
+    #[tracing::instrument(name = "db.expired_uploads", level = "debug", skip_all, err(level = "debug"))]
     async fn expired_uploads(&self, now: DateTime<Utc>, limit: u32) -> DbResult<Vec<Upload>> {
         sqlx::query(
             "SELECT * FROM uploads WHERE expires_at_ms <= ? AND status != 'expired'
@@ -387,6 +401,7 @@ impl Repo for SqliteRepo {
         .collect()
     }
 
+    #[tracing::instrument(name = "db.mark_upload_expired", level = "debug", skip_all, err(level = "debug"))]
     async fn mark_upload_expired(&self, id: UploadId) -> DbResult<()> {
         sqlx::query("UPDATE uploads SET status = 'expired' WHERE upload_id = ?")
             .bind(id.to_string())
@@ -395,14 +410,15 @@ impl Repo for SqliteRepo {
         Ok(())
     }
 
+    #[tracing::instrument(name = "db.insert_job", level = "debug", skip_all, err(level = "debug"))]
     async fn insert_job(&self, j: &NewJob, now: DateTime<Utc>) -> DbResult<Job> {
         let id = j.job_id.to_string();
         let meta = serde_json::to_string(&j.spec).map_err(|e| corrupt("spec", e))?;
         let row = sqlx::query(
             "INSERT INTO job_logs (id, job_id, job_type, filename, s3_key, content_type, job_metadata,
                  created_at, status, tenant_id, upload_id, attempts, max_attempts, run_at_ms, updated_at,
-                 engine, temporal_workflow_id, temporal_task_queue, source_url)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'submitted', ?, ?, 0, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+                 engine, temporal_workflow_id, temporal_task_queue, source_url, trace_context)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'submitted', ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
         )
         .bind(&id)
         .bind(&id)
@@ -421,11 +437,13 @@ impl Repo for SqliteRepo {
         .bind(j.temporal.as_ref().map(|t| t.workflow_id.as_str()))
         .bind(j.temporal.as_ref().map(|t| t.task_queue.as_str()))
         .bind(&j.source_url)
+        .bind(crate::submitting_trace())
         .fetch_one(&self.pool)
         .await?;
         job_from_row(&row)
     }
 
+    #[tracing::instrument(name = "db.get_job", level = "debug", skip_all, err(level = "debug"))]
     async fn get_job(&self, tenant: &TenantId, id: JobId) -> DbResult<Option<Job>> {
         sqlx::query("SELECT * FROM job_logs WHERE job_id = ? AND tenant_id = ?")
             .bind(id.to_string())
@@ -437,6 +455,7 @@ impl Repo for SqliteRepo {
             .transpose()
     }
 
+    #[tracing::instrument(name = "db.get_job_any_tenant", level = "debug", skip_all, err(level = "debug"))]
     async fn get_job_any_tenant(&self, id: JobId) -> DbResult<Option<Job>> {
         sqlx::query("SELECT * FROM job_logs WHERE job_id = ?")
             .bind(id.to_string())
@@ -447,6 +466,7 @@ impl Repo for SqliteRepo {
             .transpose()
     }
 
+    #[tracing::instrument(name = "db.list_jobs", level = "debug", skip_all, err(level = "debug"))]
     async fn list_jobs(&self, tenant: &TenantId, f: &JobFilter) -> DbResult<Vec<Job>> {
         // UUIDv7 ids sort by creation time, so the id alone is a stable cursor.
         let mut qb =
@@ -480,6 +500,7 @@ impl Repo for SqliteRepo {
             .collect()
     }
 
+    #[tracing::instrument(name = "db.job_events", level = "debug", skip_all, err(level = "debug"))]
     async fn job_events(&self, id: JobId) -> DbResult<Vec<JobEvent>> {
         let rows = sqlx::query("SELECT seq, status, attempt, message, at FROM job_events WHERE job_id = ? ORDER BY seq")
             .bind(id.to_string())
@@ -498,6 +519,7 @@ impl Repo for SqliteRepo {
             .collect()
     }
 
+    #[tracing::instrument(name = "db.events_after", level = "debug", skip_all, err(level = "debug"))]
     async fn events_after(
         &self,
         tenant: &TenantId,
@@ -531,6 +553,7 @@ impl Repo for SqliteRepo {
             .collect()
     }
 
+    #[tracing::instrument(name = "db.cancel_job", level = "debug", skip_all, err(level = "debug"))]
     async fn cancel_job(
         &self,
         tenant: &TenantId,
@@ -549,6 +572,7 @@ impl Repo for SqliteRepo {
         self.update_then_read(update, id).await
     }
 
+    #[tracing::instrument(name = "db.retry_job", level = "debug", skip_all, err(level = "debug"))]
     async fn retry_job(
         &self,
         tenant: &TenantId,
@@ -575,6 +599,7 @@ impl Repo for SqliteRepo {
         self.update_then_read(update, id).await
     }
 
+    #[tracing::instrument(name = "db.expired_jobs", level = "debug", skip_all, err(level = "debug"))]
     async fn expired_jobs(&self, before: DateTime<Utc>, limit: u32) -> DbResult<Vec<Job>> {
         sqlx::query(
             "SELECT * FROM job_logs
@@ -590,6 +615,7 @@ impl Repo for SqliteRepo {
         .collect()
     }
 
+    #[tracing::instrument(name = "db.delete_job", level = "debug", skip_all, err(level = "debug"))]
     async fn delete_job(&self, id: JobId) -> DbResult<()> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("DELETE FROM job_events WHERE job_id = ?1")
@@ -604,6 +630,7 @@ impl Repo for SqliteRepo {
         Ok(())
     }
 
+    #[tracing::instrument(name = "db.insert_batch", level = "debug", skip_all, err(level = "debug"))]
     async fn insert_batch(
         &self,
         tenant: &TenantId,
@@ -612,6 +639,7 @@ impl Repo for SqliteRepo {
         now: DateTime<Utc>,
     ) -> DbResult<Vec<Job>> {
         let bid = batch_id.to_string();
+        let trace = crate::submitting_trace();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO batches (batch_id, tenant_id, total, created_at) VALUES (?1, ?2, ?3, ?4)",
@@ -629,9 +657,9 @@ impl Repo for SqliteRepo {
                 "INSERT INTO job_logs (id, job_id, job_type, filename, s3_key, content_type,
                      job_metadata, created_at, status, tenant_id, upload_id, attempts, max_attempts,
                      run_at_ms, updated_at, engine, temporal_workflow_id, temporal_task_queue,
-                     batch_id, source_url)
+                     batch_id, source_url, trace_context)
                  VALUES (?1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, 'submitted', ?8, ?9, 0, ?10, ?11, ?7, ?12,
-                     ?13, ?14, ?15, ?16)",
+                     ?13, ?14, ?15, ?16, ?17)",
             )
             .bind(&id)
             .bind(j.spec.job_type().as_str())
@@ -649,6 +677,7 @@ impl Repo for SqliteRepo {
             .bind(j.temporal.as_ref().map(|t| t.task_queue.as_str()))
             .bind(&bid)
             .bind(&j.source_url)
+            .bind(&trace)
             .execute(&mut *tx)
             .await?;
         }
@@ -660,6 +689,7 @@ impl Repo for SqliteRepo {
         rows.iter().map(job_from_row).collect()
     }
 
+    #[tracing::instrument(name = "db.get_batch", level = "debug", skip_all, err(level = "debug"))]
     async fn get_batch(
         &self,
         tenant: &TenantId,
@@ -704,6 +734,7 @@ impl Repo for SqliteRepo {
         Ok(Some((batch, counts)))
     }
 
+    #[tracing::instrument(name = "db.cancel_batch", level = "debug", skip_all, err(level = "debug"))]
     async fn cancel_batch(
         &self,
         tenant: &TenantId,
@@ -753,6 +784,7 @@ impl Repo for SqliteRepo {
         Ok(Some(jobs))
     }
 
+    #[tracing::instrument(name = "db.insert_webhook", level = "debug", skip_all, err(level = "debug"))]
     async fn insert_webhook(&self, h: &Webhook) -> DbResult<()> {
         sqlx::query(
             "INSERT INTO webhooks (webhook_id, tenant_id, url, event_types, secret, created_at)
@@ -769,6 +801,7 @@ impl Repo for SqliteRepo {
         Ok(())
     }
 
+    #[tracing::instrument(name = "db.list_webhooks", level = "debug", skip_all, err(level = "debug"))]
     async fn list_webhooks(&self, tenant: &TenantId) -> DbResult<Vec<Webhook>> {
         let rows = sqlx::query(
             "SELECT * FROM webhooks WHERE tenant_id = ?1 ORDER BY created_at, webhook_id",
@@ -795,6 +828,7 @@ impl Repo for SqliteRepo {
             .collect()
     }
 
+    #[tracing::instrument(name = "db.delete_webhook", level = "debug", skip_all, err(level = "debug"))]
     async fn delete_webhook(&self, tenant: &TenantId, id: &str) -> DbResult<bool> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let r = sqlx::query("DELETE FROM webhooks WHERE webhook_id = ?1 AND tenant_id = ?2")
@@ -811,6 +845,7 @@ impl Repo for SqliteRepo {
         Ok(r.rows_affected() == 1)
     }
 
+    #[tracing::instrument(name = "db.list_deliveries", level = "debug", skip_all, err(level = "debug"))]
     async fn list_deliveries(
         &self,
         tenant: &TenantId,
@@ -841,6 +876,7 @@ impl Repo for SqliteRepo {
             .map(Some)
     }
 
+    #[tracing::instrument(name = "db.webhook_fanout", level = "debug", skip_all, err(level = "debug"))]
     async fn webhook_fanout(&self, now: DateTime<Utc>, limit: u32) -> DbResult<u64> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let cursor: i64 = sqlx::query_scalar("SELECT last_seq FROM webhook_cursor WHERE id = 1")
@@ -942,6 +978,7 @@ impl Repo for SqliteRepo {
         Ok(made)
     }
 
+    #[tracing::instrument(name = "db.claim_deliveries", level = "debug", skip_all, err(level = "debug"))]
     async fn claim_deliveries(
         &self,
         now: DateTime<Utc>,
@@ -979,6 +1016,7 @@ impl Repo for SqliteRepo {
         Ok(out)
     }
 
+    #[tracing::instrument(name = "db.record_delivery", level = "debug", skip_all, err(level = "debug"))]
     async fn record_delivery(
         &self,
         delivery_id: &str,
@@ -1021,6 +1059,7 @@ impl Repo for SqliteRepo {
         Ok(())
     }
 
+    #[tracing::instrument(name = "db.idempotency_reserve", level = "debug", skip_all, err(level = "debug"))]
     async fn idempotency_reserve(
         &self,
         key: &IdempotencyScope<'_>,
@@ -1081,6 +1120,7 @@ impl Repo for SqliteRepo {
         ))
     }
 
+    #[tracing::instrument(name = "db.idempotency_complete", level = "debug", skip_all, err(level = "debug"))]
     async fn idempotency_complete(
         &self,
         key: &IdempotencyScope<'_>,
@@ -1101,6 +1141,7 @@ impl Repo for SqliteRepo {
         Ok(())
     }
 
+    #[tracing::instrument(name = "db.idempotency_release", level = "debug", skip_all, err(level = "debug"))]
     async fn idempotency_release(&self, key: &IdempotencyScope<'_>) -> DbResult<()> {
         sqlx::query(
             "DELETE FROM idempotency_keys
@@ -1114,6 +1155,7 @@ impl Repo for SqliteRepo {
         Ok(())
     }
 
+    #[tracing::instrument(name = "db.idempotency_sweep", level = "debug", skip_all, err(level = "debug"))]
     async fn idempotency_sweep(&self, now: DateTime<Utc>) -> DbResult<u64> {
         let r = sqlx::query("DELETE FROM idempotency_keys WHERE expires_at_ms <= ?1")
             .bind(ms(now))
@@ -1122,6 +1164,7 @@ impl Repo for SqliteRepo {
         Ok(r.rows_affected())
     }
 
+    #[tracing::instrument(name = "db.claim_job", level = "debug", skip_all, err(level = "debug"))]
     async fn claim_job(
         &self,
         worker: &str,
@@ -1175,6 +1218,7 @@ impl Repo for SqliteRepo {
         }))
     }
 
+    #[tracing::instrument(name = "db.heartbeat", level = "debug", skip_all, err(level = "debug"))]
     async fn heartbeat(&self, c: &ClaimToken, until: DateTime<Utc>) -> DbResult<bool> {
         let r = sqlx::query(
             "UPDATE job_logs SET lease_expires_at_ms = ?
@@ -1188,6 +1232,7 @@ impl Repo for SqliteRepo {
         Ok(r.rows_affected() == 1)
     }
 
+    #[tracing::instrument(name = "db.complete_job", level = "debug", skip_all, err(level = "debug"))]
     async fn complete_job(
         &self,
         c: &ClaimToken,
@@ -1211,6 +1256,7 @@ impl Repo for SqliteRepo {
         Ok(r.rows_affected() == 1)
     }
 
+    #[tracing::instrument(name = "db.fail_job", level = "debug", skip_all, err(level = "debug"))]
     async fn fail_job(
         &self,
         c: &ClaimToken,
@@ -1245,6 +1291,7 @@ impl Repo for SqliteRepo {
         .transpose()
     }
 
+    #[tracing::instrument(name = "db.release_job", level = "debug", skip_all, err(level = "debug"))]
     async fn release_job(&self, c: &ClaimToken, now: DateTime<Utc>) -> DbResult<bool> {
         let r = sqlx::query(
             "UPDATE job_logs SET status = 'submitted', attempts = MAX(attempts - 1, 0), run_at_ms = ?,
@@ -1260,6 +1307,7 @@ impl Repo for SqliteRepo {
         Ok(r.rows_affected() == 1)
     }
 
+    #[tracing::instrument(name = "db.start_attempt", level = "debug", skip_all, err(level = "debug"))]
     async fn start_attempt(
         &self,
         id: JobId,
@@ -1296,6 +1344,7 @@ impl Repo for SqliteRepo {
         }))
     }
 
+    #[tracing::instrument(name = "db.mark_dead", level = "debug", skip_all, err(level = "debug"))]
     async fn mark_dead(
         &self,
         id: JobId,
@@ -1318,6 +1367,7 @@ impl Repo for SqliteRepo {
         Ok(r.rows_affected() == 1)
     }
 
+    #[tracing::instrument(name = "db.undispatched_temporal_jobs", level = "debug", skip_all, err(level = "debug"))]
     async fn undispatched_temporal_jobs(
         &self,
         created_before: DateTime<Utc>,
@@ -1338,6 +1388,7 @@ impl Repo for SqliteRepo {
         .collect()
     }
 
+    #[tracing::instrument(name = "db.mark_dispatched", level = "debug", skip_all, err(level = "debug"))]
     async fn mark_dispatched(&self, id: JobId, now: DateTime<Utc>) -> DbResult<()> {
         sqlx::query(
             "UPDATE job_logs SET temporal_dispatched_at_ms = ?
@@ -1350,6 +1401,7 @@ impl Repo for SqliteRepo {
         Ok(())
     }
 
+    #[tracing::instrument(name = "db.job_counts", level = "debug", skip_all, err(level = "debug"))]
     async fn job_counts(&self) -> DbResult<Vec<(JobStatus, u64)>> {
         let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM job_logs GROUP BY status")
             .fetch_all(&self.pool)
@@ -1362,6 +1414,30 @@ impl Repo for SqliteRepo {
                     JobStatus::parse(&s).ok_or_else(|| corrupt("status", &s))?,
                     n.max(0) as u64,
                 ))
+            })
+            .collect()
+    }
+
+    #[tracing::instrument(name = "db.queue_stats", level = "debug", skip_all, err(level = "debug"))]
+    async fn queue_stats(&self) -> DbResult<Vec<QueueStat>> {
+        let rows = sqlx::query(
+            "SELECT job_type, status, COUNT(*) AS n,
+                    MIN(CASE WHEN status IN ('submitted', 'retrying') THEN run_at_ms END) AS oldest
+             FROM job_logs WHERE status IN ('submitted', 'retrying', 'started', 'dead')
+             GROUP BY job_type, status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let s: String = r.try_get("status")?;
+                let n: i64 = r.try_get("n")?;
+                Ok(QueueStat {
+                    job_type: r.try_get("job_type")?,
+                    status: JobStatus::parse(&s).ok_or_else(|| corrupt("status", &s))?,
+                    count: n.max(0) as u64,
+                    oldest_run_at_ms: r.try_get("oldest")?,
+                })
             })
             .collect()
     }

@@ -1,5 +1,6 @@
 //! One job's work: read the source, transform, write the output.
 
+use tracing::Instrument;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -305,10 +306,14 @@ pub async fn run_pipeline(
     fetch: &crate::fetch::FetchConfig,
 ) -> Result<Vec<JobOutput>, PipelineError> {
     step(checkpoint).await?;
-    let bytes = match &job.source_url {
-        Some(url) => crate::fetch::fetch_source(url, fetch).await?,
-        None => read_source(store, job, max_source_bytes).await?,
-    };
+    let bytes = async {
+        match &job.source_url {
+            Some(url) => crate::fetch::fetch_source(url, fetch).await,
+            None => read_source(store, job, max_source_bytes).await,
+        }
+    }
+    .instrument(tracing::info_span!("step.read"))
+    .await?;
     step(checkpoint).await?;
     let spec = job.spec.clone();
     let span = tracing::Span::current();
@@ -320,7 +325,7 @@ pub async fn run_pipeline(
             message: "the worker is shutting down".into(),
         })?;
     let encoded = tokio::task::spawn_blocking(move || {
-        let _enter = span.enter();
+        let _enter = tracing::info_span!(parent: &span, "step.transform").entered();
         let out = render(&bytes, &spec, &limits);
         drop(permit);
         out
@@ -358,6 +363,7 @@ pub async fn run_pipeline(
     step(checkpoint).await?;
     store
         .put_bytes(Bucket::Processed, &key, Bytes::from(encoded.bytes))
+        .instrument(tracing::info_span!("step.write"))
         .await
         .map_err(|e| PipelineError::Retryable {
             code: "storage_error",

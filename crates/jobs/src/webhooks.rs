@@ -149,6 +149,13 @@ pub async fn deliver_once(
         .collect()
         .await;
     for (d, outcome) in results {
+        photo_core::metrics::metrics()
+            .webhook_deliveries
+            .inc([match &outcome {
+                DeliveryOutcome::Delivered { .. } => "delivered",
+                DeliveryOutcome::Failed { retry_at: Some(_), .. } => "failed",
+                DeliveryOutcome::Failed { retry_at: None, .. } => "gave_up",
+            }]);
         if let DeliveryOutcome::Failed { error, .. } = &outcome {
             tracing::info!(delivery_id = %d.delivery.delivery_id, attempt = d.delivery.attempts + 1, %error, "webhook delivery failed");
         }

@@ -11,6 +11,7 @@ use photo_storage::ObjectStore;
 use rand::Rng;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::pipeline::{Checkpoint, PipelineError, output_keys, run_pipeline};
 
@@ -201,7 +202,36 @@ impl Worker {
     /// (and `beat`, Temporal's heartbeat, when given) every `heartbeat` from a task of its own,
     /// run the pipeline within the time limit, and record the result with the claim's fencing
     /// token (`completed`, or `retrying`/`failed`/`dead` by the same rules for both engines).
+    ///
+    /// The attempt runs in a `job` span that continues the submitting request's trace, and is
+    /// counted in `photo_api_job_duration_seconds` and `photo_api_job_attempts_total`.
     pub async fn run_job(
+        &self,
+        claim: Claim,
+        hard_stop: watch::Receiver<bool>,
+        beat: Option<ExtraHeartbeat>,
+    ) -> AttemptOutcome {
+        let job_type = claim.job.job_type.as_str();
+        let start = std::time::Instant::now();
+        let outcome = self.run_job_inner(claim, hard_stop, beat).await;
+        let label = match &outcome {
+            AttemptOutcome::Completed => "completed",
+            AttemptOutcome::Retrying { .. } => "retried",
+            AttemptOutcome::Failed { .. } => "failed",
+            AttemptOutcome::Dead { .. } => "dead",
+            AttemptOutcome::Cancelled => "cancelled",
+            AttemptOutcome::LeaseLost
+            | AttemptOutcome::Released
+            | AttemptOutcome::NotRecorded(_) => "interrupted",
+        };
+        let m = photo_core::metrics::metrics();
+        m.job_attempts.inc([job_type, label]);
+        m.job_duration
+            .observe([job_type, label], start.elapsed().as_secs_f64());
+        outcome
+    }
+
+    async fn run_job_inner(
         &self,
         claim: Claim,
         mut hard_stop: watch::Receiver<bool>,
@@ -210,6 +240,9 @@ impl Worker {
         let job = claim.job;
         let token = claim.token;
         let span = tracing::info_span!("job", job_id = %job.job_id, tenant = %job.tenant, job_type = %job.job_type, attempt = job.attempts);
+        if let Some(tp) = &job.trace_context {
+            photo_core::telemetry::set_parent(&span, tp);
+        }
         tracing::info!(parent: &span, "job started");
 
         // The heartbeat runs on its own task, so a long transform on the blocking pool never
@@ -268,7 +301,8 @@ impl Worker {
             self.cpu.clone(),
             checkpoint.as_ref(),
             &self.cfg.fetch,
-        );
+        )
+        .instrument(span.clone());
         let outcome = tokio::select! {
             r = tokio::time::timeout(self.cfg.job_timeout, work) => match r {
                 Ok(r) => Outcome::Done(r),

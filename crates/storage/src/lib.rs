@@ -3,6 +3,7 @@
 //! presigned URLs and POST policies.
 
 pub mod local;
+pub mod metered;
 pub mod s3;
 mod signer;
 
@@ -16,6 +17,7 @@ use photo_core::ObjectKey;
 pub use photo_core::key::Bucket;
 
 pub use local::LocalStore;
+pub use metered::Metered;
 pub use s3::{S3Config, S3Credentials, S3Store};
 pub use signer::UrlSigner;
 

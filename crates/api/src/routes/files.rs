@@ -244,8 +244,33 @@ async fn abandon(st: &AppState, key: &ObjectKey) {
     }
 }
 
-/// Streams one multipart file part into a new file at `path`.
+/// Streams one multipart file part into a new file at `path`, counting it in the upload
+/// metrics.
 async fn store_part(
+    st: &AppState,
+    caller: &Caller,
+    path: &FilePath,
+    overwrite: bool,
+    metadata: BTreeMap<String, String>,
+    field: axum::extract::multipart::Field<'_>,
+) -> ApiResult<FileRecord> {
+    let r = store_part_inner(st, caller, path, overwrite, metadata, field).await;
+    let m = photo_core::metrics::metrics();
+    match &r {
+        Ok(rec) => {
+            m.uploads.inc(["file", "accepted"]);
+            m.upload_bytes.add(["file"], rec.size as f64);
+        }
+        Err(e) if e.status.is_client_error() => {
+            m.uploads.inc(["file", "rejected"]);
+            m.upload_rejections.inc([e.code.as_str()]);
+        }
+        Err(_) => {}
+    }
+    r
+}
+
+async fn store_part_inner(
     st: &AppState,
     caller: &Caller,
     path: &FilePath,

@@ -132,6 +132,10 @@ pub struct JobView {
     /// The batch it was submitted in (`POST /batches`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_id: Option<String>,
+    /// The trace id of the request that submitted it (with tracing on): its spans, and the
+    /// job's, are under this id in the trace backend.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
     /// Status history (only on `GET /jobs/{job_id}`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<HistoryEntry>>,
@@ -161,6 +165,11 @@ pub(crate) fn view(st: &AppState, job: &Job) -> JobView {
         s3_key: job.s3_key.as_ref().map(ToString::to_string),
         source_url: job.source_url.clone(),
         filename: job.filename.clone(),
+        trace_id: job
+            .trace_context
+            .as_deref()
+            .and_then(photo_core::telemetry::trace_id_of)
+            .map(str::to_owned),
         params,
         outputs: job
             .outputs

@@ -532,6 +532,7 @@ pub async fn complete(
                 "the upload changed state concurrently; retry",
             )
         })?;
+    record_outcome(&done);
     match done.status {
         UploadStatus::Ready => {
             tracing::info!(upload_id = %id, "upload ready");
@@ -543,6 +544,24 @@ pub async fn complete(
             tracing::info!(upload_id = %id, code = ?done.reject_code, "upload rejected");
             Err(rejected_error(&done))
         }
+    }
+}
+
+/// Counts a checked upload in the metrics (once: only the call that completed it gets here).
+fn record_outcome(up: &Upload) {
+    let m = photo_core::metrics::metrics();
+    if up.status == UploadStatus::Ready {
+        m.uploads.inc(["presigned", "accepted"]);
+        m.upload_bytes
+            .add(["presigned"], up.size.unwrap_or(0) as f64);
+    } else {
+        m.uploads.inc(["presigned", "rejected"]);
+        let reason = up
+            .reject_code
+            .as_deref()
+            .and_then(ErrorCode::parse)
+            .map_or("other", ErrorCode::as_str);
+        m.upload_rejections.inc([reason]);
     }
 }
 

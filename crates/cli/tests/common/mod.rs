@@ -333,6 +333,8 @@ pub struct Opts {
     /// Reuse this data dir (restart tests) and this key.
     pub data_dir: Option<PathBuf>,
     pub key: Option<String>,
+    /// Write the server's stderr (its logs, and its worker's) to this file.
+    pub stderr: Option<PathBuf>,
 }
 
 impl Opts {
@@ -425,7 +427,11 @@ impl Server {
             cmd.env(k, v);
         }
         cmd.args(&opts.args);
-        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let stderr = match &opts.stderr {
+            Some(p) => Stdio::from(std::fs::File::create(p).expect("log file")),
+            None => Stdio::inherit(),
+        };
+        cmd.stdout(Stdio::piped()).stderr(stderr);
         let mut child = cmd.spawn().expect("spawn photo-api");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
