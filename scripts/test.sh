@@ -59,6 +59,8 @@ scripts/s3-test-server.sh --install-only
 # (set PHOTO_API_TEST_TEMPORAL=host:port to use one server instead) — and `temporal workflow
 # list` checks what they recorded.
 scripts/temporal-dev-server.sh --install-only
+# promtool (Debian's prometheus package; the server is not started): checks the alerting rules.
+scripts/promtool.sh --install-only
 
 section "Formatting (cargo fmt --all --check)"
 cargo fmt --all --check
@@ -87,6 +89,9 @@ else
     PHOTO_API_TEST_ENGINE=temporal cargo test -p photo-api --locked --no-fail-fast \
         --test main_path --test durability --test jobs_depth
 fi
+
+section "Alerting rules and dashboard (promtool)"
+scripts/check-alerts.sh
 
 section "Fuzzing (scripts/fuzz.sh: every cargo-fuzz target for ${FUZZ_SECONDS:-5}s; FUZZ_SECONDS=0 skips)"
 if [ "${FUZZ_SECONDS:-5}" != 0 ]; then
