@@ -233,32 +233,30 @@ pub fn app(state: AppState, cfg: RouterConfig) -> Router {
         .layer(middleware::from_fn_with_state(edge, edge::edge_layer))
         .layer(middleware::from_fn(request_id_scope))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &Request| {
-                let id = req
-                    .headers()
-                    .get(REQUEST_ID_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("-");
-                // `tenant` is recorded once the caller is authenticated (see `auth`).
-                let span = tracing::info_span!(
-                    "request",
-                    method = %req.method(),
-                    path = %req.uri().path(),
-                    request_id = %id,
-                    tenant = tracing::field::Empty,
-                );
-                // A caller's W3C trace context makes this request part of its trace.
-                if let Some(tp) = req
-                    .headers()
-                    .get("traceparent")
-                    .and_then(|v| v.to_str().ok())
-                {
-                    photo_core::telemetry::set_parent(&span, tp);
-                }
-                span
-            }),
-        )
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let id = req
+                .headers()
+                .get(REQUEST_ID_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            // `tenant` is recorded once the caller is authenticated (see `auth`).
+            let span = tracing::info_span!(
+                "request",
+                method = %req.method(),
+                path = %req.uri().path(),
+                request_id = %id,
+                tenant = tracing::field::Empty,
+            );
+            // A caller's W3C trace context makes this request part of its trace.
+            if let Some(tp) = req
+                .headers()
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+            {
+                photo_core::telemetry::set_parent(&span, tp);
+            }
+            span
+        }))
         .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuid))
         .layer(middleware::from_fn(metrics::track))
 }

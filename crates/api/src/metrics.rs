@@ -107,7 +107,10 @@ pub async fn scrape(State(ms): State<MetricsState>) -> Response {
     }
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         render(&sources),
     )
         .into_response()
@@ -147,22 +150,23 @@ async fn queue_families(st: &AppState) -> Vec<Family> {
         "Jobs waiting (submitted, retrying), running (started) or dead, by job type and status.",
     );
     let mut dead = 0u64;
-    let mut oldest: std::collections::BTreeMap<&'static str, f64> = JobType::ALL
-        .iter()
-        .map(|t| (t.as_str(), 0.0))
-        .collect();
+    let mut oldest: std::collections::BTreeMap<&'static str, f64> =
+        JobType::ALL.iter().map(|t| (t.as_str(), 0.0)).collect();
     for s in &stats {
         let t = type_label(&s.job_type);
-        jobs = jobs.sample(&[("job_type", t), ("status", s.status.as_str())], s.count as f64);
+        jobs = jobs.sample(
+            &[("job_type", t), ("status", s.status.as_str())],
+            s.count as f64,
+        );
         if s.status == JobStatus::Dead {
             dead += s.count;
         }
-        if QUEUED.contains(&s.status) {
-            if let Some(run_at) = s.oldest_run_at_ms {
-                let age = ((now_ms - run_at).max(0) as f64) / 1000.0;
-                let e = oldest.entry(t).or_insert(0.0);
-                *e = e.max(age);
-            }
+        if QUEUED.contains(&s.status)
+            && let Some(run_at) = s.oldest_run_at_ms
+        {
+            let age = ((now_ms - run_at).max(0) as f64) / 1000.0;
+            let e = oldest.entry(t).or_insert(0.0);
+            *e = e.max(age);
         }
     }
     let mut age = FamilyBuilder::gauge(
@@ -264,12 +268,15 @@ fn process_families() -> Vec<Family> {
                 .build(),
         );
     }
-    if let Some(max) = std::fs::read_to_string("/proc/self/limits").ok().and_then(|s| {
-        s.lines()
-            .find(|l| l.starts_with("Max open files"))
-            .and_then(|l| l.split_whitespace().nth(3))
-            .and_then(|v| v.parse::<f64>().ok())
-    }) {
+    if let Some(max) = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+    {
         out.push(
             FamilyBuilder::gauge(
                 "process_max_fds",

@@ -4,8 +4,8 @@
 //! infected, anything else — an `ERROR`, a size-limit message, a cut-off or unknown reply, a
 //! timeout — is a scanner failure, and the upload is not promoted (fail closed).
 
-use tracing::Instrument;
 use std::time::Duration;
+use tracing::Instrument;
 
 use bytes::Bytes;
 use futures_util::StreamExt;

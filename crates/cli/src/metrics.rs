@@ -86,7 +86,10 @@ pub fn worker_router() -> Router {
         "/metrics",
         get(|| async {
             (
-                [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                [(
+                    header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
                 render(&[("worker", photo_api_http::metrics::worker_families())]),
             )
         }),

@@ -488,9 +488,16 @@ pub async fn worker(cfg: Config) -> anyhow::Result<()> {
         });
     }
     // Metrics: to the supervising server's socket, or on a listener of our own.
-    let _metrics = match (std::env::var_os(crate::metrics::SOCKET_ENV), cfg.metrics_listen) {
-        (Some(path), _) => Some(crate::metrics::serve_socket(std::path::PathBuf::from(path))?),
-        (None, Some(at)) => Some(crate::metrics::serve_http(at, crate::metrics::worker_router()).await?),
+    let _metrics = match (
+        std::env::var_os(crate::metrics::SOCKET_ENV),
+        cfg.metrics_listen,
+    ) {
+        (Some(path), _) => Some(crate::metrics::serve_socket(std::path::PathBuf::from(
+            path,
+        ))?),
+        (None, Some(at)) => {
+            Some(crate::metrics::serve_http(at, crate::metrics::worker_router()).await?)
+        }
         (None, None) => None,
     };
     // Fails start-up when Temporal is configured but cannot be reached.

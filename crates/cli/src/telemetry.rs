@@ -44,8 +44,7 @@ impl Drop for Guard {
 /// Spans of our own crates that traces carry: everything at info and above, plus the
 /// debug-level spans of storage and database calls.
 fn traced(m: &Metadata<'_>) -> bool {
-    m.target().starts_with("photo_")
-        && (*m.level() <= Level::INFO || is_call_span(m.name()))
+    m.target().starts_with("photo_") && (*m.level() <= Level::INFO || is_call_span(m.name()))
 }
 
 fn is_call_span(name: &str) -> bool {
@@ -77,7 +76,9 @@ pub fn init(cfg: &Config, rt: &tokio::runtime::Handle, component: &str) -> anyho
     };
     let db_metrics = DbMetrics.with_filter(filter_fn(|m| {
         (m.is_span() && m.name().starts_with("db."))
-            || (m.is_event() && m.target().starts_with("photo_db") && m.fields().field("error").is_some())
+            || (m.is_event()
+                && m.target().starts_with("photo_db")
+                && m.fields().field("error").is_some())
     }));
     let (otel, provider) = match otlp_provider(cfg, rt, component)? {
         Some(provider) => {

@@ -147,7 +147,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn pairs<const N: usize>(names: &[&'static str; N], values: &[&'static str; N]) -> Vec<(String, String)> {
+fn pairs<const N: usize>(
+    names: &[&'static str; N],
+    values: &[&'static str; N],
+) -> Vec<(String, String)> {
     names
         .iter()
         .zip(values)
@@ -539,7 +542,11 @@ fn format_value(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
     } else if v.is_infinite() {
-        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
     } else {
         format!("{v}")
     }
@@ -570,7 +577,9 @@ fn escape_help(v: &str, out: &mut String) {
 /// `component="<source>"`. Families of the same name from several sources are written once
 /// (one `# HELP`/`# TYPE`), their samples together.
 pub fn render(sources: &[(&str, Vec<Family>)]) -> String {
-    let mut merged: BTreeMap<&str, (&Family, Vec<(&str, &Sample)>)> = BTreeMap::new();
+    /// A family and its samples from every source, each with its component.
+    type Merged<'a> = (&'a Family, Vec<(&'a str, &'a Sample)>);
+    let mut merged: BTreeMap<&str, Merged<'_>> = BTreeMap::new();
     for (component, families) in sources {
         for f in families {
             let entry = merged.entry(f.name.as_str()).or_insert((f, Vec::new()));
@@ -631,11 +640,26 @@ mod tests {
         h.observe(["a"], 0.5);
         h.observe(["a"], 5.0);
         let text = render(&[("api", vec![h.family()])]);
-        assert!(text.contains("t_seconds_bucket{component=\"api\",op=\"a\",le=\"0.1\"} 1\n"), "{text}");
-        assert!(text.contains("t_seconds_bucket{component=\"api\",op=\"a\",le=\"1\"} 2\n"), "{text}");
-        assert!(text.contains("t_seconds_bucket{component=\"api\",op=\"a\",le=\"+Inf\"} 3\n"), "{text}");
-        assert!(text.contains("t_seconds_count{component=\"api\",op=\"a\"} 3\n"), "{text}");
-        assert!(text.contains("t_seconds_sum{component=\"api\",op=\"a\"} 5.55\n"), "{text}");
+        assert!(
+            text.contains("t_seconds_bucket{component=\"api\",op=\"a\",le=\"0.1\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("t_seconds_bucket{component=\"api\",op=\"a\",le=\"1\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("t_seconds_bucket{component=\"api\",op=\"a\",le=\"+Inf\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("t_seconds_count{component=\"api\",op=\"a\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("t_seconds_sum{component=\"api\",op=\"a\"} 5.55\n"),
+            "{text}"
+        );
         assert_eq!(h.count(["a"]), 3);
     }
 
@@ -645,7 +669,10 @@ mod tests {
         c.inc(["x"]);
         let text = render(&[("api", vec![c.family()]), ("worker", vec![c.family()])]);
         assert_eq!(text.matches("# TYPE c_total counter").count(), 1, "{text}");
-        assert!(text.contains("# HELP c_total help \\\\ with\\nnewline\n"), "{text}");
+        assert!(
+            text.contains("# HELP c_total help \\\\ with\\nnewline\n"),
+            "{text}"
+        );
         assert!(text.contains("c_total{component=\"api\",k=\"x\"} 1\n"));
         assert!(text.contains("c_total{component=\"worker\",k=\"x\"} 1\n"));
     }
@@ -676,6 +703,8 @@ mod tests {
         let f = FamilyBuilder::gauge("g", "g")
             .sample(&[("v", "a\"b\\c\nd")], 1.0)
             .build();
-        assert!(render(&[("api", vec![f])]).contains("g{component=\"api\",v=\"a\\\"b\\\\c\\nd\"} 1\n"));
+        assert!(
+            render(&[("api", vec![f])]).contains("g{component=\"api\",v=\"a\\\"b\\\\c\\nd\"} 1\n")
+        );
     }
 }

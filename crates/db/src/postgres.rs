@@ -247,7 +247,12 @@ impl Repo for PgRepo {
         Ok(())
     }
 
-    #[tracing::instrument(name = "db.insert_api_key", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.insert_api_key",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn insert_api_key(&self, k: &ApiKeyRecord) -> DbResult<()> {
         sqlx::query(
             "INSERT INTO api_keys (key_id, tenant_id, name, secret_sha256, scopes, created_at, expires_at)
@@ -265,7 +270,12 @@ impl Repo for PgRepo {
         Ok(())
     }
 
-    #[tracing::instrument(name = "db.find_api_key", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.find_api_key",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn find_api_key(&self, key_id: &str) -> DbResult<Option<ApiKeyRecord>> {
         sqlx::query("SELECT * FROM api_keys WHERE key_id = $1")
             .bind(key_id)
@@ -276,7 +286,12 @@ impl Repo for PgRepo {
             .transpose()
     }
 
-    #[tracing::instrument(name = "db.touch_api_key", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.touch_api_key",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn touch_api_key(&self, key_id: &str, at: DateTime<Utc>) -> DbResult<()> {
         sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE key_id = $2")
             .bind(at)
@@ -286,7 +301,12 @@ impl Repo for PgRepo {
         Ok(())
     }
 
-    #[tracing::instrument(name = "db.count_api_keys", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.count_api_keys",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn count_api_keys(&self) -> DbResult<u64> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys")
             .fetch_one(&self.pool)
@@ -294,7 +314,12 @@ impl Repo for PgRepo {
         Ok(n.max(0) as u64)
     }
 
-    #[tracing::instrument(name = "db.create_api_key", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.create_api_key",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn create_api_key(&self, k: &ApiKeyRecord, audit: &NewAuditEntry) -> DbResult<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
@@ -315,7 +340,12 @@ impl Repo for PgRepo {
         Ok(())
     }
 
-    #[tracing::instrument(name = "db.list_api_keys", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.list_api_keys",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn list_api_keys(&self, tenant: Option<&TenantId>) -> DbResult<Vec<ApiKeyRecord>> {
         sqlx::query(
             "SELECT * FROM api_keys WHERE ($1::text IS NULL OR tenant_id = $1)
@@ -329,7 +359,12 @@ impl Repo for PgRepo {
         .collect()
     }
 
-    #[tracing::instrument(name = "db.revoke_api_key", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.revoke_api_key",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn revoke_api_key(
         &self,
         tenant: Option<&TenantId>,
@@ -363,7 +398,12 @@ impl Repo for PgRepo {
         Ok(Some(key))
     }
 
-    #[tracing::instrument(name = "db.list_audit", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.list_audit",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn list_audit(
         &self,
         tenant: Option<&TenantId>,
@@ -385,7 +425,12 @@ impl Repo for PgRepo {
         .collect()
     }
 
-    #[tracing::instrument(name = "db.insert_upload", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.insert_upload",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn insert_upload(&self, u: &NewUpload) -> DbResult<()> {
         sqlx::query(
             "INSERT INTO uploads (upload_id, tenant_id, object_key, declared_content_type, max_bytes,
@@ -409,7 +454,12 @@ impl Repo for PgRepo {
         Ok(())
     }
 
-    #[tracing::instrument(name = "db.get_upload", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.get_upload",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn get_upload(
         &self,
         tenant: Option<&TenantId>,
@@ -433,7 +483,12 @@ impl Repo for PgRepo {
         row.as_ref().map(upload_from_row).transpose()
     }
 
-    #[tracing::instrument(name = "db.mark_uploaded", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.mark_uploaded",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn mark_uploaded(&self, id: UploadId, size: u64, at: DateTime<Utc>) -> DbResult<bool> {
         let r = sqlx::query(
             "UPDATE uploads SET status = 'uploaded', size = $1, uploaded_at = $2
@@ -447,7 +502,12 @@ impl Repo for PgRepo {
         Ok(r.rows_affected() == 1)
     }
 
-    #[tracing::instrument(name = "db.complete_upload", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.complete_upload",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn complete_upload(
         &self,
         id: UploadId,
@@ -488,7 +548,12 @@ impl Repo for PgRepo {
             .transpose()
     }
 
-    #[tracing::instrument(name = "db.expired_uploads", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.expired_uploads",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn expired_uploads(&self, now: DateTime<Utc>, limit: u32) -> DbResult<Vec<Upload>> {
         sqlx::query(
             "SELECT * FROM uploads WHERE expires_at_ms <= $1 AND status <> 'expired'
@@ -503,7 +568,12 @@ impl Repo for PgRepo {
         .collect()
     }
 
-    #[tracing::instrument(name = "db.mark_upload_expired", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.mark_upload_expired",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn mark_upload_expired(&self, id: UploadId) -> DbResult<()> {
         sqlx::query("UPDATE uploads SET status = 'expired' WHERE upload_id = $1")
             .bind(id.to_string())
@@ -512,7 +582,12 @@ impl Repo for PgRepo {
         Ok(())
     }
 
-    #[tracing::instrument(name = "db.insert_job", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.insert_job",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn insert_job(&self, j: &NewJob, now: DateTime<Utc>) -> DbResult<Job> {
         let id = j.job_id.to_string();
         let meta = serde_json::to_string(&j.spec).map_err(|e| corrupt("spec", e))?;
@@ -558,7 +633,12 @@ impl Repo for PgRepo {
             .transpose()
     }
 
-    #[tracing::instrument(name = "db.get_job_any_tenant", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.get_job_any_tenant",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn get_job_any_tenant(&self, id: JobId) -> DbResult<Option<Job>> {
         sqlx::query("SELECT * FROM job_logs WHERE job_id = $1")
             .bind(id.to_string())
@@ -604,7 +684,12 @@ impl Repo for PgRepo {
             .collect()
     }
 
-    #[tracing::instrument(name = "db.job_events", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.job_events",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn job_events(&self, id: JobId) -> DbResult<Vec<JobEvent>> {
         let rows = sqlx::query(
             "SELECT seq, status, attempt, message,
@@ -627,7 +712,12 @@ impl Repo for PgRepo {
             .collect()
     }
 
-    #[tracing::instrument(name = "db.events_after", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.events_after",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn events_after(
         &self,
         tenant: &TenantId,
@@ -661,7 +751,12 @@ impl Repo for PgRepo {
             .collect()
     }
 
-    #[tracing::instrument(name = "db.cancel_job", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.cancel_job",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn cancel_job(
         &self,
         tenant: &TenantId,
@@ -717,7 +812,12 @@ impl Repo for PgRepo {
         .transpose()
     }
 
-    #[tracing::instrument(name = "db.expired_jobs", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.expired_jobs",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn expired_jobs(&self, before: DateTime<Utc>, limit: u32) -> DbResult<Vec<Job>> {
         sqlx::query(
             "SELECT * FROM job_logs
@@ -733,7 +833,12 @@ impl Repo for PgRepo {
         .collect()
     }
 
-    #[tracing::instrument(name = "db.delete_job", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.delete_job",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn delete_job(&self, id: JobId) -> DbResult<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM job_events WHERE job_id = $1")
@@ -748,7 +853,12 @@ impl Repo for PgRepo {
         Ok(())
     }
 
-    #[tracing::instrument(name = "db.insert_batch", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.insert_batch",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn insert_batch(
         &self,
         tenant: &TenantId,
@@ -852,7 +962,12 @@ impl Repo for PgRepo {
         Ok(Some((batch, counts)))
     }
 
-    #[tracing::instrument(name = "db.cancel_batch", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.cancel_batch",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn cancel_batch(
         &self,
         tenant: &TenantId,
@@ -902,7 +1017,12 @@ impl Repo for PgRepo {
         Ok(Some(jobs))
     }
 
-    #[tracing::instrument(name = "db.insert_webhook", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.insert_webhook",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn insert_webhook(&self, h: &Webhook) -> DbResult<()> {
         sqlx::query(
             "INSERT INTO webhooks (webhook_id, tenant_id, url, event_types, secret, created_at)
@@ -919,7 +1039,12 @@ impl Repo for PgRepo {
         Ok(())
     }
 
-    #[tracing::instrument(name = "db.list_webhooks", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.list_webhooks",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn list_webhooks(&self, tenant: &TenantId) -> DbResult<Vec<Webhook>> {
         let rows = sqlx::query(
             "SELECT * FROM webhooks WHERE tenant_id = $1 ORDER BY created_at, webhook_id",
@@ -946,7 +1071,12 @@ impl Repo for PgRepo {
             .collect()
     }
 
-    #[tracing::instrument(name = "db.delete_webhook", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.delete_webhook",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn delete_webhook(&self, tenant: &TenantId, id: &str) -> DbResult<bool> {
         let mut tx = self.pool.begin().await?;
         let r = sqlx::query("DELETE FROM webhooks WHERE webhook_id = $1 AND tenant_id = $2")
@@ -963,7 +1093,12 @@ impl Repo for PgRepo {
         Ok(r.rows_affected() == 1)
     }
 
-    #[tracing::instrument(name = "db.list_deliveries", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.list_deliveries",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn list_deliveries(
         &self,
         tenant: &TenantId,
@@ -994,7 +1129,12 @@ impl Repo for PgRepo {
             .map(Some)
     }
 
-    #[tracing::instrument(name = "db.webhook_fanout", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.webhook_fanout",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn webhook_fanout(&self, now: DateTime<Utc>, limit: u32) -> DbResult<u64> {
         let mut tx = self.pool.begin().await?;
         let cursor: i64 =
@@ -1097,7 +1237,12 @@ impl Repo for PgRepo {
         Ok(made)
     }
 
-    #[tracing::instrument(name = "db.claim_deliveries", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.claim_deliveries",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn claim_deliveries(
         &self,
         now: DateTime<Utc>,
@@ -1135,7 +1280,12 @@ impl Repo for PgRepo {
         Ok(out)
     }
 
-    #[tracing::instrument(name = "db.record_delivery", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.record_delivery",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn record_delivery(
         &self,
         delivery_id: &str,
@@ -1178,7 +1328,12 @@ impl Repo for PgRepo {
         Ok(())
     }
 
-    #[tracing::instrument(name = "db.idempotency_reserve", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.idempotency_reserve",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn idempotency_reserve(
         &self,
         key: &IdempotencyScope<'_>,
@@ -1239,7 +1394,12 @@ impl Repo for PgRepo {
         ))
     }
 
-    #[tracing::instrument(name = "db.idempotency_complete", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.idempotency_complete",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn idempotency_complete(
         &self,
         key: &IdempotencyScope<'_>,
@@ -1260,7 +1420,12 @@ impl Repo for PgRepo {
         Ok(())
     }
 
-    #[tracing::instrument(name = "db.idempotency_release", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.idempotency_release",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn idempotency_release(&self, key: &IdempotencyScope<'_>) -> DbResult<()> {
         sqlx::query(
             "DELETE FROM idempotency_keys
@@ -1274,7 +1439,12 @@ impl Repo for PgRepo {
         Ok(())
     }
 
-    #[tracing::instrument(name = "db.idempotency_sweep", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.idempotency_sweep",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn idempotency_sweep(&self, now: DateTime<Utc>) -> DbResult<u64> {
         let r = sqlx::query("DELETE FROM idempotency_keys WHERE expires_at_ms <= $1")
             .bind(ms(now))
@@ -1360,7 +1530,12 @@ impl Repo for PgRepo {
         Ok(r.rows_affected() == 1)
     }
 
-    #[tracing::instrument(name = "db.complete_job", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.complete_job",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn complete_job(
         &self,
         c: &ClaimToken,
@@ -1419,7 +1594,12 @@ impl Repo for PgRepo {
         .transpose()
     }
 
-    #[tracing::instrument(name = "db.release_job", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.release_job",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn release_job(&self, c: &ClaimToken, now: DateTime<Utc>) -> DbResult<bool> {
         let r = sqlx::query(
             "UPDATE job_logs SET status = 'submitted', attempts = GREATEST(attempts - 1, 0),
@@ -1436,7 +1616,12 @@ impl Repo for PgRepo {
         Ok(r.rows_affected() == 1)
     }
 
-    #[tracing::instrument(name = "db.start_attempt", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.start_attempt",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn start_attempt(
         &self,
         id: JobId,
@@ -1496,7 +1681,12 @@ impl Repo for PgRepo {
         Ok(r.rows_affected() == 1)
     }
 
-    #[tracing::instrument(name = "db.undispatched_temporal_jobs", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.undispatched_temporal_jobs",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn undispatched_temporal_jobs(
         &self,
         created_before: DateTime<Utc>,
@@ -1517,7 +1707,12 @@ impl Repo for PgRepo {
         .collect()
     }
 
-    #[tracing::instrument(name = "db.mark_dispatched", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.mark_dispatched",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn mark_dispatched(&self, id: JobId, now: DateTime<Utc>) -> DbResult<()> {
         sqlx::query(
             "UPDATE job_logs SET temporal_dispatched_at_ms = $1
@@ -1530,7 +1725,12 @@ impl Repo for PgRepo {
         Ok(())
     }
 
-    #[tracing::instrument(name = "db.job_counts", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.job_counts",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn job_counts(&self) -> DbResult<Vec<(JobStatus, u64)>> {
         let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM job_logs GROUP BY status")
             .fetch_all(&self.pool)
@@ -1547,7 +1747,12 @@ impl Repo for PgRepo {
             .collect()
     }
 
-    #[tracing::instrument(name = "db.queue_stats", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.queue_stats",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn queue_stats(&self) -> DbResult<Vec<QueueStat>> {
         let rows = sqlx::query(
             "SELECT job_type, status, COUNT(*) AS n,

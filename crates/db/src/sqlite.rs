@@ -147,7 +147,12 @@ impl Repo for SqliteRepo {
         Ok(())
     }
 
-    #[tracing::instrument(name = "db.insert_api_key", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.insert_api_key",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn insert_api_key(&self, k: &ApiKeyRecord) -> DbResult<()> {
         sqlx::query(
             "INSERT INTO api_keys (key_id, tenant_id, name, secret_sha256, scopes, created_at, expires_at)
@@ -165,7 +170,12 @@ impl Repo for SqliteRepo {
         Ok(())
     }
 
-    #[tracing::instrument(name = "db.find_api_key", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.find_api_key",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn find_api_key(&self, key_id: &str) -> DbResult<Option<ApiKeyRecord>> {
         sqlx::query("SELECT * FROM api_keys WHERE key_id = ?")
             .bind(key_id)
@@ -176,7 +186,12 @@ impl Repo for SqliteRepo {
             .transpose()
     }
 
-    #[tracing::instrument(name = "db.touch_api_key", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.touch_api_key",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn touch_api_key(&self, key_id: &str, at: DateTime<Utc>) -> DbResult<()> {
         sqlx::query("UPDATE api_keys SET last_used_at = ? WHERE key_id = ?")
             .bind(at)
@@ -186,7 +201,12 @@ impl Repo for SqliteRepo {
         Ok(())
     }
 
-    #[tracing::instrument(name = "db.count_api_keys", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.count_api_keys",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn count_api_keys(&self) -> DbResult<u64> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys")
             .fetch_one(&self.pool)
@@ -194,7 +214,12 @@ impl Repo for SqliteRepo {
         Ok(n.max(0) as u64)
     }
 
-    #[tracing::instrument(name = "db.create_api_key", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.create_api_key",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn create_api_key(&self, k: &ApiKeyRecord, audit: &NewAuditEntry) -> DbResult<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
@@ -215,7 +240,12 @@ impl Repo for SqliteRepo {
         Ok(())
     }
 
-    #[tracing::instrument(name = "db.list_api_keys", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.list_api_keys",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn list_api_keys(&self, tenant: Option<&TenantId>) -> DbResult<Vec<ApiKeyRecord>> {
         sqlx::query(
             "SELECT * FROM api_keys WHERE (?1 IS NULL OR tenant_id = ?1)
@@ -229,7 +259,12 @@ impl Repo for SqliteRepo {
         .collect()
     }
 
-    #[tracing::instrument(name = "db.revoke_api_key", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.revoke_api_key",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn revoke_api_key(
         &self,
         tenant: Option<&TenantId>,
@@ -262,7 +297,12 @@ impl Repo for SqliteRepo {
         Ok(Some(key))
     }
 
-    #[tracing::instrument(name = "db.list_audit", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.list_audit",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn list_audit(
         &self,
         tenant: Option<&TenantId>,
@@ -284,7 +324,12 @@ impl Repo for SqliteRepo {
         .collect()
     }
 
-    #[tracing::instrument(name = "db.insert_upload", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.insert_upload",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn insert_upload(&self, u: &NewUpload) -> DbResult<()> {
         sqlx::query(
             "INSERT INTO uploads (upload_id, tenant_id, object_key, declared_content_type, max_bytes,
@@ -308,7 +353,12 @@ impl Repo for SqliteRepo {
         Ok(())
     }
 
-    #[tracing::instrument(name = "db.get_upload", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.get_upload",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn get_upload(
         &self,
         tenant: Option<&TenantId>,
@@ -332,7 +382,12 @@ impl Repo for SqliteRepo {
         row.as_ref().map(upload_from_row).transpose()
     }
 
-    #[tracing::instrument(name = "db.mark_uploaded", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.mark_uploaded",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn mark_uploaded(&self, id: UploadId, size: u64, at: DateTime<Utc>) -> DbResult<bool> {
         let r = sqlx::query(
             "UPDATE uploads SET status = 'uploaded', size = ?, uploaded_at = ?
@@ -346,7 +401,12 @@ impl Repo for SqliteRepo {
         Ok(r.rows_affected() == 1)
     }
 
-    #[tracing::instrument(name = "db.complete_upload", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.complete_upload",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn complete_upload(
         &self,
         id: UploadId,
@@ -386,7 +446,12 @@ impl Repo for SqliteRepo {
             .transpose()
     }
 
-    #[tracing::instrument(name = "db.expired_uploads", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.expired_uploads",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn expired_uploads(&self, now: DateTime<Utc>, limit: u32) -> DbResult<Vec<Upload>> {
         sqlx::query(
             "SELECT * FROM uploads WHERE expires_at_ms <= ? AND status != 'expired'
@@ -401,7 +466,12 @@ impl Repo for SqliteRepo {
         .collect()
     }
 
-    #[tracing::instrument(name = "db.mark_upload_expired", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.mark_upload_expired",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn mark_upload_expired(&self, id: UploadId) -> DbResult<()> {
         sqlx::query("UPDATE uploads SET status = 'expired' WHERE upload_id = ?")
             .bind(id.to_string())
@@ -410,7 +480,12 @@ impl Repo for SqliteRepo {
         Ok(())
     }
 
-    #[tracing::instrument(name = "db.insert_job", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.insert_job",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn insert_job(&self, j: &NewJob, now: DateTime<Utc>) -> DbResult<Job> {
         let id = j.job_id.to_string();
         let meta = serde_json::to_string(&j.spec).map_err(|e| corrupt("spec", e))?;
@@ -455,7 +530,12 @@ impl Repo for SqliteRepo {
             .transpose()
     }
 
-    #[tracing::instrument(name = "db.get_job_any_tenant", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.get_job_any_tenant",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn get_job_any_tenant(&self, id: JobId) -> DbResult<Option<Job>> {
         sqlx::query("SELECT * FROM job_logs WHERE job_id = ?")
             .bind(id.to_string())
@@ -500,7 +580,12 @@ impl Repo for SqliteRepo {
             .collect()
     }
 
-    #[tracing::instrument(name = "db.job_events", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.job_events",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn job_events(&self, id: JobId) -> DbResult<Vec<JobEvent>> {
         let rows = sqlx::query("SELECT seq, status, attempt, message, at FROM job_events WHERE job_id = ? ORDER BY seq")
             .bind(id.to_string())
@@ -519,7 +604,12 @@ impl Repo for SqliteRepo {
             .collect()
     }
 
-    #[tracing::instrument(name = "db.events_after", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.events_after",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn events_after(
         &self,
         tenant: &TenantId,
@@ -553,7 +643,12 @@ impl Repo for SqliteRepo {
             .collect()
     }
 
-    #[tracing::instrument(name = "db.cancel_job", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.cancel_job",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn cancel_job(
         &self,
         tenant: &TenantId,
@@ -599,7 +694,12 @@ impl Repo for SqliteRepo {
         self.update_then_read(update, id).await
     }
 
-    #[tracing::instrument(name = "db.expired_jobs", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.expired_jobs",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn expired_jobs(&self, before: DateTime<Utc>, limit: u32) -> DbResult<Vec<Job>> {
         sqlx::query(
             "SELECT * FROM job_logs
@@ -615,7 +715,12 @@ impl Repo for SqliteRepo {
         .collect()
     }
 
-    #[tracing::instrument(name = "db.delete_job", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.delete_job",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn delete_job(&self, id: JobId) -> DbResult<()> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("DELETE FROM job_events WHERE job_id = ?1")
@@ -630,7 +735,12 @@ impl Repo for SqliteRepo {
         Ok(())
     }
 
-    #[tracing::instrument(name = "db.insert_batch", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.insert_batch",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn insert_batch(
         &self,
         tenant: &TenantId,
@@ -734,7 +844,12 @@ impl Repo for SqliteRepo {
         Ok(Some((batch, counts)))
     }
 
-    #[tracing::instrument(name = "db.cancel_batch", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.cancel_batch",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn cancel_batch(
         &self,
         tenant: &TenantId,
@@ -784,7 +899,12 @@ impl Repo for SqliteRepo {
         Ok(Some(jobs))
     }
 
-    #[tracing::instrument(name = "db.insert_webhook", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.insert_webhook",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn insert_webhook(&self, h: &Webhook) -> DbResult<()> {
         sqlx::query(
             "INSERT INTO webhooks (webhook_id, tenant_id, url, event_types, secret, created_at)
@@ -801,7 +921,12 @@ impl Repo for SqliteRepo {
         Ok(())
     }
 
-    #[tracing::instrument(name = "db.list_webhooks", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.list_webhooks",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn list_webhooks(&self, tenant: &TenantId) -> DbResult<Vec<Webhook>> {
         let rows = sqlx::query(
             "SELECT * FROM webhooks WHERE tenant_id = ?1 ORDER BY created_at, webhook_id",
@@ -828,7 +953,12 @@ impl Repo for SqliteRepo {
             .collect()
     }
 
-    #[tracing::instrument(name = "db.delete_webhook", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.delete_webhook",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn delete_webhook(&self, tenant: &TenantId, id: &str) -> DbResult<bool> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let r = sqlx::query("DELETE FROM webhooks WHERE webhook_id = ?1 AND tenant_id = ?2")
@@ -845,7 +975,12 @@ impl Repo for SqliteRepo {
         Ok(r.rows_affected() == 1)
     }
 
-    #[tracing::instrument(name = "db.list_deliveries", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.list_deliveries",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn list_deliveries(
         &self,
         tenant: &TenantId,
@@ -876,7 +1011,12 @@ impl Repo for SqliteRepo {
             .map(Some)
     }
 
-    #[tracing::instrument(name = "db.webhook_fanout", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.webhook_fanout",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn webhook_fanout(&self, now: DateTime<Utc>, limit: u32) -> DbResult<u64> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let cursor: i64 = sqlx::query_scalar("SELECT last_seq FROM webhook_cursor WHERE id = 1")
@@ -978,7 +1118,12 @@ impl Repo for SqliteRepo {
         Ok(made)
     }
 
-    #[tracing::instrument(name = "db.claim_deliveries", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.claim_deliveries",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn claim_deliveries(
         &self,
         now: DateTime<Utc>,
@@ -1016,7 +1161,12 @@ impl Repo for SqliteRepo {
         Ok(out)
     }
 
-    #[tracing::instrument(name = "db.record_delivery", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.record_delivery",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn record_delivery(
         &self,
         delivery_id: &str,
@@ -1059,7 +1209,12 @@ impl Repo for SqliteRepo {
         Ok(())
     }
 
-    #[tracing::instrument(name = "db.idempotency_reserve", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.idempotency_reserve",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn idempotency_reserve(
         &self,
         key: &IdempotencyScope<'_>,
@@ -1120,7 +1275,12 @@ impl Repo for SqliteRepo {
         ))
     }
 
-    #[tracing::instrument(name = "db.idempotency_complete", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.idempotency_complete",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn idempotency_complete(
         &self,
         key: &IdempotencyScope<'_>,
@@ -1141,7 +1301,12 @@ impl Repo for SqliteRepo {
         Ok(())
     }
 
-    #[tracing::instrument(name = "db.idempotency_release", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.idempotency_release",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn idempotency_release(&self, key: &IdempotencyScope<'_>) -> DbResult<()> {
         sqlx::query(
             "DELETE FROM idempotency_keys
@@ -1155,7 +1320,12 @@ impl Repo for SqliteRepo {
         Ok(())
     }
 
-    #[tracing::instrument(name = "db.idempotency_sweep", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.idempotency_sweep",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn idempotency_sweep(&self, now: DateTime<Utc>) -> DbResult<u64> {
         let r = sqlx::query("DELETE FROM idempotency_keys WHERE expires_at_ms <= ?1")
             .bind(ms(now))
@@ -1232,7 +1402,12 @@ impl Repo for SqliteRepo {
         Ok(r.rows_affected() == 1)
     }
 
-    #[tracing::instrument(name = "db.complete_job", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.complete_job",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn complete_job(
         &self,
         c: &ClaimToken,
@@ -1291,7 +1466,12 @@ impl Repo for SqliteRepo {
         .transpose()
     }
 
-    #[tracing::instrument(name = "db.release_job", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.release_job",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn release_job(&self, c: &ClaimToken, now: DateTime<Utc>) -> DbResult<bool> {
         let r = sqlx::query(
             "UPDATE job_logs SET status = 'submitted', attempts = MAX(attempts - 1, 0), run_at_ms = ?,
@@ -1307,7 +1487,12 @@ impl Repo for SqliteRepo {
         Ok(r.rows_affected() == 1)
     }
 
-    #[tracing::instrument(name = "db.start_attempt", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.start_attempt",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn start_attempt(
         &self,
         id: JobId,
@@ -1367,7 +1552,12 @@ impl Repo for SqliteRepo {
         Ok(r.rows_affected() == 1)
     }
 
-    #[tracing::instrument(name = "db.undispatched_temporal_jobs", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.undispatched_temporal_jobs",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn undispatched_temporal_jobs(
         &self,
         created_before: DateTime<Utc>,
@@ -1388,7 +1578,12 @@ impl Repo for SqliteRepo {
         .collect()
     }
 
-    #[tracing::instrument(name = "db.mark_dispatched", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.mark_dispatched",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn mark_dispatched(&self, id: JobId, now: DateTime<Utc>) -> DbResult<()> {
         sqlx::query(
             "UPDATE job_logs SET temporal_dispatched_at_ms = ?
@@ -1401,7 +1596,12 @@ impl Repo for SqliteRepo {
         Ok(())
     }
 
-    #[tracing::instrument(name = "db.job_counts", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.job_counts",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn job_counts(&self) -> DbResult<Vec<(JobStatus, u64)>> {
         let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM job_logs GROUP BY status")
             .fetch_all(&self.pool)
@@ -1418,7 +1618,12 @@ impl Repo for SqliteRepo {
             .collect()
     }
 
-    #[tracing::instrument(name = "db.queue_stats", level = "debug", skip_all, err(level = "debug"))]
+    #[tracing::instrument(
+        name = "db.queue_stats",
+        level = "debug",
+        skip_all,
+        err(level = "debug")
+    )]
     async fn queue_stats(&self) -> DbResult<Vec<QueueStat>> {
         let rows = sqlx::query(
             "SELECT job_type, status, COUNT(*) AS n,

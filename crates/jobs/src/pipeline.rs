@@ -1,7 +1,7 @@
 //! One job's work: read the source, transform, write the output.
 
-use tracing::Instrument;
 use std::sync::Arc;
+use tracing::Instrument;
 
 use bytes::Bytes;
 use photo_core::job::parse_hex_colour;

@@ -153,7 +153,9 @@ pub async fn deliver_once(
             .webhook_deliveries
             .inc([match &outcome {
                 DeliveryOutcome::Delivered { .. } => "delivered",
-                DeliveryOutcome::Failed { retry_at: Some(_), .. } => "failed",
+                DeliveryOutcome::Failed {
+                    retry_at: Some(_), ..
+                } => "failed",
                 DeliveryOutcome::Failed { retry_at: None, .. } => "gave_up",
             }]);
         if let DeliveryOutcome::Failed { error, .. } = &outcome {

@@ -67,6 +67,7 @@ async fn setup() -> (tempfile::TempDir, LocalStore, Job) {
         updated_at: now,
         run_at: now,
         lease_owner: None,
+        trace_context: None,
         engine: JobEngine::Sql,
         temporal: None,
         batch_id: None,

@@ -51,11 +51,11 @@ async fn timed<T>(
     let m = metrics();
     m.storage_duration
         .observe([op], start.elapsed().as_secs_f64());
-    if let Err(e) = &r {
-        if is_failure(e) {
-            m.storage_errors.inc([op]);
-            tracing::debug!(parent: &span, error = %e, "storage call failed");
-        }
+    if let Err(e) = &r
+        && is_failure(e)
+    {
+        m.storage_errors.inc([op]);
+        tracing::debug!(parent: &span, error = %e, "storage call failed");
     }
     r
 }
@@ -75,19 +75,54 @@ impl ObjectStore for Metered {
         body: ByteStream<'_>,
         limit: u64,
     ) -> Result<u64, StoreError> {
-        timed("put_stream", span!("put_stream", bucket), self.0.put_stream(bucket, key, body, limit)).await
+        timed(
+            "put_stream",
+            span!("put_stream", bucket),
+            self.0.put_stream(bucket, key, body, limit),
+        )
+        .await
     }
 
-    async fn put_bytes(&self, bucket: Bucket, key: &ObjectKey, bytes: Bytes) -> Result<(), StoreError> {
-        timed("put_bytes", span!("put_bytes", bucket), self.0.put_bytes(bucket, key, bytes)).await
+    async fn put_bytes(
+        &self,
+        bucket: Bucket,
+        key: &ObjectKey,
+        bytes: Bytes,
+    ) -> Result<(), StoreError> {
+        timed(
+            "put_bytes",
+            span!("put_bytes", bucket),
+            self.0.put_bytes(bucket, key, bytes),
+        )
+        .await
     }
 
-    async fn get_bytes(&self, bucket: Bucket, key: &ObjectKey, limit: u64) -> Result<Bytes, StoreError> {
-        timed("get_bytes", span!("get_bytes", bucket), self.0.get_bytes(bucket, key, limit)).await
+    async fn get_bytes(
+        &self,
+        bucket: Bucket,
+        key: &ObjectKey,
+        limit: u64,
+    ) -> Result<Bytes, StoreError> {
+        timed(
+            "get_bytes",
+            span!("get_bytes", bucket),
+            self.0.get_bytes(bucket, key, limit),
+        )
+        .await
     }
 
-    async fn get_prefix(&self, bucket: Bucket, key: &ObjectKey, n: usize) -> Result<Bytes, StoreError> {
-        timed("get_prefix", span!("get_prefix", bucket), self.0.get_prefix(bucket, key, n)).await
+    async fn get_prefix(
+        &self,
+        bucket: Bucket,
+        key: &ObjectKey,
+        n: usize,
+    ) -> Result<Bytes, StoreError> {
+        timed(
+            "get_prefix",
+            span!("get_prefix", bucket),
+            self.0.get_prefix(bucket, key, n),
+        )
+        .await
     }
 
     async fn open(&self, bucket: Bucket, key: &ObjectKey) -> Result<ObjectReader, StoreError> {
@@ -100,15 +135,29 @@ impl ObjectStore for Metered {
         key: &ObjectKey,
         range: std::ops::Range<u64>,
     ) -> Result<ObjectReader, StoreError> {
-        timed("open_range", span!("open_range", bucket), self.0.open_range(bucket, key, range)).await
+        timed(
+            "open_range",
+            span!("open_range", bucket),
+            self.0.open_range(bucket, key, range),
+        )
+        .await
     }
 
-    async fn head(&self, bucket: Bucket, key: &ObjectKey) -> Result<Option<ObjectMeta>, StoreError> {
+    async fn head(
+        &self,
+        bucket: Bucket,
+        key: &ObjectKey,
+    ) -> Result<Option<ObjectMeta>, StoreError> {
         timed("head", span!("head", bucket), self.0.head(bucket, key)).await
     }
 
     async fn delete(&self, bucket: Bucket, key: &ObjectKey) -> Result<(), StoreError> {
-        timed("delete", span!("delete", bucket), self.0.delete(bucket, key)).await
+        timed(
+            "delete",
+            span!("delete", bucket),
+            self.0.delete(bucket, key),
+        )
+        .await
     }
 
     async fn list_older_than(
@@ -154,7 +203,12 @@ impl ObjectStore for Metered {
         self.0.presign_upload(policy)
     }
 
-    async fn copy(&self, bucket: Bucket, from: &ObjectKey, to: &ObjectKey) -> Result<(), StoreError> {
+    async fn copy(
+        &self,
+        bucket: Bucket,
+        from: &ObjectKey,
+        to: &ObjectKey,
+    ) -> Result<(), StoreError> {
         timed("copy", span!("copy", bucket), self.0.copy(bucket, from, to)).await
     }
 
@@ -174,12 +228,27 @@ impl ObjectStore for Metered {
         .await
     }
 
-    async fn put_if_absent(&self, bucket: Bucket, key: &ObjectKey, bytes: Bytes) -> Result<(), StoreError> {
-        timed("put_if_absent", span!("put_if_absent", bucket), self.0.put_if_absent(bucket, key, bytes)).await
+    async fn put_if_absent(
+        &self,
+        bucket: Bucket,
+        key: &ObjectKey,
+        bytes: Bytes,
+    ) -> Result<(), StoreError> {
+        timed(
+            "put_if_absent",
+            span!("put_if_absent", bucket),
+            self.0.put_if_absent(bucket, key, bytes),
+        )
+        .await
     }
 
     async fn health(&self) -> Result<(), StoreError> {
-        timed("health", tracing::debug_span!("storage.health"), self.0.health()).await
+        timed(
+            "health",
+            tracing::debug_span!("storage.health"),
+            self.0.health(),
+        )
+        .await
     }
 
     fn kind(&self) -> &'static str {
