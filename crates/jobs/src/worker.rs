@@ -213,7 +213,15 @@ impl Worker {
     ) -> AttemptOutcome {
         let job_type = claim.job.job_type.as_str();
         let start = std::time::Instant::now();
-        let outcome = self.run_job_inner(claim, hard_stop, beat).await;
+        let job = &claim.job;
+        let span = tracing::info_span!("job", job_id = %job.job_id, tenant = %job.tenant, job_type = %job.job_type, attempt = job.attempts);
+        if let Some(tp) = &job.trace_context {
+            photo_core::telemetry::set_parent(&span, tp);
+        }
+        let outcome = self
+            .run_job_inner(claim, hard_stop, beat, span.clone())
+            .instrument(span)
+            .await;
         let label = match &outcome {
             AttemptOutcome::Completed => "completed",
             AttemptOutcome::Retrying { .. } => "retried",
@@ -236,13 +244,10 @@ impl Worker {
         claim: Claim,
         mut hard_stop: watch::Receiver<bool>,
         beat: Option<ExtraHeartbeat>,
+        span: tracing::Span,
     ) -> AttemptOutcome {
         let job = claim.job;
         let token = claim.token;
-        let span = tracing::info_span!("job", job_id = %job.job_id, tenant = %job.tenant, job_type = %job.job_type, attempt = job.attempts);
-        if let Some(tp) = &job.trace_context {
-            photo_core::telemetry::set_parent(&span, tp);
-        }
         tracing::info!(parent: &span, "job started");
 
         // The heartbeat runs on its own task, so a long transform on the blocking pool never
@@ -253,6 +258,7 @@ impl Worker {
             let token = token.clone();
             let cfg = self.cfg.clone();
             let span = span.clone();
+            let in_span = span.clone();
             tokio::spawn(async move {
                 let lease =
                     chrono::Duration::from_std(cfg.lease).unwrap_or(chrono::Duration::seconds(60));
@@ -271,7 +277,7 @@ impl Worker {
                         Err(e) => tracing::warn!(parent: &span, error = %e, "heartbeat failed"),
                     }
                 }
-            })
+            }.instrument(in_span))
         };
 
         // Each step boundary renews the lease through the claim's token: a cancelled job (or
