@@ -318,11 +318,15 @@ macro_rules! file_repo {
                     Some(f) if f.is_folder => {}
                     Some(_) => return Err(FileConflict::NotFolder((*a).to_owned()).into()),
                     None => {
+                        // Concurrent uploads into one new folder all try to create it (on
+                        // PostgreSQL; SQLite's write lock serialises them): the first wins,
+                        // the others find its row — a folder, or a file in the way.
                         let (parent, name) = a.rsplit_once('/').unwrap_or(("", a));
-                        sqlx::query(
+                        let added = sqlx::query(
                             "INSERT INTO files (tenant_id, path, parent, name, is_folder, size,
                                  created_at_ms, updated_at_ms)
-                             VALUES ($1, $2, $3, $4, 1, 0, $5, $5)",
+                             VALUES ($1, $2, $3, $4, 1, 0, $5, $5)
+                             ON CONFLICT DO NOTHING",
                         )
                         .bind(tenant.as_str())
                         .bind(*a)
@@ -330,7 +334,13 @@ macro_rules! file_repo {
                         .bind(name)
                         .bind(now_ms)
                         .execute(&mut **tx)
-                        .await?;
+                        .await?
+                        .rows_affected();
+                        if added == 0
+                            && !file_at(&mut **tx, tenant, a).await?.is_some_and(|f| f.is_folder)
+                        {
+                            return Err(FileConflict::NotFolder((*a).to_owned()).into());
+                        }
                     }
                 }
             }
@@ -478,10 +488,13 @@ macro_rules! file_repo {
                 } else {
                     Some(serde_json::to_string(&f.metadata).unwrap_or_default())
                 };
-                sqlx::query(
+                // A concurrent upload to the same new path (PostgreSQL) may have inserted it
+                // since we looked: it won, and this one is a conflict, never a 500.
+                let added = sqlx::query(
                     "INSERT INTO files (tenant_id, path, parent, name, is_folder, object_key, size,
                          content_type, etag, width, height, metadata, created_at_ms, updated_at_ms)
-                     VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                     VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                     ON CONFLICT DO NOTHING",
                 )
                 .bind(f.tenant.as_str())
                 .bind(f.path.as_str())
@@ -497,7 +510,11 @@ macro_rules! file_repo {
                 .bind(created_ms)
                 .bind(now_ms)
                 .execute(&mut *tx)
-                .await?;
+                .await?
+                .rows_affected();
+                if added == 0 {
+                    return Err(FileConflict::Exists(f.path.to_string()).into());
+                }
                 sqlx::query("DELETE FROM file_gc WHERE object_key = $1")
                     .bind(f.object_key.as_str())
                     .execute(&mut *tx)

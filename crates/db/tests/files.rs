@@ -407,10 +407,44 @@ async fn write_intents_expire_unless_a_row_lands(db: &TestDb) {
     );
 }
 
+/// Concurrent uploads into one new folder, and to one new path: each succeeds or is a
+/// conflict, never a database error (PostgreSQL ran them concurrently and answered 500).
+async fn concurrent_puts_create_a_folder_once_and_conflict_cleanly(db: &TestDb) {
+    let repo = db.repo();
+    let t = tenant("acme");
+    let now = Utc::now();
+    let puts = (0..16).map(|i| {
+        let repo = repo.clone();
+        let f = new_file(&t, &format!("new/deep/f{i}.jpg"), &format!("k{i}"));
+        tokio::spawn(async move { repo.file_put(&f, false, now, now).await })
+    });
+    for h in puts.collect::<Vec<_>>() {
+        h.await.unwrap().unwrap();
+    }
+    let same = (0..8).map(|i| {
+        let repo = repo.clone();
+        let f = new_file(&t, "new/same.jpg", &format!("s{i}"));
+        tokio::spawn(async move { repo.file_put(&f, false, now, now).await })
+    });
+    let mut won = 0;
+    for h in same.collect::<Vec<_>>() {
+        match h.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(FileError::Conflict(FileConflict::Exists(_))) => {}
+            Err(e) => panic!("a concurrent put failed: {e:?}"),
+        }
+    }
+    assert_eq!(won, 1, "exactly one of the puts to one path lands");
+    let paths = all_paths(repo.as_ref(), &t).await;
+    assert_eq!(paths.iter().filter(|p| p.starts_with("new/deep/")).count(), 16);
+    assert_eq!(paths.iter().filter(|p| p.as_str() == "new/deep").count(), 1, "{paths:?}");
+}
+
 on_both!(
     put_creates_parents_and_refuses_conflicts,
     tenants_never_see_each_other,
     listing_is_ordered_and_paginates,
     folders_copy_move_and_delete_as_units,
     write_intents_expire_unless_a_row_lands,
+    concurrent_puts_create_a_folder_once_and_conflict_cleanly,
 );
