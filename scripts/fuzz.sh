@@ -30,8 +30,15 @@ if [ "${FUZZ_ASAN:-0}" = 1 ]; then
     sanitizer=(-s address --target-dir target/asan)
     export RUSTC_BOOTSTRAP=1
 fi
-# cargo-fuzz must not inherit the workspace's target directory.
+# cargo-fuzz must not inherit the workspace's target directory (other flags). Its own build
+# goes to a cache shared by the checkouts on this machine, like the workspace's (see
+# scripts/test.sh); PHOTO_API_TARGET_CACHE=off builds in crates/imaging/fuzz/target.
 unset CARGO_TARGET_DIR
+if [ "${PHOTO_API_TARGET_CACHE:-on}" != off ] && [ "${FUZZ_ASAN:-0}" != 1 ]; then
+    cache="${XDG_CACHE_HOME:-$HOME/.cache}/photo-api/fuzz-target"
+    mkdir -p "$cache"
+    sanitizer+=(--target-dir "$cache")
+fi
 
 targets="${FUZZ_TARGETS:-$(cargo fuzz list)}"
 
