@@ -5,6 +5,7 @@ mod config;
 mod engine;
 mod keys;
 mod serve;
+mod tenants;
 mod tls;
 mod wiring;
 
@@ -47,6 +48,11 @@ enum Command {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
+    /// Create, list, change, suspend and reactivate tenants (straight in the database).
+    Tenants {
+        #[command(subcommand)]
+        command: tenants::TenantsCommand,
+    },
     /// Create the S3 buckets if missing and apply their settings (public access blocked,
     /// versioning, lifecycle rules); with local storage, prepare the data directory.
     Setup,
@@ -83,6 +89,7 @@ fn main() -> ExitCode {
                 Command::Sweep => serve::sweep(cfg).await,
                 Command::Setup => serve::setup(cfg).await,
                 Command::Keys { command } => keys::run(cfg, command).await,
+                Command::Tenants { command } => tenants::run(cfg, command).await,
             }
         })
     })();

@@ -44,6 +44,12 @@ pub(crate) const SQLITE: &[Migration] = &[
         up: include_str!("../migrations/sqlite/0005_tenants_auth.up.sql"),
         down: include_str!("../migrations/sqlite/0005_tenants_auth.down.sql"),
     },
+    Migration {
+        version: 6,
+        name: "tenants",
+        up: include_str!("../migrations/sqlite/0006_tenants.up.sql"),
+        down: include_str!("../migrations/sqlite/0006_tenants.down.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -76,6 +82,12 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "tenants_auth",
         up: include_str!("../migrations/postgres/0005_tenants_auth.up.sql"),
         down: include_str!("../migrations/postgres/0005_tenants_auth.down.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "tenants",
+        up: include_str!("../migrations/postgres/0006_tenants.up.sql"),
+        down: include_str!("../migrations/postgres/0006_tenants.down.sql"),
     },
 ];
 

@@ -217,6 +217,7 @@ async fn listen(pool: PgPool, notify: Arc<Notify>) {
 
 crate::rows::decoders!(PgRow);
 crate::files::file_repo!(PgRepo, PgRow, "BEGIN");
+crate::tenants::tenant_repo!(PgRepo, PgRow, "BEGIN", " FOR UPDATE");
 
 async fn insert_audit(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
@@ -291,6 +292,7 @@ impl Repo for PgRepo {
 
     async fn create_api_key(&self, k: &ApiKeyRecord, audit: &NewAuditEntry) -> DbResult<()> {
         let mut tx = self.pool.begin().await?;
+        ensure_tenant(&mut tx, &k.tenant, audit).await?;
         sqlx::query(
             "INSERT INTO api_keys (key_id, tenant_id, name, secret_sha256, scopes, created_at, expires_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",

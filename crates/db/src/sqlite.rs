@@ -117,6 +117,7 @@ fn sqlite_path(url: &str) -> &str {
 
 crate::rows::decoders!(SqliteRow);
 crate::files::file_repo!(SqliteRepo, SqliteRow, "BEGIN IMMEDIATE");
+crate::tenants::tenant_repo!(SqliteRepo, SqliteRow, "BEGIN IMMEDIATE", "");
 
 async fn insert_audit(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
@@ -190,7 +191,8 @@ impl Repo for SqliteRepo {
     }
 
     async fn create_api_key(&self, k: &ApiKeyRecord, audit: &NewAuditEntry) -> DbResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        ensure_tenant(&mut tx, &k.tenant, audit).await?;
         sqlx::query(
             "INSERT INTO api_keys (key_id, tenant_id, name, secret_sha256, scopes, created_at, expires_at)
              VALUES (?, ?, ?, ?, ?, ?, ?)",

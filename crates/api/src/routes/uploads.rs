@@ -288,6 +288,7 @@ pub async fn put_object(
         .await?
         .ok_or_else(|| ApiError::not_found("upload"))?;
     verify_upload_url(&st, &up, &q, Utc::now())?;
+    crate::auth::ensure_tenant_active(&st, &up.tenant).await?;
     if !matches!(up.status, UploadStatus::Pending | UploadStatus::Uploaded) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
