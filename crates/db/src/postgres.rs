@@ -449,9 +449,10 @@ impl Repo for PgRepo {
                 size,
                 width,
                 height,
+                promoted_key,
             } => sqlx::query(
                 "UPDATE uploads SET status = 'ready', content_type = $1, size = $2, width = $3,
-                     height = $4, completed_at = $5
+                     height = $4, completed_at = $5, object_key = COALESCE($7, object_key)
                  WHERE upload_id = $6 AND status = 'uploaded' RETURNING *",
             )
             .bind(content_type.mime())
@@ -459,7 +460,8 @@ impl Repo for PgRepo {
             .bind(i64::from(*width))
             .bind(i64::from(*height))
             .bind(at)
-            .bind(id.to_string()),
+            .bind(id.to_string())
+            .bind(promoted_key.as_ref().map(ObjectKey::as_str)),
             UploadOutcome::Rejected { code, reason } => sqlx::query(
                 "UPDATE uploads SET status = 'rejected', reject_code = $1, reason = $2,
                      completed_at = $3

@@ -348,9 +348,10 @@ impl Repo for SqliteRepo {
                 size,
                 width,
                 height,
+                promoted_key,
             } => sqlx::query(
                 "UPDATE uploads SET status = 'ready', content_type = ?, size = ?, width = ?, height = ?,
-                     completed_at = ?
+                     completed_at = ?, object_key = COALESCE(?, object_key)
                  WHERE upload_id = ? AND status = 'uploaded' RETURNING *",
             )
             .bind(content_type.mime())
@@ -358,6 +359,7 @@ impl Repo for SqliteRepo {
             .bind(i64::from(*width))
             .bind(i64::from(*height))
             .bind(at)
+            .bind(promoted_key.as_ref().map(ObjectKey::as_str))
             .bind(id.to_string()),
             UploadOutcome::Rejected { code, reason } => sqlx::query(
                 "UPDATE uploads SET status = 'rejected', reject_code = ?, reason = ?, completed_at = ?

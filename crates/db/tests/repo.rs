@@ -556,6 +556,7 @@ async fn uploads_tenancy_and_lifecycle(db: &TestDb) {
         size: 4321,
         width: 640,
         height: 480,
+        promoted_key: None,
     };
     assert!(
         repo.complete_upload(id, &ready, now)
