@@ -204,4 +204,16 @@ mod tests {
         }
         assert_eq!(ErrorCode::parse("nope"), None);
     }
+
+    /// The README's error-code table is the clients' reference: every code has a row.
+    #[test]
+    fn the_readme_documents_every_code() {
+        let readme = include_str!("../../../README.md");
+        for code in ALL {
+            assert!(
+                readme.contains(&format!("\n| `{}` | ", code.as_str())),
+                "README.md's error table has no row for `{code}`"
+            );
+        }
+    }
 }
