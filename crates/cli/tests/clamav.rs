@@ -204,7 +204,11 @@ async fn uploads_are_scanned_by_clamd_and_fail_closed() {
     let r = s.send_upload(&forged, jpeg(40, 40), "image/jpeg").await;
     // Ours: 403 policy_violation; s3s-fs: 400 InvalidPolicyDocument (AWS: 403 AccessDenied).
     let status = r.status().as_u16();
-    assert!([400, 403].contains(&status), "{status}: {}", r.text().await.unwrap());
+    assert!(
+        [400, 403].contains(&status),
+        "{status}: {}",
+        r.text().await.unwrap()
+    );
     assert!(!p.exists() && !q.exists(), "nothing written anywhere");
 
     // Clean: promoted out of quarantine to its tenants/… key; jobs read it there.
