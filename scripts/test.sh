@@ -80,7 +80,7 @@ if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked --no-fail-fast
     section "Black-box tests again on the production stack (PostgreSQL + S3)"
     PHOTO_API_TEST_BACKEND=production cargo nextest run -p photo-api --locked --no-fail-fast \
-        --test main_path --test bad_input --test durability --test files --test auth --test isolation --test clamav --test jobs_depth --test observability
+        --test main_path --test bad_input --test durability --test files --test auth --test isolation --test clamav --test tenants --test jobs_depth --test observability
     section "Engine conformance: the black-box suites again with jobs on Temporal"
     PHOTO_API_TEST_ENGINE=temporal cargo nextest run -p photo-api --locked --no-fail-fast \
         --test main_path --test durability --test jobs_depth
@@ -95,7 +95,7 @@ else
     cargo test --workspace --locked --no-fail-fast
     section "Black-box tests again on the production stack (PostgreSQL + S3)"
     PHOTO_API_TEST_BACKEND=production cargo test -p photo-api --locked --no-fail-fast \
-        --test main_path --test bad_input --test durability --test files --test auth --test isolation --test clamav --test jobs_depth --test observability
+        --test main_path --test bad_input --test durability --test files --test auth --test isolation --test clamav --test tenants --test jobs_depth --test observability
     section "Engine conformance: the black-box suites again with jobs on Temporal"
     PHOTO_API_TEST_ENGINE=temporal cargo test -p photo-api --locked --no-fail-fast \
         --test main_path --test durability --test jobs_depth

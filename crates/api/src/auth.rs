@@ -5,7 +5,8 @@
 //! Every route needs exactly one scope, decided here from the request alone
 //! ([`required_scope`]): `admin` under `/admin`, `read` for `GET`/`HEAD`, `write` for anything
 //! else. The [`Caller`] extractor authenticates *and* checks that scope, so a handler that takes
-//! a `Caller` cannot forget the check, and a new route is covered the day it is added.
+//! a `Caller` cannot forget the check, and a new route is covered the day it is added. It also
+//! refuses every credential of a suspended tenant (`403 tenant_suspended`).
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -157,6 +158,7 @@ impl FromRequestParts<AppState> for Caller {
         let caller = authenticate(token.trim(), state).await?;
         // The request span (and every log line in it) names the tenant from here on.
         tracing::Span::current().record("tenant", caller.tenant.as_str());
+        ensure_tenant_active(state, &caller.tenant).await?;
         let needed = required_scope(&parts.method, parts.uri.path());
         if !caller.has(needed) {
             return Err(insufficient_scope(format!(
@@ -186,6 +188,22 @@ impl FromRequestParts<AppState> for Caller {
         }
         Ok(caller)
     }
+}
+
+/// 403 `tenant_suspended` when `tenant` is suspended. A tenant without a row (a JWT's tenant, or
+/// `default` with only the bootstrap key) is active.
+pub async fn ensure_tenant_active(state: &AppState, tenant: &TenantId) -> Result<(), ApiError> {
+    if let Some(t) = state.repo.get_tenant(tenant).await?
+        && t.status == photo_db::TenantStatus::Suspended
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::TenantSuspended,
+            format!("tenant {tenant} is suspended; its keys and tokens are refused until a global admin reactivates it"),
+        )
+        .with("tenant", tenant.as_str()));
+    }
+    Ok(())
 }
 
 /// Checks a bearer credential (the bootstrap key, a stored API key or a JWT); no scope check.

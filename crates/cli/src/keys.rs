@@ -17,7 +17,8 @@ use crate::wiring;
 pub enum KeysCommand {
     /// Create a key; it is printed once and cannot be recovered.
     Create {
-        /// The tenant the key acts for ([a-z0-9][a-z0-9_-]{0,62}).
+        /// The tenant the key acts for ([a-z0-9][a-z0-9_-]{0,62}); an unknown tenant is created
+        /// (active), recorded in the audit log as `tenant.created`.
         #[arg(long)]
         tenant: String,
         /// Comma-separated scopes: read, write, admin, global.

@@ -7,6 +7,7 @@ mod keys;
 mod metrics;
 mod serve;
 mod telemetry;
+mod tenants;
 mod tls;
 mod wiring;
 
@@ -49,6 +50,11 @@ enum Command {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
+    /// Create, list, change, suspend and reactivate tenants (straight in the database).
+    Tenants {
+        #[command(subcommand)]
+        command: tenants::TenantsCommand,
+    },
     /// Create the S3 buckets if missing and apply their settings (public access blocked,
     /// versioning, lifecycle rules); with local storage, prepare the data directory.
     Setup,
@@ -90,6 +96,7 @@ fn main() -> ExitCode {
                 Command::Sweep => serve::sweep(cfg).await,
                 Command::Setup => serve::setup(cfg).await,
                 Command::Keys { command } => keys::run(cfg, command).await,
+                Command::Tenants { command } => tenants::run(cfg, command).await,
             }
         })
     })();

@@ -164,7 +164,15 @@ async fn keys_cli_creates_lists_and_revokes() {
         .iter()
         .map(|e| (e["action"].as_str().unwrap(), e["actor"].as_str().unwrap()))
         .collect();
-    assert_eq!(acts, [("key.revoked", "cli"), ("key.created", "cli")]);
+    assert_eq!(
+        acts,
+        [
+            ("key.revoked", "cli"),
+            ("key.created", "cli"),
+            ("tenant.created", "cli")
+        ],
+        "the first key of an unknown tenant created it"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -365,6 +373,11 @@ async fn admin_api_manages_keys_within_a_tenant_and_audits_it() {
                 "bootstrap".to_owned(),
                 acme_admin_id.clone()
             ),
+            (
+                "tenant.created".to_owned(),
+                "bootstrap".to_owned(),
+                "acme".to_owned()
+            ),
         ]
     );
     assert!(entries.iter().all(|e| e["tenant"] == "acme"));
@@ -396,8 +409,8 @@ async fn admin_api_manages_keys_within_a_tenant_and_audits_it() {
         .unwrap();
     assert_eq!(
         rest["entries"].as_array().unwrap().len(),
-        2,
-        "4 actions in all: {rest}"
+        4,
+        "6 actions in all (4 of acme's, 2 of other's): {rest}"
     );
     assert!(rest["next_before"].is_null());
 }

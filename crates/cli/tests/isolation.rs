@@ -791,6 +791,51 @@ fn routes() -> Vec<Route> {
                 ]))
                 .collect()
         }),
+        // Tenants: A is its own tenant's admin, not a global one. It may read its own tenant;
+        // creating, changing, suspending or reactivating any tenant — B's above all — is 403.
+        route("POST", "/admin/tenants", |_, b| {
+            denied([
+                Req::new("POST", "/admin/tenants").json(json!({"tenant_id": b.name})),
+                Req::new("POST", "/admin/tenants")
+                    .json(json!({"tenant_id": "tenant-c", "status": "active"})),
+            ])
+        }),
+        route("GET", "/admin/tenants", |_, b| {
+            own([
+                Req::new("GET", "/admin/tenants"),
+                Req::new("GET", format!("/admin/tenants?tenant={}", b.name)),
+            ])
+        }),
+        route("GET", "/admin/tenants/{tenant_id}", |a, b| {
+            denied(
+                variants(&b.name, &a.name)
+                    .iter()
+                    .map(|t| Req::new("GET", format!("/admin/tenants/{t}"))),
+            )
+        }),
+        route("PATCH", "/admin/tenants/{tenant_id}", |a, b| {
+            let mut v = variants(&b.name, &a.name);
+            v.push(a.name.clone());
+            denied(v.iter().map(|t| {
+                Req::new("PATCH", format!("/admin/tenants/{t}"))
+                    .json(json!({"display_name": "taken over", "status": "suspended"}))
+            }))
+        }),
+        route("POST", "/admin/tenants/{tenant_id}/suspend", |a, b| {
+            let mut v = variants(&b.name, &a.name);
+            v.push(a.name.clone());
+            denied(
+                v.iter()
+                    .map(|t| Req::new("POST", format!("/admin/tenants/{t}/suspend"))),
+            )
+        }),
+        route("POST", "/admin/tenants/{tenant_id}/reactivate", |a, b| {
+            denied(
+                variants(&b.name, &a.name)
+                    .iter()
+                    .map(|t| Req::new("POST", format!("/admin/tenants/{t}/reactivate"))),
+            )
+        }),
         // Last: these create entries named like B's in A's own tree, which the probes above
         // would then (rightly) find as A's.
         route("POST", "/webhooks", |_, b| {
@@ -994,6 +1039,12 @@ async fn tenant_a_cannot_reach_tenant_b_on_any_route() {
     let keys = keys["keys"].as_array().unwrap();
     assert_eq!(keys.len(), 2, "{keys:?}");
     assert!(keys.iter().all(|k| k["status"] == "active"), "{keys:?}");
+    // B is still active, untouched by A's attempts.
+    let tenant: Value =
+        serde_json::from_slice(&send(base, &as_b(&format!("/admin/tenants/{}", b.name))).body)
+            .unwrap();
+    assert_eq!(tenant["status"], "active", "{tenant}");
+    assert!(tenant["display_name"].is_null(), "{tenant}");
     // …and the audit log of B shows only the bootstrap's actions.
     let audit: Value = serde_json::from_slice(&send(base, &as_b("/admin/audit")).body).unwrap();
     for e in audit["entries"].as_array().unwrap() {

@@ -13,6 +13,8 @@ pub enum ErrorCode {
     InvalidCredentials,
     /// The credentials are valid but lack the scope this route needs.
     InsufficientScope,
+    /// The credential's tenant is suspended (`/admin/tenants`); nothing is served to it.
+    TenantSuspended,
     /// Too many requests for this key or client address; see `Retry-After`.
     RateLimited,
     /// The request URL is too long.
@@ -94,6 +96,7 @@ impl ErrorCode {
             Self::Unauthenticated => "unauthenticated",
             Self::InvalidCredentials => "invalid_credentials",
             Self::InsufficientScope => "insufficient_scope",
+            Self::TenantSuspended => "tenant_suspended",
             Self::RateLimited => "rate_limited",
             Self::UriTooLong => "uri_too_long",
             Self::HeadersTooLarge => "headers_too_large",
@@ -139,7 +142,8 @@ impl ErrorCode {
     }
 }
 
-const ALL: [ErrorCode; 39] = [
+const ALL: [ErrorCode; 40] = [
+    ErrorCode::TenantSuspended,
     ErrorCode::MalwareDetected,
     ErrorCode::InsufficientScope,
     ErrorCode::RateLimited,
@@ -199,5 +203,17 @@ mod tests {
             assert_eq!(json, serde_json::Value::String(code.as_str().to_owned()));
         }
         assert_eq!(ErrorCode::parse("nope"), None);
+    }
+
+    /// The README's error-code table is the clients' reference: every code has a row.
+    #[test]
+    fn the_readme_documents_every_code() {
+        let readme = include_str!("../../../README.md");
+        for code in ALL {
+            assert!(
+                readme.contains(&format!("\n| `{}` | ", code.as_str())),
+                "README.md's error table has no row for `{code}`"
+            );
+        }
     }
 }

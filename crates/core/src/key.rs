@@ -12,6 +12,15 @@ pub const MAX_KEY_LEN: usize = 1024;
 /// Longest single segment, in bytes.
 pub const MAX_SEGMENT_LEN: usize = 255;
 
+/// The prefix of the raw bucket under which uploads wait for their malware scan (when a scanner
+/// is configured). Nothing under it is ever served, signed for download or read by a job; an
+/// object leaves it only by promotion (a clean scan) or deletion.
+pub const QUARANTINE_PREFIX: &str = "quarantine/";
+
+/// Where, inside the quarantine, the copies being scanned live (one per `complete` attempt,
+/// written only by the server). The sweeper removes any left behind by a crash.
+pub const QUARANTINE_CHECKS_PREFIX: &str = "quarantine/checks/";
+
 /// The two logical buckets of the design documents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -102,6 +111,42 @@ impl ObjectKey {
     pub fn raw_upload(tenant: &TenantId, upload: UploadId) -> Self {
         // Tenant ids and UUIDs are always valid segments.
         Self(format!("tenants/{tenant}/uploads/{upload}"))
+    }
+
+    /// Where a raw upload waits for its malware scan:
+    /// `quarantine/tenants/{tenant}/uploads/{upload_id}` (see [`QUARANTINE_PREFIX`]).
+    pub fn quarantined_upload(tenant: &TenantId, upload: UploadId) -> Self {
+        Self(format!(
+            "{QUARANTINE_PREFIX}tenants/{tenant}/uploads/{upload}"
+        ))
+    }
+
+    /// A private copy of a quarantined upload that one `complete` attempt scans and checks:
+    /// `quarantine/checks/{tenant}/{upload_id}/{attempt}` (see [`QUARANTINE_CHECKS_PREFIX`]).
+    /// `attempt` must be a valid segment (a random hex string).
+    pub fn quarantine_check(
+        tenant: &TenantId,
+        upload: UploadId,
+        attempt: &str,
+    ) -> Result<Self, InvalidKey> {
+        validate_segment(attempt)?;
+        Ok(Self(format!(
+            "{QUARANTINE_CHECKS_PREFIX}{tenant}/{upload}/{attempt}"
+        )))
+    }
+
+    /// Whether this key lies under [`QUARANTINE_PREFIX`].
+    pub fn is_quarantined(&self) -> bool {
+        self.0.starts_with(QUARANTINE_PREFIX)
+    }
+
+    /// The key a quarantined upload is promoted to (the key without [`QUARANTINE_PREFIX`]);
+    /// `None` for a key outside the quarantine (or a scan copy inside it).
+    pub fn promoted(&self) -> Option<Self> {
+        self.0
+            .strip_prefix(QUARANTINE_PREFIX)
+            .filter(|rest| rest.starts_with("tenants/"))
+            .map(|rest| Self(rest.to_owned()))
     }
 
     /// The deterministic key of a job output, so a retried job overwrites instead of
@@ -205,6 +250,19 @@ mod tests {
             ObjectKey::job_output(&t, job, "a/../../t2/x", "jpg"),
             Err(InvalidKey::ForbiddenChar)
         );
+        let q = ObjectKey::quarantined_upload(&t, up);
+        assert_eq!(q.as_str(), format!("quarantine/tenants/t1/uploads/{up}"));
+        assert!(q.is_quarantined() && !k.is_quarantined());
+        assert!(
+            !q.belongs_to(&t),
+            "a quarantined key is no tenant's servable key"
+        );
+        assert_eq!(q.promoted(), Some(k.clone()));
+        assert_eq!(k.promoted(), None);
+        let c = ObjectKey::quarantine_check(&t, up, "00ff").unwrap_or_else(|_| q.clone());
+        assert_eq!(c.as_str(), format!("quarantine/checks/t1/{up}/00ff"));
+        assert!(c.is_quarantined() && c.promoted().is_none());
+        assert!(ObjectKey::quarantine_check(&t, up, "../x").is_err());
         let other = TenantId::parse("t2").unwrap_or_else(|_| TenantId::default_tenant());
         assert!(!k.belongs_to(&other));
     }

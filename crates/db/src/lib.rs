@@ -9,6 +9,7 @@ mod open;
 mod postgres;
 mod rows;
 mod sqlite;
+mod tenants;
 
 use chrono::{DateTime, Utc};
 use photo_core::{BatchId, JobId, JobStatus, TenantId, UploadId};
@@ -20,6 +21,7 @@ pub use models::*;
 pub use open::{Database, connect, is_postgres_url, open};
 pub use postgres::{PgOptions, PgRepo};
 pub use sqlite::SqliteRepo;
+pub use tenants::{Tenant, TenantChange, TenantRepo, TenantStatus, now_ms};
 
 /// Database failures. Constraint violations the caller can act on get their own variants.
 #[derive(Debug, thiserror::Error)]
@@ -99,7 +101,7 @@ pub type DbResult<T> = Result<T, DbError>;
 
 /// Everything the service stores in its database.
 #[async_trait::async_trait]
-pub trait Repo: FileRepo + Send + Sync + std::fmt::Debug {
+pub trait Repo: FileRepo + TenantRepo + Send + Sync + std::fmt::Debug {
     /// Checks the database answers.
     async fn health(&self) -> DbResult<()>;
 
@@ -112,7 +114,8 @@ pub trait Repo: FileRepo + Send + Sync + std::fmt::Debug {
     async fn touch_api_key(&self, key_id: &str, at: DateTime<Utc>) -> DbResult<()>;
     /// How many keys exist (revoked ones included).
     async fn count_api_keys(&self) -> DbResult<u64>;
-    /// Stores a new key and its audit entry (for the key's tenant) in one transaction.
+    /// Stores a new key and its audit entry (for the key's tenant) in one transaction; a tenant
+    /// without a row gets one (active), with its own `tenant.created` entry by the same actor.
     async fn create_api_key(&self, key: &ApiKeyRecord, audit: &NewAuditEntry) -> DbResult<()>;
     /// Keys of `tenant` (every tenant's when `None`), oldest first; revoked ones included.
     async fn list_api_keys(&self, tenant: Option<&TenantId>) -> DbResult<Vec<ApiKeyRecord>>;

@@ -45,6 +45,12 @@ pub(crate) const SQLITE: &[Migration] = &[
         down: include_str!("../migrations/sqlite/0005_tenants_auth.down.sql"),
     },
     Migration {
+        version: 6,
+        name: "tenants",
+        up: include_str!("../migrations/sqlite/0006_tenants.up.sql"),
+        down: include_str!("../migrations/sqlite/0006_tenants.down.sql"),
+    },
+    Migration {
         version: 8,
         name: "trace_context",
         up: include_str!("../migrations/sqlite/0008_trace_context.up.sql"),
@@ -82,6 +88,12 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "tenants_auth",
         up: include_str!("../migrations/postgres/0005_tenants_auth.up.sql"),
         down: include_str!("../migrations/postgres/0005_tenants_auth.down.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "tenants",
+        up: include_str!("../migrations/postgres/0006_tenants.up.sql"),
+        down: include_str!("../migrations/postgres/0006_tenants.down.sql"),
     },
     Migration {
         version: 8,

@@ -184,6 +184,9 @@ pub enum UploadOutcome {
         width: u32,
         /// Height.
         height: u32,
+        /// Where the object now lives when it was promoted out of the quarantine (the row's
+        /// key becomes this); `None` keeps the key.
+        promoted_key: Option<ObjectKey>,
     },
     /// Refused.
     Rejected {

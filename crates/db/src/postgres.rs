@@ -217,6 +217,7 @@ async fn listen(pool: PgPool, notify: Arc<Notify>) {
 
 crate::rows::decoders!(PgRow);
 crate::files::file_repo!(PgRepo, PgRow, "BEGIN");
+crate::tenants::tenant_repo!(PgRepo, PgRow, "BEGIN", " FOR UPDATE");
 
 async fn insert_audit(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
@@ -322,6 +323,7 @@ impl Repo for PgRepo {
     )]
     async fn create_api_key(&self, k: &ApiKeyRecord, audit: &NewAuditEntry) -> DbResult<()> {
         let mut tx = self.pool.begin().await?;
+        ensure_tenant(&mut tx, &k.tenant, audit).await?;
         sqlx::query(
             "INSERT INTO api_keys (key_id, tenant_id, name, secret_sha256, scopes, created_at, expires_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -520,9 +522,10 @@ impl Repo for PgRepo {
                 size,
                 width,
                 height,
+                promoted_key,
             } => sqlx::query(
                 "UPDATE uploads SET status = 'ready', content_type = $1, size = $2, width = $3,
-                     height = $4, completed_at = $5
+                     height = $4, completed_at = $5, object_key = COALESCE($7, object_key)
                  WHERE upload_id = $6 AND status = 'uploaded' RETURNING *",
             )
             .bind(content_type.mime())
@@ -530,7 +533,8 @@ impl Repo for PgRepo {
             .bind(i64::from(*width))
             .bind(i64::from(*height))
             .bind(at)
-            .bind(id.to_string()),
+            .bind(id.to_string())
+            .bind(promoted_key.as_ref().map(ObjectKey::as_str)),
             UploadOutcome::Rejected { code, reason } => sqlx::query(
                 "UPDATE uploads SET status = 'rejected', reject_code = $1, reason = $2,
                      completed_at = $3

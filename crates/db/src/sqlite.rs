@@ -117,6 +117,7 @@ fn sqlite_path(url: &str) -> &str {
 
 crate::rows::decoders!(SqliteRow);
 crate::files::file_repo!(SqliteRepo, SqliteRow, "BEGIN IMMEDIATE");
+crate::tenants::tenant_repo!(SqliteRepo, SqliteRow, "BEGIN IMMEDIATE", "");
 
 async fn insert_audit(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
@@ -221,7 +222,8 @@ impl Repo for SqliteRepo {
         err(level = "debug")
     )]
     async fn create_api_key(&self, k: &ApiKeyRecord, audit: &NewAuditEntry) -> DbResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        ensure_tenant(&mut tx, &k.tenant, audit).await?;
         sqlx::query(
             "INSERT INTO api_keys (key_id, tenant_id, name, secret_sha256, scopes, created_at, expires_at)
              VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -419,9 +421,10 @@ impl Repo for SqliteRepo {
                 size,
                 width,
                 height,
+                promoted_key,
             } => sqlx::query(
                 "UPDATE uploads SET status = 'ready', content_type = ?, size = ?, width = ?, height = ?,
-                     completed_at = ?
+                     completed_at = ?, object_key = COALESCE(?, object_key)
                  WHERE upload_id = ? AND status = 'uploaded' RETURNING *",
             )
             .bind(content_type.mime())
@@ -429,6 +432,7 @@ impl Repo for SqliteRepo {
             .bind(i64::from(*width))
             .bind(i64::from(*height))
             .bind(at)
+            .bind(promoted_key.as_ref().map(ObjectKey::as_str))
             .bind(id.to_string()),
             UploadOutcome::Rejected { code, reason } => sqlx::query(
                 "UPDATE uploads SET status = 'rejected', reject_code = ?, reason = ?, completed_at = ?

@@ -9,8 +9,8 @@ use chrono::{DateTime, Duration, DurationRound, Utc};
 use photo_core::{ContentType, JobId, JobSpec, JobStatus, JobType, ObjectKey, TenantId, UploadId};
 use photo_db::{
     ApiKeyRecord, ClaimToken, Database, Failure, Job, JobEngine, JobFilter, JobOutput,
-    NewAuditEntry, NewJob, NewUpload, PgOptions, PgRepo, Repo, TemporalRoute, UploadOutcome,
-    UploadStatus,
+    NewAuditEntry, NewJob, NewUpload, PgOptions, PgRepo, Repo, TemporalRoute, TenantChange,
+    TenantStatus, UploadOutcome, UploadStatus,
 };
 use serde_json::json;
 
@@ -111,13 +111,36 @@ async fn migrations_are_idempotent_and_reversible(db: &TestDb) {
     );
     drop(again);
 
-    // 0005 (the audit log) and the migrations after it revert and re-apply.
-    let from_0005 = PgRepo::migration_count() - 4;
-    assert_eq!(mig.migrate_down(from_0005).await.unwrap(), from_0005);
+    // 0006 (tenants) and the migrations after it revert and re-apply; then 0005 (the audit
+    // log) with them.
+    let from_0006 = PgRepo::migration_count() - 5;
+    assert_eq!(mig.migrate_down(from_0006).await.unwrap(), from_0006);
+    assert!(!db.table_exists("tenants").await);
+    assert!(db.table_exists("audit_log").await);
+    assert_eq!(mig.migrate().await.unwrap(), from_0006, "0006 on re-apply");
+    assert!(db.table_exists("tenants").await);
+    assert_eq!(mig.migrate_down(from_0006 + 1).await.unwrap(), from_0006 + 1);
     assert!(!db.table_exists("audit_log").await);
     assert!(db.table_exists("api_keys").await);
-    assert_eq!(mig.migrate().await.unwrap(), from_0005, "0005 on re-apply");
+    // A key made before tenants existed: 0006 creates its tenant, and the log says so.
+    let old_key = key("0123456789ab", "old-co", now() - Duration::days(3));
+    repo.insert_api_key(&old_key).await.unwrap();
+    assert_eq!(mig.migrate().await.unwrap(), from_0006 + 1, "0005 on re-apply");
     assert!(db.table_exists("audit_log").await);
+    let t = repo.get_tenant(&tenant("old-co")).await.unwrap().unwrap();
+    assert_eq!(t.status, TenantStatus::Active);
+    assert_eq!(
+        t.created_at.timestamp(),
+        old_key.created_at.timestamp(),
+        "created with its first key"
+    );
+    let log = repo
+        .list_audit(Some(&tenant("old-co")), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].entry.action, "tenant.created");
+    assert_eq!(log[0].entry.actor, "migration");
 
     // Everything after 0001 reverts and leaves the 0001 schema working.
     let n = PgRepo::migration_count();
@@ -303,8 +326,9 @@ async fn api_keys_admin_and_audit(db: &TestDb) {
             ("key.revoked", Some("aaaaaaaaaaa2")),
             ("key.created", Some("aaaaaaaaaaa2")),
             ("key.created", Some("aaaaaaaaaaa1")),
+            ("tenant.created", Some("t1")),
         ],
-        "newest first, one entry per change"
+        "newest first, one entry per change; the first key created its tenant"
     );
     assert_eq!(t1_log[0].entry, rv, "stored as given");
     assert!(t1_log.iter().all(|e| e.tenant == tenant("t1")));
@@ -312,15 +336,15 @@ async fn api_keys_admin_and_audit(db: &TestDb) {
         .list_audit(Some(&tenant("t2")), None, 100)
         .await
         .unwrap();
-    assert_eq!(t2_log.len(), 1);
-    assert_eq!(repo.list_audit(None, None, 100).await.unwrap().len(), 4);
+    assert_eq!(t2_log.len(), 2);
+    assert_eq!(repo.list_audit(None, None, 100).await.unwrap().len(), 6);
     // Paging by seq.
     let first = repo.list_audit(None, None, 2).await.unwrap();
     let rest = repo
         .list_audit(None, Some(first[1].seq), 100)
         .await
         .unwrap();
-    assert_eq!(first.len() + rest.len(), 4);
+    assert_eq!(first.len() + rest.len(), 6);
     assert!(rest.iter().all(|e| e.seq < first[1].seq));
 
     // A key id that already exists is refused, and its audit entry is not written either.
@@ -328,7 +352,110 @@ async fn api_keys_admin_and_audit(db: &TestDb) {
         .create_api_key(&a1, &audit("boot", "key.created", "dup"))
         .await;
     assert!(dup.is_err());
-    assert_eq!(repo.list_audit(None, None, 100).await.unwrap().len(), 4);
+    assert_eq!(repo.list_audit(None, None, 100).await.unwrap().len(), 6);
+}
+
+/// Tenants: created explicitly (once) or implicitly by their first key, changed with one audit
+/// entry per actual change, in the same transaction.
+async fn tenants_changes_are_audited(db: &TestDb) {
+    let repo = db.repo();
+    let t = photo_db::Tenant {
+        tenant: tenant("acme"),
+        display_name: Some("Acme".into()),
+        status: TenantStatus::Active,
+        created_at: photo_db::now_ms(),
+        updated_at: photo_db::now_ms(),
+    };
+    let created = audit("boot", "tenant.created", "acme");
+    assert!(repo.create_tenant(&t, &created).await.unwrap());
+    assert!(
+        !repo.create_tenant(&t, &created).await.unwrap(),
+        "a second create is refused"
+    );
+    assert_eq!(
+        repo.get_tenant(&tenant("acme")).await.unwrap(),
+        Some(t.clone())
+    );
+    assert_eq!(repo.get_tenant(&tenant("nope")).await.unwrap(), None);
+
+    // A key for an unknown tenant creates it; for a known one it does not.
+    repo.create_api_key(
+        &key("ccccccccccc1", "zeta", now()),
+        &audit("boot", "key.created", "ccccccccccc1"),
+    )
+    .await
+    .unwrap();
+    repo.create_api_key(
+        &key("ccccccccccc2", "acme", now()),
+        &audit("boot", "key.created", "ccccccccccc2"),
+    )
+    .await
+    .unwrap();
+    let ids: Vec<String> = repo
+        .list_tenants(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.tenant.to_string())
+        .collect();
+    assert_eq!(ids, ["acme", "zeta"]);
+    assert_eq!(
+        repo.list_tenants(Some(&tenant("zeta")))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let suspend = TenantChange {
+        status: Some(TenantStatus::Suspended),
+        ..Default::default()
+    };
+    let at = photo_db::now_ms();
+    let up = audit("boot", "tenant.suspended", "acme");
+    let (now_t, changed) = repo
+        .update_tenant(&tenant("acme"), &suspend, at, &up)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(changed);
+    assert_eq!(now_t.status, TenantStatus::Suspended);
+    assert_eq!(now_t.updated_at, at);
+    assert_eq!(repo.get_tenant(&tenant("acme")).await.unwrap(), Some(now_t));
+    // The same change again: nothing to record.
+    let (_, changed) = repo
+        .update_tenant(&tenant("acme"), &suspend, at, &up)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!changed);
+    assert!(
+        repo.update_tenant(&tenant("nope"), &suspend, at, &up)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let log = repo
+        .list_audit(Some(&tenant("acme")), None, 100)
+        .await
+        .unwrap();
+    let acts: Vec<&str> = log.iter().map(|e| e.entry.action.as_str()).collect();
+    assert_eq!(acts, ["tenant.suspended", "key.created", "tenant.created"]);
+    assert_eq!(
+        log[0].entry.detail["changes"]["status"],
+        json!({"from": "active", "to": "suspended"})
+    );
+    assert_eq!(
+        log[0].entry.detail["name"], "ci",
+        "the caller's detail is kept"
+    );
+    let zeta = repo
+        .list_audit(Some(&tenant("zeta")), None, 100)
+        .await
+        .unwrap();
+    let acts: Vec<&str> = zeta.iter().map(|e| e.entry.action.as_str()).collect();
+    assert_eq!(acts, ["key.created", "tenant.created"]);
+    assert_eq!(zeta[1].entry.detail["implicit"], true);
 }
 
 async fn api_keys_insert_find_touch_count(db: &TestDb) {
@@ -431,6 +558,7 @@ async fn uploads_tenancy_and_lifecycle(db: &TestDb) {
         size: 4321,
         width: 640,
         height: 480,
+        promoted_key: None,
     };
     assert!(
         repo.complete_upload(id, &ready, now)
@@ -2106,6 +2234,7 @@ on_both!(
     job_logs_has_the_design_columns,
     api_keys_insert_find_touch_count,
     api_keys_admin_and_audit,
+    tenants_changes_are_audited,
     uploads_tenancy_and_lifecycle,
     expired_uploads_sweep,
     job_round_trip_and_tenancy,

@@ -269,6 +269,15 @@ async fn read_source(
             message: "the job has no source object".into(),
         });
     };
+    if source.is_quarantined() {
+        // Never read: a quarantined object has not been scanned clean.
+        return Err(PipelineError::Permanent {
+            code: "source_missing",
+            message:
+                "the source object is in quarantine (not scanned clean); it is never processed"
+                    .into(),
+        });
+    }
     match store
         .get_bytes(Bucket::Raw, &source, max_source_bytes)
         .await

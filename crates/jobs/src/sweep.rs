@@ -1,7 +1,10 @@
-//! Expiry: raw objects of uploads past their TTL, uncompleted uploads, staging leftovers,
+//! Expiry: raw objects of uploads past their TTL (quarantined or promoted), uncompleted uploads,
+//! staging leftovers,
 //! expired idempotency keys, finished jobs past their TTL (with their outputs).
 
 use chrono::{DateTime, Utc};
+use photo_core::ObjectKey;
+use photo_core::key::{QUARANTINE_CHECKS_PREFIX, QUARANTINE_PREFIX};
 use photo_db::Repo;
 use photo_storage::{Bucket, ObjectStore};
 
@@ -21,7 +24,7 @@ pub struct SweepConfig {
 pub struct SweepReport {
     /// Uploads expired (raw object deleted).
     pub uploads_expired: u64,
-    /// Staging files removed.
+    /// Staging files removed (and scan copies of unfinished `complete` attempts).
     pub staging_removed: u64,
     /// Objects of deleted or replaced tenant files (and of abandoned file writes) removed.
     pub file_objects_removed: u64,
@@ -47,8 +50,19 @@ pub async fn sweep_once(
             break;
         }
         for up in &batch {
-            // Delete the object first: if we crash in between, the row is swept again.
+            // Delete the object first: if we crash in between, the row is swept again. With
+            // malware scanning, an upload's object has a twin — the quarantined object of a
+            // promoted upload, or the promoted copy of one still in quarantine — which a crash
+            // mid-`complete` (or a client re-posting to its quarantine URL) may have left: that
+            // goes too.
             store.delete(Bucket::Raw, &up.key).await?;
+            let twin = match up.key.promoted() {
+                Some(p) => Some(p),
+                None => ObjectKey::parse(&format!("{QUARANTINE_PREFIX}{}", up.key)).ok(),
+            };
+            if let Some(twin) = twin {
+                store.delete(Bucket::Raw, &twin).await?;
+            }
             repo.mark_upload_expired(up.upload_id).await?;
             report.uploads_expired += 1;
         }
@@ -76,6 +90,30 @@ pub async fn sweep_once(
         }
     }
     report.staging_removed = store.sweep_staging(now - cfg.staging_max_age).await?;
+    // Scan copies of `complete` attempts that never finished (a crash mid-scan): each attempt
+    // deletes its own, so anything older than the staging age is a leftover.
+    let mut page: Option<String> = None;
+    loop {
+        let listed = store
+            .list(
+                Bucket::Raw,
+                QUARANTINE_CHECKS_PREFIX,
+                false,
+                page.as_deref(),
+                cfg.batch as usize,
+            )
+            .await?;
+        for o in &listed.objects {
+            if o.meta.modified < now - cfg.staging_max_age {
+                store.delete(Bucket::Raw, &o.key).await?;
+                report.staging_removed += 1;
+            }
+        }
+        match listed.next_page {
+            Some(next) => page = Some(next),
+            None => break,
+        }
+    }
     loop {
         let due = repo.file_gc_due(now, cfg.batch).await?;
         for key in &due {

@@ -140,9 +140,10 @@ pub struct AuditView {
     pub actor: String,
     /// The actor's tenant.
     pub actor_tenant: Option<String>,
-    /// `key.created` or `key.revoked`.
+    /// `key.created`, `key.revoked`, `tenant.created`, `tenant.updated`, `tenant.suspended` or
+    /// `tenant.reactivated`.
     pub action: String,
-    /// The key id acted upon.
+    /// The key id or tenant id acted upon.
     pub target: Option<String>,
     /// Facts of the action (name, scopes, expiry).
     #[schema(value_type = Object)]

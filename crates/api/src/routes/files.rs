@@ -1380,7 +1380,7 @@ pub async fn presigned_upload(
         ));
     }
     let upload_id = photo_core::UploadId::new();
-    let key = ObjectKey::raw_upload(&caller.tenant, upload_id);
+    let key = crate::routes::uploads::upload_key(&st, &caller.tenant, upload_id);
     let now = Utc::now();
     let url_expires_at =
         now + chrono::Duration::from_std(st.cfg.presign_expires).unwrap_or_default();
@@ -1414,6 +1414,7 @@ pub async fn presigned_upload(
         Json(PresignedUpload {
             target: InitResponse {
                 upload_id: id.clone(),
+                quarantined: key.is_quarantined(),
                 key: key.to_string(),
                 method: target.method.to_owned(),
                 url: target.url,

@@ -253,7 +253,8 @@ pub(crate) async fn prepare_job(
         ));
     };
     let up = crate::routes::uploads::tenant_upload(st, caller, upload_id).await?;
-    if up.status != UploadStatus::Ready {
+    // A ready upload has left the quarantine; a quarantined key is never a job's source.
+    if up.status != UploadStatus::Ready || up.key.is_quarantined() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             ErrorCode::UploadNotReady,

@@ -8,5 +8,6 @@ pub mod files;
 pub mod health;
 pub mod jobs;
 pub mod objects;
+pub mod tenants;
 pub mod uploads;
 pub mod webhooks;

@@ -61,6 +61,10 @@ pub async fn download(
     };
     let bucket = Bucket::parse(&bucket).ok_or_else(bad_sig)?;
     let key = ObjectKey::parse(&key).map_err(|_| bad_sig())?;
+    if key.is_quarantined() {
+        // Nothing in quarantine is ever served, whatever the URL's signature says.
+        return Err(ApiError::not_found("object"));
+    }
     let signed = match &q.disposition {
         None => st
             .signer

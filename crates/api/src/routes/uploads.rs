@@ -1,5 +1,14 @@
 //! Direct uploads: init (where and how to upload), the signed upload endpoint of the local
-//! adapter, and completion (size, sniffing, header limits).
+//! adapter, and completion (malware scan, size, sniffing, header limits).
+//!
+//! With a malware scanner configured, an upload's bytes land under the quarantine prefix of the
+//! raw bucket (`quarantine/tenants/{t}/uploads/{id}`; the signed policy pins that key), which is
+//! never served, signed for download or read by a job. `complete` copies the object to a private
+//! key of its own attempt (so what is checked cannot change under it), streams that copy to
+//! clamd and checks it, and only when it is clean and valid copies it to the upload's
+//! `tenants/…` key, records the upload `ready` under that key and deletes the quarantined object.
+//! Infected: rejected, deleted. Scanner down or failing: nothing is promoted, the quarantined
+//! object stays (503), and a later `complete` retries.
 
 use std::collections::BTreeMap;
 
@@ -45,8 +54,11 @@ pub struct InitRequest {
 pub struct InitResponse {
     /// The upload's id.
     pub upload_id: String,
-    /// The object key the bytes will be stored under.
+    /// The object key the bytes are uploaded to: with malware scanning on, under `quarantine/`
+    /// (the upload's `key` becomes its `tenants/…` key once it is scanned clean and ready).
     pub key: String,
+    /// True when the upload lands in quarantine (malware scanning is on).
+    pub quarantined: bool,
     /// `POST`: send a multipart form with every entry of `fields`, then the `file` part.
     pub method: String,
     /// Where to send it.
@@ -61,6 +73,16 @@ pub struct InitResponse {
     pub max_bytes: u64,
     /// The signed content type.
     pub content_type: String,
+}
+
+/// Where a new upload's bytes go: under the quarantine prefix when a malware scanner is
+/// configured (promoted by `complete` once clean), else straight to the tenant's raw key.
+pub(crate) fn upload_key(st: &AppState, tenant: &photo_core::TenantId, id: UploadId) -> ObjectKey {
+    if st.scanner.is_some() {
+        ObjectKey::quarantined_upload(tenant, id)
+    } else {
+        ObjectKey::raw_upload(tenant, id)
+    }
 }
 
 fn parse_upload_id(s: &str) -> ApiResult<UploadId> {
@@ -157,7 +179,7 @@ async fn init_upload(
     }
     let filename = validate_filename(req.filename)?;
     let upload_id = UploadId::new();
-    let key = ObjectKey::raw_upload(&caller.tenant, upload_id);
+    let key = upload_key(st, &caller.tenant, upload_id);
     let now = Utc::now();
     let url_expires_at =
         now + chrono::Duration::from_std(st.cfg.presign_expires).unwrap_or_default();
@@ -194,6 +216,7 @@ async fn init_upload(
         HeaderMap::new(),
         InitResponse {
             upload_id: id,
+            quarantined: key.is_quarantined(),
             key: key.to_string(),
             method: target.method.to_owned(),
             url: target.url,
@@ -288,6 +311,7 @@ pub async fn put_object(
         .await?
         .ok_or_else(|| ApiError::not_found("upload"))?;
     verify_upload_url(&st, &up, &q, Utc::now())?;
+    crate::auth::ensure_tenant_active(&st, &up.tenant).await?;
     if !matches!(up.status, UploadStatus::Pending | UploadStatus::Uploaded) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -467,9 +491,11 @@ fn rejected_error(u: &Upload) -> ApiError {
     .with("reason", reason)
 }
 
-/// Checks what was uploaded: size, type by magic bytes (never the declared type), and the image
-/// header within the pixel limits. Ready → 200; rejected → 422 with `status: rejected` and the
-/// reason (the raw object is deleted). Repeating the call returns the same outcome.
+/// Checks what was uploaded: a malware scan when a scanner is configured, then size, type by
+/// magic bytes (never the declared type), and the image header within the pixel limits.
+/// Ready → 200 (a quarantined upload is first moved to its `tenants/…` key); rejected → 422 with
+/// `status: rejected` and the reason (the object is deleted). Repeating the call returns the
+/// same outcome.
 #[utoipa::path(post, path = "/uploads/{upload_id}/complete", tag = "uploads",
     security(("bearer" = [])),
     params(("upload_id" = String, Path, description = "Upload id")),
@@ -517,9 +543,81 @@ pub async fn complete(
         }
         UploadStatus::Uploaded => {}
     }
-    let outcome = match scan_object(&st, &up).await? {
+    let Some(promoted) = up.key.promoted() else {
+        return complete_in_place(&st, up).await;
+    };
+    if st.scanner.is_none() {
+        // Uploaded while scanning was on: it leaves quarantine only through a clean scan.
+        return Err(ApiError::unavailable(
+            "the upload is in quarantine and no malware scanner is configured; it is promoted only after a clean scan",
+        ));
+    }
+    // The signed policy lets the client replace the quarantined object until its URL expires,
+    // so this attempt scans and checks a private copy (under quarantine/checks/, written only
+    // here), and only that copy's bytes are promoted: what was scanned is what becomes ready.
+    let attempt = {
+        let mut b = [0u8; 8];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut b);
+        hex::encode(b)
+    };
+    let check = ObjectKey::quarantine_check(&up.tenant, id, &attempt)
+        .map_err(|e| ApiError::internal("scan copy key", &e))?;
+    let checked: ApiResult<UploadOutcome> = async {
+        match st.store.copy(Bucket::Raw, &up.key, &check).await {
+            // check_object reports the missing object.
+            Ok(()) | Err(StoreError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let mut outcome = match scan_object(&st, &up, &check).await? {
+            Some(rejected) => rejected,
+            None => check_object(&st, &up, &check).await?,
+        };
+        if let UploadOutcome::Ready { promoted_key, .. } = &mut outcome {
+            // Clean and valid: the scanned bytes go to the promoted key before the row says
+            // `ready` there, so a ready upload always has its object.
+            st.store.copy(Bucket::Raw, &check, &promoted).await?;
+            *promoted_key = Some(promoted.clone());
+        }
+        Ok(outcome)
+    }
+    .await;
+    discard(&st, &check).await;
+    // Scanner down or failing, storage error: not promoted; the quarantined object stays for
+    // the next `complete`.
+    let outcome = checked?;
+    let Some(done) = st.repo.complete_upload(id, &outcome, Utc::now()).await? else {
+        // Another attempt finished first; the promoted key holds what *it* scanned clean, or
+        // bytes another clean attempt copied: never unscanned ones.
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::UploadState,
+            "the upload changed state concurrently; retry",
+        ));
+    };
+    match done.status {
+        UploadStatus::Ready => {
+            discard(&st, &up.key).await;
+            tracing::info!(upload_id = %id, "upload scanned clean, promoted out of quarantine, ready");
+            ready_view(&st, &done).await
+        }
+        _ => {
+            // Never processed or served: gone from quarantine, and from the promoted key, where
+            // a concurrent clean attempt that lost the race may have copied its bytes.
+            st.store.delete(Bucket::Raw, &done.key).await?;
+            st.store.delete(Bucket::Raw, &promoted).await?;
+            tracing::info!(upload_id = %id, code = ?done.reject_code, "quarantined upload rejected");
+            Err(rejected_error(&done))
+        }
+    }
+}
+
+/// `complete` for an upload outside quarantine (no malware scanner, or one configured after
+/// the upload was initialised): scan when configured, check, record.
+async fn complete_in_place(st: &AppState, up: Upload) -> ApiResult<Json<UploadView>> {
+    let id = up.upload_id;
+    let outcome = match scan_object(st, &up, &up.key).await? {
         Some(rejected) => rejected,
-        None => check_object(&st, &up).await?,
+        None => check_object(st, &up, &up.key).await?,
     };
     let done = st
         .repo
@@ -536,7 +634,7 @@ pub async fn complete(
     match done.status {
         UploadStatus::Ready => {
             tracing::info!(upload_id = %id, "upload ready");
-            ready_view(&st, &done).await
+            ready_view(st, &done).await
         }
         _ => {
             // A rejected object is never processed or served: remove it now.
@@ -574,13 +672,25 @@ async fn ready_view(st: &AppState, up: &Upload) -> ApiResult<Json<UploadView>> {
     Ok(Json(view))
 }
 
-/// With a scanner configured: streams the raw object to clamd. `Some(rejection)` when it is
+/// Deletes an object of the raw bucket; a failure is logged (the sweeper removes it with its
+/// upload).
+async fn discard(st: &AppState, key: &ObjectKey) {
+    if let Err(e) = st.store.delete(Bucket::Raw, key).await {
+        tracing::warn!(error = %e, "object left for the sweeper");
+    }
+}
+
+/// With a scanner configured: streams the object `key` of `up` to clamd. `Some(rejection)` when it is
 /// infected; an error (503, nothing promoted) when the scanner fails or cannot be reached.
-async fn scan_object(st: &AppState, up: &Upload) -> ApiResult<Option<UploadOutcome>> {
+async fn scan_object(
+    st: &AppState,
+    up: &Upload,
+    key: &ObjectKey,
+) -> ApiResult<Option<UploadOutcome>> {
     let Some(scanner) = &st.scanner else {
         return Ok(None);
     };
-    let obj = match st.store.open(Bucket::Raw, &up.key).await {
+    let obj = match st.store.open(Bucket::Raw, key).await {
         Ok(o) => o,
         // check_object reports the missing object.
         Err(StoreError::NotFound) => return Ok(None),
@@ -604,14 +714,15 @@ async fn scan_object(st: &AppState, up: &Upload) -> ApiResult<Option<UploadOutco
     }
 }
 
-async fn check_object(st: &AppState, up: &Upload) -> ApiResult<UploadOutcome> {
+/// The checks of the object `key` of `up`: size, sniffed type, header within the limits.
+async fn check_object(st: &AppState, up: &Upload, key: &ObjectKey) -> ApiResult<UploadOutcome> {
     let reject = |code: ErrorCode, reason: String| {
         Ok(UploadOutcome::Rejected {
             code: code.as_str().to_owned(),
             reason,
         })
     };
-    let Some(meta) = st.store.head(Bucket::Raw, &up.key).await? else {
+    let Some(meta) = st.store.head(Bucket::Raw, key).await? else {
         return reject(
             ErrorCode::UploadMissing,
             "the uploaded object is missing".into(),
@@ -629,10 +740,7 @@ async fn check_object(st: &AppState, up: &Upload) -> ApiResult<UploadOutcome> {
             ),
         );
     }
-    let prefix = st
-        .store
-        .get_prefix(Bucket::Raw, &up.key, PROBE_BYTES)
-        .await?;
+    let prefix = st.store.get_prefix(Bucket::Raw, key, PROBE_BYTES).await?;
     let limits = st.cfg.limits;
     // Header parsing only (no pixel decoding happens in the API process).
     let info = match photo_imaging::probe(&prefix, &limits) {
@@ -655,6 +763,7 @@ async fn check_object(st: &AppState, up: &Upload) -> ApiResult<UploadOutcome> {
         size: meta.size,
         width: info.width,
         height: info.height,
+        promoted_key: None,
     })
 }
 

@@ -76,6 +76,8 @@ async fn template() -> String {
         include_str!("../../migrations/postgres/0005_tenants_auth.down.sql").hash(&mut h);
         include_str!("../../migrations/postgres/0004_jobs_depth.up.sql").hash(&mut h);
         include_str!("../../migrations/postgres/0004_jobs_depth.down.sql").hash(&mut h);
+        include_str!("../../migrations/postgres/0006_tenants.up.sql").hash(&mut h);
+        include_str!("../../migrations/postgres/0006_tenants.down.sql").hash(&mut h);
         include_str!("../../migrations/postgres/0008_trace_context.up.sql").hash(&mut h);
         include_str!("../../migrations/postgres/0008_trace_context.down.sql").hash(&mut h);
         let name = format!(
