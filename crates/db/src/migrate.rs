@@ -44,6 +44,12 @@ pub(crate) const SQLITE: &[Migration] = &[
         up: include_str!("../migrations/sqlite/0005_tenants_auth.up.sql"),
         down: include_str!("../migrations/sqlite/0005_tenants_auth.down.sql"),
     },
+    Migration {
+        version: 7,
+        name: "job_kinds_presets_batch_events",
+        up: include_str!("../migrations/sqlite/0007_job_kinds_presets_batch_events.up.sql"),
+        down: include_str!("../migrations/sqlite/0007_job_kinds_presets_batch_events.down.sql"),
+    },
 ];
 
 pub(crate) const POSTGRES: &[Migration] = &[
@@ -76,6 +82,12 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "tenants_auth",
         up: include_str!("../migrations/postgres/0005_tenants_auth.up.sql"),
         down: include_str!("../migrations/postgres/0005_tenants_auth.down.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "job_kinds_presets_batch_events",
+        up: include_str!("../migrations/postgres/0007_job_kinds_presets_batch_events.up.sql"),
+        down: include_str!("../migrations/postgres/0007_job_kinds_presets_batch_events.down.sql"),
     },
 ];
 

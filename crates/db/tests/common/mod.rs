@@ -76,6 +76,10 @@ async fn template() -> String {
         include_str!("../../migrations/postgres/0005_tenants_auth.down.sql").hash(&mut h);
         include_str!("../../migrations/postgres/0004_jobs_depth.up.sql").hash(&mut h);
         include_str!("../../migrations/postgres/0004_jobs_depth.down.sql").hash(&mut h);
+        include_str!("../../migrations/postgres/0007_job_kinds_presets_batch_events.up.sql")
+            .hash(&mut h);
+        include_str!("../../migrations/postgres/0007_job_kinds_presets_batch_events.down.sql")
+            .hash(&mut h);
         let name = format!(
             "photo_tmpl_v{}_{:016x}",
             PgRepo::schema_version(),
