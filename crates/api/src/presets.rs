@@ -170,7 +170,7 @@ mod tests {
         }
         let nine = format!(
             "{{\"x\": [{}]}}",
-            vec![r#"{"job_type":"analyze"}"#; 9].join(",")
+            [r#"{"job_type":"analyze"}"#; 9].join(",")
         );
         assert!(Presets::parse(Some(&nine), None).is_err());
     }
