@@ -227,7 +227,7 @@ pub fn variant_specs(p: &VariantsParams) -> Vec<img::VariantSpec> {
 
 /// Renders every variant of a `variants` job from one decoded source. It takes the decoded
 /// image, not bytes: however many variants there are, the source was decoded once, by the
-/// caller ([`render_job`] calls [`img::decode_oriented`] once per attempt).
+/// caller ([`render_job`] calls [`img::decode_for_variants`] once per attempt).
 pub fn render_variants(
     src: &img::DecodedImage,
     p: &VariantsParams,
@@ -310,9 +310,9 @@ pub fn render_job(
             Ok(Rendered::Images(vec![(name, render(bytes, spec, limits)?)]))
         }
         JobSpec::Variants(p) => {
-            // Parameters first: a bad one fails before any pixel is decoded.
-            img::validate_variants(&variant_specs(p), limits)?;
-            let src = img::decode_oriented(bytes, limits, false)?;
+            // Parameters are checked before any pixel is decoded; the one decode shrinks on
+            // load only as far as the largest variant allows.
+            let src = img::decode_for_variants(bytes, &variant_specs(p), limits)?;
             Ok(Rendered::Images(render_variants(&src, p, limits)?))
         }
         JobSpec::Analyze(AnalyzeParams {

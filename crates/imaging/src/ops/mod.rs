@@ -402,6 +402,46 @@ pub fn decode_oriented(
     Ok(DecodedImage { img, icc })
 }
 
+/// A resize whose result needs at least as many source pixels as every spec's: the largest box
+/// on each axis with fit `outside` (the mode that needs the most), never enlarging. Decoding for
+/// it may shrink a JPEG or WebP on load and still leaves every variant its full resolution.
+/// `None` (decode at full size) when a spec keeps the source size (neither width nor height).
+fn shrink_hint(specs: &[VariantSpec]) -> Option<Resize> {
+    if specs
+        .iter()
+        .any(|s| s.resize.width.is_none() && s.resize.height.is_none())
+    {
+        return None;
+    }
+    Some(Resize {
+        width: specs.iter().filter_map(|s| s.resize.width).max(),
+        height: specs.iter().filter_map(|s| s.resize.height).max(),
+        fit: Fit::Outside,
+        upscale: false,
+        position: CropStrategy::default(),
+    })
+}
+
+/// Checks `specs` ([`validate_variants`]), then decodes `bytes` once for all of them: with EXIF
+/// orientation, the ICC profile when any spec keeps it, and shrunk on load (JPEG, WebP) only as
+/// far as the largest variant allows. Never panics.
+pub fn decode_for_variants(
+    bytes: &[u8],
+    specs: &[VariantSpec],
+    limits: &Limits,
+) -> Result<DecodedImage, ImagingError> {
+    validate_variants(specs, limits)?;
+    let keep_icc = specs.iter().any(|s| s.output.keep_icc);
+    let (img, icc) = crate::transform::decode_image_for(
+        bytes,
+        limits,
+        true,
+        keep_icc,
+        shrink_hint(specs).as_ref(),
+    )?;
+    Ok(DecodedImage { img, icc })
+}
+
 /// Checks a list of variant specs without any image: 1..=[`MAX_VARIANTS`] of them, names
 /// non-empty, ≤ 128 bytes and unique, each resize, operation and encoding valid.
 pub fn validate_variants(specs: &[VariantSpec], limits: &Limits) -> Result<(), ImagingError> {
@@ -462,8 +502,6 @@ pub fn variants(
     specs: &[VariantSpec],
     limits: &Limits,
 ) -> Result<Vec<(String, Encoded)>, ImagingError> {
-    validate_variants(specs, limits)?;
-    let keep_icc = specs.iter().any(|s| s.output.keep_icc);
-    let src = decode_oriented(bytes, limits, keep_icc)?;
+    let src = decode_for_variants(bytes, specs, limits)?;
     render_variants(&src, specs, limits)
 }
