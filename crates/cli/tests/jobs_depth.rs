@@ -1715,7 +1715,8 @@ fn job_output_files(s: &Server, key: &str) -> Vec<String> {
 #[tokio::test]
 async fn variants_jobs_render_named_sizes_and_formats_under_deterministic_keys() {
     let s = Server::start().await;
-    let up = s.upload_ready(jpeg(120, 90), "image/jpeg").await;
+    // Large enough that the one decode shrinks on load (the largest box is 100 wide).
+    let up = s.upload_ready(jpeg(800, 600), "image/jpeg").await;
     let many: Vec<Value> = (0..17)
         .map(|i| json!({"name": format!("v{i}"), "width": 8}))
         .collect();
