@@ -8,6 +8,7 @@ pub mod extract;
 pub mod idempotency;
 pub mod jwt;
 pub mod metrics;
+pub mod presets;
 pub mod routes;
 pub mod scan;
 pub mod state;
@@ -40,7 +41,9 @@ const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 #[openapi(
     info(title = "photo-api", description = "Self-hostable photo processing: uploads, durable jobs, signed downloads."),
     modifiers(&BearerAuth),
-    components(schemas(error::Problem, photo_core::ErrorCode))
+    components(schemas(error::Problem, photo_core::ErrorCode, photo_core::VariantsParams,
+        photo_core::VariantParams, photo_core::AnalyzeParams, routes::jobs::AnalyzeResult, presets::EagerJob,
+        routes::uploads::QueuedJob))
 )]
 struct ApiDoc;
 

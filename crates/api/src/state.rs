@@ -32,6 +32,8 @@ pub struct ApiConfig {
     pub idempotency_ttl: Duration,
     /// Most items in one `POST /batches`.
     pub max_batch_size: usize,
+    /// Jobs queued when uploads complete (`PHOTO_API_PRESETS`, `PHOTO_API_DEFAULT_PRESET`).
+    pub presets: crate::presets::Presets,
     /// Limits of the tenant file API.
     pub files: FilesConfig,
 }

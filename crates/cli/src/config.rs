@@ -132,6 +132,16 @@ pub struct Settings {
     /// OTLP transport: http/protobuf (default) or http/json.
     #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_PROTOCOL", value_enum)]
     pub otlp_protocol: Option<OtlpProtocol>,
+    /// Presets: jobs queued when an upload completes ready. A JSON object of preset name →
+    /// list of `{"job_type", "params"}` (1 to 8 jobs, as for `POST /jobs`), e.g.
+    /// `{"web": [{"job_type": "variants", "params": {"variants": [{"name": "small", "width":
+    /// 320}]}}]}`. An upload picks one with `preset` at `POST /uploads/init` (default none).
+    #[arg(long, global = true, env = "PHOTO_API_PRESETS")]
+    pub presets: Option<String>,
+    /// The preset queued for uploads whose init names neither `preset` nor `jobs` (default
+    /// none).
+    #[arg(long, global = true, env = "PHOTO_API_DEFAULT_PRESET")]
+    pub default_preset: Option<String>,
     /// First retry delay of a failed webhook delivery, doubled per attempt up to 1h (default 5s).
     #[arg(long, global = true, env = "PHOTO_API_WEBHOOK_RETRY_BASE", value_parser = parse_duration)]
     #[serde(default, with = "opt_duration")]
@@ -402,6 +412,7 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     pub otlp_endpoint: Option<String>,
     pub otlp_protocol: OtlpProtocol,
+    pub presets: photo_api_http::presets::Presets,
     pub webhook_retry_base: Duration,
     pub webhook_max_attempts: u32,
     pub webhook_timeout: Duration,
@@ -469,7 +480,7 @@ impl Settings {
             download_url_ttl, files_max_size, files_max_request_size, files_max_per_request,
             files_max_tree_entries, files_gc_delay, files_max_url_ttl,
             idempotency_ttl, max_batch_size, metrics_listen, otlp_endpoint, otlp_protocol,
-            webhook_retry_base,
+            presets, default_preset, webhook_retry_base,
             webhook_max_attempts, webhook_timeout, source_url_timeout, source_url_max_redirects,
             source_url_allow, job_ttl,
             max_pixels, max_side, worker_mode, worker_concurrency, job_lease, job_timeout,
@@ -558,6 +569,11 @@ impl Settings {
             metrics_listen: self.metrics_listen,
             otlp_endpoint: self.otlp_endpoint.filter(|e| !e.trim().is_empty()),
             otlp_protocol: self.otlp_protocol.unwrap_or(OtlpProtocol::HttpProtobuf),
+            presets: photo_api_http::presets::Presets::parse(
+                self.presets.as_deref(),
+                self.default_preset.as_deref(),
+            )
+            .map_err(|e| anyhow::anyhow!("PHOTO_API_PRESETS / PHOTO_API_DEFAULT_PRESET: {e}"))?,
             webhook_retry_base: self.webhook_retry_base.unwrap_or(Duration::from_secs(5)),
             webhook_max_attempts: self.webhook_max_attempts.unwrap_or(20),
             webhook_timeout: self.webhook_timeout.unwrap_or(Duration::from_secs(10)),
@@ -1001,6 +1017,40 @@ mod tests {
             !format!("{:?}", with_key.temporal).contains("secret-key"),
             "the API key never reaches logs"
         );
+    }
+
+    #[test]
+    fn presets_come_from_the_file_or_env_and_are_checked_at_start() {
+        let file: Settings = toml::from_str(
+            "presets = '{\"web\": [{\"job_type\": \"analyze\"}], \"t\": [{\"job_type\": \"thumbnail\", \"params\": {\"width\": 8, \"height\": 8}}]}'\ndefault_preset = \"web\"",
+        )
+        .unwrap();
+        let c = Settings::default().over(file.clone()).resolve().unwrap();
+        assert_eq!(c.presets.get("web").map(<[_]>::len), Some(1));
+        assert_eq!(c.presets.default_jobs().len(), 1);
+        let flag = Settings {
+            default_preset: Some("t".into()),
+            ..Default::default()
+        };
+        let c = flag.over(file).resolve().unwrap();
+        assert_eq!(
+            c.presets.default_jobs()[0].job_type(),
+            photo_core::JobType::Thumbnail
+        );
+        for (presets, default) in [
+            ("{\"web\": []}", None),
+            ("not json", None),
+            ("{\"web\": [{\"job_type\": \"analyze\"}]}", Some("mobile")),
+        ] {
+            let e = Settings {
+                presets: Some(presets.into()),
+                default_preset: default.map(Into::into),
+                ..Default::default()
+            }
+            .resolve()
+            .unwrap_err();
+            assert!(e.to_string().contains("PHOTO_API_PRESETS"), "{e}");
+        }
     }
 
     #[test]

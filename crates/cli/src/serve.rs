@@ -143,6 +143,7 @@ pub async fn serve(cfg: Config, cli_settings: Settings) -> anyhow::Result<()> {
             },
             idempotency_ttl: cfg.idempotency_ttl,
             max_batch_size: cfg.max_batch_size,
+            presets: cfg.presets.clone(),
         }),
         workers: workers.clone(),
         dispatcher: dispatcher

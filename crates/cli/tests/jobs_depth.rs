@@ -1570,6 +1570,42 @@ async fn every_route_of_issue_8_is_in_the_openapi_document() {
     }
     let params = doc["paths"]["/jobs"]["post"]["parameters"].to_string();
     assert!(params.contains("Idempotency-Key"), "{params}");
+    // The job kinds, presets and batch events of this issue are documented too.
+    let schemas = &doc["components"]["schemas"];
+    for name in [
+        "VariantsParams",
+        "VariantParams",
+        "AnalyzeParams",
+        "AnalyzeResult",
+        "EagerJob",
+        "QueuedJob",
+    ] {
+        assert!(schemas[name].is_object(), "schema {name}");
+    }
+    let kinds = schemas["JobType"].to_string();
+    assert!(
+        kinds.contains("variants") && kinds.contains("analyze"),
+        "{kinds}"
+    );
+    for (schema, field) in [
+        ("InitRequest", "preset"),
+        ("InitRequest", "jobs"),
+        ("JobView", "result"),
+        ("UploadView", "jobs"),
+        ("BatchView", "outcome"),
+        ("BatchView", "finished_at"),
+    ] {
+        assert!(
+            schemas[schema]["properties"][field].is_object(),
+            "{schema}.{field}: {}",
+            schemas[schema]
+        );
+    }
+    let hooks = schemas["CreateWebhook"].to_string();
+    assert!(
+        hooks.contains("batch.completed") && hooks.contains("batch.failed"),
+        "{hooks}"
+    );
 }
 
 #[tokio::test]
@@ -1658,4 +1694,565 @@ async fn webhooks_to_non_public_addresses_are_refused_without_retries() {
         got.0.lock().unwrap().is_empty(),
         "nothing reached the loopback receiver"
     );
+}
+
+// ------------------------------------------------------------ job kinds: variants and analyze
+
+/// An upload's processed objects on disk, under its job's output prefix.
+fn job_output_files(s: &Server, key: &str) -> Vec<String> {
+    let dir = processed_object_path(&s.data_dir, key);
+    let dir = dir.parent().unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn variants_jobs_render_named_sizes_and_formats_under_deterministic_keys() {
+    let s = Server::start().await;
+    // Large enough that the one decode shrinks on load (the largest box is 100 wide).
+    let up = s.upload_ready(jpeg(800, 600), "image/jpeg").await;
+    let many: Vec<Value> = (0..17)
+        .map(|i| json!({"name": format!("v{i}"), "width": 8}))
+        .collect();
+    for bad in [
+        json!({"variants": []}),
+        json!({"variants": many}),
+        json!({"variants": [{"name": "a", "width": 8}, {"name": "a", "width": 9}]}),
+        json!({"variants": [{"name": "../x", "width": 8}]}),
+        json!({"variants": [{"name": "a", "width": 8, "fit": "cover"}]}),
+        json!({"variants": [{"name": "a", "width": 8, "format": "bmp"}]}),
+        json!({"variants": [{"name": "a"}]}),
+        json!({"sizes": [1]}),
+    ] {
+        expect_problem(
+            s.post(
+                "/jobs",
+                json!({"job_type": "variants", "upload_id": up, "params": bad}),
+            )
+            .await,
+            422,
+            "invalid_parameters",
+        )
+        .await;
+    }
+    let j = s
+        .submit(
+            json!({"job_type": "variants", "upload_id": up, "params": {"variants": [
+                {"name": "small", "width": 40, "format": "webp", "quality": 70},
+                {"name": "square", "width": 32, "height": 32, "fit": "cover", "format": "png"},
+                {"name": "large", "width": 100, "quality": 90},
+            ]}}),
+        )
+        .await;
+    let id = j["job_id"].as_str().unwrap().to_owned();
+    assert_eq!(j["job_type"], "variants");
+    let done = s.wait_job(&id, Duration::from_secs(60)).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let outs = done["outputs"].as_array().unwrap();
+    let want = [
+        (
+            "small",
+            "webp",
+            "image/webp",
+            (40, 30),
+            image::ImageFormat::WebP,
+        ),
+        (
+            "square",
+            "png",
+            "image/png",
+            (32, 32),
+            image::ImageFormat::Png,
+        ),
+        (
+            "large",
+            "jpg",
+            "image/jpeg",
+            (100, 75),
+            image::ImageFormat::Jpeg,
+        ),
+    ];
+    assert_eq!(outs.len(), want.len(), "{done}");
+    for (o, (name, ext, ct, (w, h), fmt)) in outs.iter().zip(want) {
+        assert_eq!(o["name"], name, "{o}");
+        let key = o["key"].as_str().unwrap();
+        assert!(
+            key.ends_with(&format!("/jobs/{id}/{name}.{ext}")),
+            "deterministic key {key}"
+        );
+        assert_eq!(
+            (
+                o["content_type"].as_str(),
+                o["width"].as_u64(),
+                o["height"].as_u64()
+            ),
+            (Some(ct), Some(u64::from(w)), Some(u64::from(h)))
+        );
+        let (status, got_ct, body) = download(o["url"].as_str().unwrap()).await;
+        assert_eq!((status, got_ct.as_str()), (200, ct));
+        assert_eq!(o["size"].as_u64(), Some(body.len() as u64));
+        assert_eq!(image::guess_format(&body).unwrap(), fmt);
+        let img = image::load_from_memory(&body).unwrap();
+        assert_eq!((img.width(), img.height()), (w, h), "{name}");
+    }
+    // One object per variant, nothing else, under the job's prefix.
+    assert_eq!(
+        job_output_files(&s, outs[0]["key"].as_str().unwrap()),
+        ["large.jpg", "small.webp", "square.png"]
+    );
+}
+
+/// One TIFF IFD entry: tag, type, count, value bytes (big-endian).
+type IfdEntry = (u16, u16, u32, Vec<u8>);
+
+/// Appends an IFD that starts at `out.len()` (offsets are from the TIFF start).
+fn write_ifd(out: &mut Vec<u8>, entries: &[IfdEntry]) {
+    let start = out.len();
+    let mut data_off = start + 2 + 12 * entries.len() + 4;
+    let mut data = Vec::new();
+    out.extend_from_slice(&(entries.len() as u16).to_be_bytes());
+    for (tag, ty, count, value) in entries {
+        out.extend_from_slice(&tag.to_be_bytes());
+        out.extend_from_slice(&ty.to_be_bytes());
+        out.extend_from_slice(&count.to_be_bytes());
+        if value.len() <= 4 {
+            let mut v = value.clone();
+            v.resize(4, 0);
+            out.extend_from_slice(&v);
+        } else {
+            out.extend_from_slice(&(data_off as u32).to_be_bytes());
+            data.extend_from_slice(value);
+            data_off += value.len();
+        }
+    }
+    out.extend_from_slice(&0u32.to_be_bytes());
+    out.extend_from_slice(&data);
+}
+
+fn ifd_size(entries: &[IfdEntry]) -> usize {
+    2 + 12 * entries.len()
+        + 4
+        + entries
+            .iter()
+            .map(|e| if e.3.len() > 4 { e.3.len() } else { 0 })
+            .sum::<usize>()
+}
+
+/// A JPEG whose EXIF names the camera and carries a GPS position (the Eiffel Tower: 48°51'29.88"
+/// N, 2°17'40.20" E, 35 m).
+fn jpeg_with_gps(w: u32, h: u32) -> Vec<u8> {
+    let ascii = |tag: u16, s: &str| -> IfdEntry {
+        let mut v = s.as_bytes().to_vec();
+        v.push(0);
+        (tag, 2, v.len() as u32, v)
+    };
+    let rationals = |tag: u16, vals: &[(u32, u32)]| -> IfdEntry {
+        let mut v = Vec::new();
+        for (n, d) in vals {
+            v.extend_from_slice(&n.to_be_bytes());
+            v.extend_from_slice(&d.to_be_bytes());
+        }
+        (tag, 5, vals.len() as u32, v)
+    };
+    let gps = vec![
+        ascii(0x0001, "N"),
+        rationals(0x0002, &[(48, 1), (51, 1), (2988, 100)]),
+        ascii(0x0003, "E"),
+        rationals(0x0004, &[(2, 1), (17, 1), (4020, 100)]),
+        (0x0005, 1, 1, vec![0]),
+        rationals(0x0006, &[(35, 1)]),
+    ];
+    let ifd0 = |gps_off: u32| {
+        vec![
+            ascii(0x010F, "Canon"),
+            ascii(0x0110, "Canon EOS R6"),
+            (0x8825, 4, 1, gps_off.to_be_bytes().to_vec()),
+        ]
+    };
+    let gps_off = 8 + ifd_size(&ifd0(0));
+    let mut tiff = b"MM\x00\x2A".to_vec();
+    tiff.extend_from_slice(&8u32.to_be_bytes());
+    write_ifd(&mut tiff, &ifd0(gps_off as u32));
+    assert_eq!(tiff.len(), gps_off);
+    write_ifd(&mut tiff, &gps);
+    let mut payload = b"Exif\x00\x00".to_vec();
+    payload.extend_from_slice(&tiff);
+    let plain = jpeg(w, h);
+    let mut out = vec![0xFF, 0xD8, 0xFF, 0xE1];
+    out.extend_from_slice(&((payload.len() + 2) as u16).to_be_bytes());
+    out.extend_from_slice(&payload);
+    out.extend_from_slice(&plain[2..]);
+    out
+}
+
+#[tokio::test]
+async fn analyze_jobs_record_a_report_with_gps_only_when_asked() {
+    let s = Server::start().await;
+    let bytes = jpeg_with_gps(64, 48);
+    let up = s.upload_ready(bytes.clone(), "image/jpeg").await;
+    for bad in [
+        json!({"dominant_colors": 0}),
+        json!({"dominant_colors": 9}),
+        json!({"keep_gps": "yes"}),
+        json!({"gps": true}),
+    ] {
+        expect_problem(
+            s.post(
+                "/jobs",
+                json!({"job_type": "analyze", "upload_id": up, "params": bad}),
+            )
+            .await,
+            422,
+            "invalid_parameters",
+        )
+        .await;
+    }
+    let plain = s
+        .submit(json!({"job_type": "analyze", "upload_id": up}))
+        .await;
+    let gps = s
+        .submit(json!({"job_type": "analyze", "upload_id": up, "params": {"keep_gps": true, "dominant_colors": 3}}))
+        .await;
+    let plain = s
+        .wait_job(plain["job_id"].as_str().unwrap(), Duration::from_secs(60))
+        .await;
+    let gps = s
+        .wait_job(gps["job_id"].as_str().unwrap(), Duration::from_secs(60))
+        .await;
+    for j in [&plain, &gps] {
+        assert_eq!(j["status"], "completed", "{j}");
+        assert_eq!(j["outputs"], json!([]), "a report, no files: {j}");
+        let r = &j["result"];
+        // Checked against what the test itself knows: the bytes it sent and the image it made.
+        use sha2::Digest;
+        assert_eq!(
+            r["sha256"],
+            hex::encode(sha2::Sha256::digest(&bytes)),
+            "{r}"
+        );
+        assert_eq!(
+            (r["width"].as_u64(), r["height"].as_u64()),
+            (Some(64), Some(48))
+        );
+        assert_eq!(
+            (r["format"].as_str(), r["content_type"].as_str()),
+            (Some("jpeg"), Some("image/jpeg"))
+        );
+        assert_eq!(
+            (r["frames"].as_u64(), r["has_alpha"].as_bool()),
+            (Some(1), Some(false))
+        );
+        assert_eq!(r["exif"]["make"], "Canon", "{r}");
+        assert_eq!(r["exif"]["model"], "Canon EOS R6", "{r}");
+        // 4×3 components for a landscape image: 1 + 1 + 4 + 2·11 characters.
+        let bh = r["blurhash"].as_str().unwrap();
+        assert_eq!(bh.len(), 28, "{bh}");
+        let dh = r["dhash"].as_str().unwrap();
+        assert!(
+            dh.len() == 16 && dh.chars().all(|c| c.is_ascii_hexdigit()),
+            "{dh}"
+        );
+        let colours = r["dominant_colors"].as_array().unwrap();
+        assert!(!colours.is_empty());
+        let share: f64 = colours
+            .iter()
+            .map(|c| c["fraction"].as_f64().unwrap())
+            .sum();
+        assert!((share - 1.0).abs() < 0.01, "{colours:?}");
+        for c in colours {
+            let hex = c["hex"].as_str().unwrap();
+            let rgb: Vec<u64> = c["rgb"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+                .collect();
+            assert_eq!(hex, format!("#{:02x}{:02x}{:02x}", rgb[0], rgb[1], rgb[2]));
+        }
+    }
+    assert!(plain["result"]["dominant_colors"].as_array().unwrap().len() <= 5);
+    assert!(gps["result"]["dominant_colors"].as_array().unwrap().len() <= 3);
+    // GPS: removed by default — not a null, not a trace — and there when asked.
+    let text = plain["result"].to_string();
+    assert!(plain["result"]["exif"].get("gps").is_none(), "{text}");
+    assert!(!text.contains("gps") && !text.contains("48.85"), "{text}");
+    let pos = &gps["result"]["exif"]["gps"];
+    assert!(
+        (pos["latitude"].as_f64().unwrap() - 48.8583).abs() < 1e-3,
+        "{pos}"
+    );
+    assert!(
+        (pos["longitude"].as_f64().unwrap() - 2.2945).abs() < 1e-3,
+        "{pos}"
+    );
+    assert_eq!(pos["altitude_m"], 35.0);
+    // The analysis is the same either way otherwise.
+    for k in ["sha256", "blurhash", "dhash"] {
+        assert_eq!(plain["result"][k], gps["result"][k], "{k}");
+    }
+}
+
+// ------------------------------------------------------------ presets (eager jobs at upload)
+
+/// `POST /uploads/init` with `extra` fields, then the bytes; returns the upload id (not yet
+/// completed).
+async fn upload_with(s: &Server, bytes: Vec<u8>, extra: Value) -> String {
+    let mut body = json!({"content_type": "image/jpeg", "max_bytes": bytes.len()});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let r = s.post("/uploads/init", body).await;
+    assert_eq!(r.status(), 201, "init: {}", r.text().await.unwrap());
+    let init: Value = r.json().await.unwrap();
+    let sent = s.send_upload(&init, bytes, "image/jpeg").await;
+    assert!(sent.status().is_success(), "{}", sent.text().await.unwrap());
+    init["upload_id"].as_str().unwrap().to_owned()
+}
+
+/// The ids and types of the jobs a completion answer lists.
+fn queued(v: &Value) -> Vec<(String, String)> {
+    v.get("jobs")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|j| {
+                    (
+                        j["job_id"].as_str().unwrap().to_owned(),
+                        j["job_type"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn jobs_of_upload(s: &Server, up: &str) -> Vec<Value> {
+    let v: Value = s.get("/jobs?limit=200").await.json().await.unwrap();
+    v["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["upload_id"] == up)
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn presets_queue_their_jobs_once_when_an_upload_completes_however_often() {
+    let presets = json!({
+        "web": [
+            {"job_type": "variants", "params": {"variants": [
+                {"name": "small", "width": 32, "format": "webp"},
+                {"name": "medium", "width": 48}
+            ]}},
+            {"job_type": "analyze"}
+        ],
+        "thumbs": [{"job_type": "thumbnail", "params": {"width": 16, "height": 16}}]
+    });
+    let s = Server::start_with(
+        Opts::default()
+            .env("PHOTO_API_PRESETS", &presets.to_string())
+            .env("PHOTO_API_DEFAULT_PRESET", "thumbs"),
+    )
+    .await;
+
+    // A named preset: completing four times at once, then again, queues its two jobs once.
+    let up = upload_with(&s, jpeg(64, 48), json!({"preset": "web"})).await;
+    let answers = futures_util::future::join_all((0..4).map(|_| s.complete(&up))).await;
+    let mut lists = Vec::new();
+    for r in answers {
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["status"], "ready", "{v}");
+        lists.push(queued(&v));
+    }
+    let again: Value = s.complete(&up).await.json().await.unwrap();
+    lists.push(queued(&again));
+    let first = lists[0].clone();
+    assert_eq!(
+        first.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>(),
+        ["variants", "analyze"]
+    );
+    assert!(
+        lists.iter().all(|l| *l == first),
+        "the same jobs every time: {lists:?}"
+    );
+    let got: Value = s.get(&format!("/uploads/{up}")).await.json().await.unwrap();
+    assert_eq!(queued(&got), first, "GET /uploads shows them too");
+    for (id, _) in &first {
+        let j = s.wait_job(id, Duration::from_secs(60)).await;
+        assert_eq!(j["status"], "completed", "{j}");
+        assert_eq!(j["upload_id"], up.as_str());
+    }
+    assert_eq!(jobs_of_upload(&s, &up).await.len(), 2, "queued once");
+    let variants = s.job(&first[0].0).await;
+    let names: Vec<&str> = variants["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["small", "medium"]);
+    assert_eq!(s.job(&first[1].0).await["result"]["width"], 64);
+
+    // No choice: the default preset. `jobs` given: those. `jobs: []`: none.
+    let default = upload_with(&s, jpeg(40, 30), json!({})).await;
+    let v: Value = s.complete(&default).await.json().await.unwrap();
+    let q = queued(&v);
+    assert_eq!(
+        q.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>(),
+        ["thumbnail"]
+    );
+    let own = upload_with(
+        &s,
+        jpeg(40, 30),
+        json!({"jobs": [{"job_type": "analyze", "params": {"keep_gps": true}}]}),
+    )
+    .await;
+    let v: Value = s.complete(&own).await.json().await.unwrap();
+    let q2 = queued(&v);
+    assert_eq!(
+        q2.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>(),
+        ["analyze"]
+    );
+    let none = upload_with(&s, jpeg(40, 30), json!({"jobs": []})).await;
+    let v: Value = s.complete(&none).await.json().await.unwrap();
+    assert!(v.get("jobs").is_none(), "{v}");
+    for (id, _) in q.iter().chain(&q2) {
+        assert_eq!(
+            s.wait_job(id, Duration::from_secs(60)).await["status"],
+            "completed"
+        );
+    }
+    assert!(jobs_of_upload(&s, &none).await.is_empty());
+
+    // Bad choices are refused at init, before anything is stored.
+    let nine: Vec<Value> = (0..9).map(|_| json!({"job_type": "analyze"})).collect();
+    for (extra, code) in [
+        (json!({"preset": "nope"}), "invalid_parameters"),
+        (json!({"preset": "web", "jobs": []}), "invalid_request"),
+        (json!({"jobs": nine}), "invalid_parameters"),
+        (
+            json!({"jobs": [{"job_type": "sepia"}]}),
+            "invalid_parameters",
+        ),
+        (
+            json!({"jobs": [{"job_type": "thumbnail", "params": {"width": 0, "height": 1}}]}),
+            "invalid_parameters",
+        ),
+        (
+            json!({"jobs": [{"job_type": "analyze", "upload_id": "x"}]}),
+            "invalid_request",
+        ),
+    ] {
+        let mut body = json!({"content_type": "image/jpeg", "max_bytes": 1000});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let r = s.post("/uploads/init", body).await;
+        expect_problem(r, 422, code).await;
+    }
+}
+
+// ------------------------------------------------------------ batch webhook events
+
+#[tokio::test]
+async fn batch_webhooks_are_delivered_once_per_batch_with_their_counts() {
+    let s = Server::start_with(
+        Opts::default()
+            .env("PHOTO_API_WEBHOOK_RETRY_BASE", "200ms")
+            .env("PHOTO_API_SOURCE_URL_ALLOW", "127.0.0.1/32")
+            .env("PHOTO_API_WORKER_CONCURRENCY", "4"),
+    )
+    .await;
+    // Down for its first request: a batch event is retried like any other.
+    let (url, got) = receiver(1).await;
+    let r = s
+        .post(
+            "/webhooks",
+            json!({"url": url, "event_types": ["batch.completed", "batch.failed"]}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let hook: Value = r.json().await.unwrap();
+    let secret = hook["secret"].as_str().unwrap().to_owned();
+
+    let good = s.upload_ready(jpeg(48, 36), "image/jpeg").await;
+    // An upload whose raw object is gone: its jobs fail permanently (source_missing).
+    let init = s.init_upload("image/jpeg", 100_000).await;
+    assert!(
+        s.send_upload(&init, jpeg(48, 36), "image/jpeg")
+            .await
+            .status()
+            .is_success()
+    );
+    let bad = init["upload_id"].as_str().unwrap().to_owned();
+    assert_eq!(s.complete(&bad).await.status(), 200);
+    std::fs::remove_file(raw_object_path(&s.data_dir, init["key"].as_str().unwrap())).unwrap();
+
+    let batch = |items: Vec<&str>| {
+        let items: Vec<Value> = items.iter().map(|u| json!({"upload_id": u})).collect();
+        json!({"job_type": "thumbnail", "params": {"width": 16, "height": 16}, "items": items})
+    };
+    let mut ids = Vec::new();
+    for body in [
+        batch(vec![good.as_str(); 6]),
+        batch(vec![good.as_str(), bad.as_str(), good.as_str()]),
+    ] {
+        let r = s.post("/batches", body).await;
+        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+        let v: Value = r.json().await.unwrap();
+        ids.push(v["batch_id"].as_str().unwrap().to_owned());
+    }
+    let accepted = |g: &Received| g.0.lock().unwrap().iter().filter(|r| r.2 == 200).count();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while accepted(&got) < 2 {
+        assert!(Instant::now() < deadline, "batch events never got through");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Nothing more arrives: one event per batch, however many jobs finished at once.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let seen = got.0.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "one refused attempt, two deliveries");
+    let mut by_batch = std::collections::HashMap::new();
+    for (headers, body, status) in &seen {
+        assert!(verify_signature(&secret, headers, body), "signed");
+        if *status == 200 {
+            let v: Value = serde_json::from_str(body).unwrap();
+            let bid = v["data"]["batch_id"].as_str().unwrap().to_owned();
+            assert!(by_batch.insert(bid, v).is_none(), "one delivery per batch");
+        }
+    }
+    let ok = &by_batch[&ids[0]];
+    assert_eq!(ok["type"], "batch.completed", "{ok}");
+    assert_eq!(ok["data"]["status"], "completed");
+    assert_eq!(ok["data"]["total"], 6);
+    assert_eq!(
+        ok["data"]["counts"],
+        json!({"completed": 6, "failed": 0, "dead": 0, "cancelled": 0})
+    );
+    let failed = &by_batch[&ids[1]];
+    assert_eq!(failed["type"], "batch.failed", "{failed}");
+    assert_eq!(failed["data"]["total"], 3);
+    assert_eq!(
+        failed["data"]["counts"],
+        json!({"completed": 2, "failed": 1, "dead": 0, "cancelled": 0})
+    );
+    for (bid, outcome) in [(&ids[0], "completed"), (&ids[1], "failed")] {
+        let b: Value = s
+            .get(&format!("/batches/{bid}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(b["done"], true, "{b}");
+        assert_eq!(b["outcome"], outcome, "{b}");
+        assert!(b["finished_at"].is_string(), "{b}");
+    }
 }

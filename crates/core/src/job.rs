@@ -103,17 +103,28 @@ pub enum JobType {
     Thumbnail,
     /// Resize with a fit mode, convert, orient, strip metadata.
     Transform,
+    /// Several named sizes/formats from one decode of the source.
+    Variants,
+    /// Dimensions, format, EXIF summary, placeholders, hashes and colours; a result, no output.
+    Analyze,
 }
 
 impl JobType {
     /// Every job type.
-    pub const ALL: [JobType; 2] = [Self::Thumbnail, Self::Transform];
+    pub const ALL: [JobType; 4] = [
+        Self::Thumbnail,
+        Self::Transform,
+        Self::Variants,
+        Self::Analyze,
+    ];
 
     /// The type as stored and shown.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Thumbnail => "thumbnail",
             Self::Transform => "transform",
+            Self::Variants => "variants",
+            Self::Analyze => "analyze",
         }
     }
 
@@ -395,6 +406,85 @@ pub fn parse_hex_colour(s: &str) -> Option<[u8; 3]> {
     Some([c(0)?, c(2)?, c(4)?])
 }
 
+/// Most variants of one `variants` job.
+pub const MAX_VARIANTS: usize = 16;
+/// Longest variant name.
+pub const MAX_VARIANT_NAME: usize = 64;
+/// Most dominant colours an `analyze` job may ask for.
+pub const MAX_DOMINANT_COLORS: u8 = 8;
+
+/// One named output of a `variants` job: fit the (auto-oriented) source into
+/// `width`×`height` with `fit`, then encode. Never upscaled unless `upscale`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VariantParams {
+    /// The output's name, unique within the job: 1..=64 characters of `a-z`, `0-9`, `_` and
+    /// `-`, starting with a letter or digit. The output is stored as `{name}.{extension}`.
+    #[schema(example = "small")]
+    pub name: String,
+    /// Box width (1..=16384); with only one side given the other follows the aspect ratio.
+    #[serde(default)]
+    pub width: Option<u32>,
+    /// Box height (1..=16384).
+    #[serde(default)]
+    pub height: Option<u32>,
+    /// Fit mode (default `inside`); `contain`, `cover` and `fill` need both sides.
+    #[serde(default)]
+    pub fit: Fit,
+    /// Enlarge images smaller than the box (default false).
+    #[serde(default)]
+    pub upscale: bool,
+    /// Output format (default `jpeg`).
+    #[serde(default = "default_format")]
+    pub format: OutputFormat,
+    /// Encoder quality 1..=100 (default 80).
+    #[serde(default = "default_quality")]
+    pub quality: u8,
+}
+
+/// Parameters of a `variants` job: several named outputs from one decode of the source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VariantsParams {
+    /// 1..=16 variants with distinct names.
+    pub variants: Vec<VariantParams>,
+}
+
+fn five() -> u8 {
+    5
+}
+
+/// Parameters of an `analyze` job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyzeParams {
+    /// Include the EXIF GPS position in the result (default false: removed).
+    #[serde(default)]
+    pub keep_gps: bool,
+    /// How many dominant colours to report, 1..=8 (default 5).
+    #[serde(default = "five")]
+    pub dominant_colors: u8,
+}
+
+impl Default for AnalyzeParams {
+    fn default() -> Self {
+        AnalyzeParams {
+            keep_gps: false,
+            dominant_colors: five(),
+        }
+    }
+}
+
+/// Whether `name` is a valid variant name (also a safe key segment).
+pub fn valid_variant_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_VARIANT_NAME
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
+}
+
 /// A validated job: its type and parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "job_type", content = "params", rename_all = "snake_case")]
@@ -403,6 +493,10 @@ pub enum JobSpec {
     Thumbnail(ThumbnailParams),
     /// See [`TransformParams`].
     Transform(TransformParams),
+    /// See [`VariantsParams`].
+    Variants(VariantsParams),
+    /// See [`AnalyzeParams`].
+    Analyze(AnalyzeParams),
 }
 
 /// Why job parameters were refused.
@@ -422,6 +516,8 @@ impl JobSpec {
         let spec = match job_type {
             JobType::Thumbnail => Self::Thumbnail(serde_json::from_value(params).map_err(bad)?),
             JobType::Transform => Self::Transform(serde_json::from_value(params).map_err(bad)?),
+            JobType::Variants => Self::Variants(serde_json::from_value(params).map_err(bad)?),
+            JobType::Analyze => Self::Analyze(serde_json::from_value(params).map_err(bad)?),
         };
         spec.validate()?;
         Ok(spec)
@@ -432,6 +528,23 @@ impl JobSpec {
         match self {
             Self::Thumbnail(_) => JobType::Thumbnail,
             Self::Transform(_) => JobType::Transform,
+            Self::Variants(_) => JobType::Variants,
+            Self::Analyze(_) => JobType::Analyze,
+        }
+    }
+
+    /// The names and formats of the outputs the job writes (each to
+    /// `tenants/{tenant}/jobs/{job_id}/{name}.{extension}`); empty for `analyze`.
+    pub fn outputs(&self) -> Vec<(&str, OutputFormat)> {
+        match self {
+            Self::Thumbnail(p) => vec![("thumbnail", p.format)],
+            Self::Transform(p) => vec![("transform", p.format)],
+            Self::Variants(p) => p
+                .variants
+                .iter()
+                .map(|v| (v.name.as_str(), v.format))
+                .collect(),
+            Self::Analyze(_) => Vec::new(),
         }
     }
 
@@ -525,6 +638,54 @@ impl JobSpec {
                     return Err(InvalidJobSpec(
                         "optimize_huffman needs progressive: true or subsampling: \"444\"".into(),
                     ));
+                }
+                Ok(())
+            }
+            Self::Variants(p) => {
+                if p.variants.is_empty() || p.variants.len() > MAX_VARIANTS {
+                    return Err(InvalidJobSpec(format!(
+                        "variants must hold 1 to {MAX_VARIANTS} entries"
+                    )));
+                }
+                let mut seen = std::collections::HashSet::new();
+                for v in &p.variants {
+                    if !valid_variant_name(&v.name) {
+                        return Err(InvalidJobSpec(format!(
+                            "variant name {:?}: use 1 to {MAX_VARIANT_NAME} of a-z, 0-9, '_' and '-', starting with a letter or digit",
+                            v.name.chars().take(80).collect::<String>()
+                        )));
+                    }
+                    if !seen.insert(v.name.as_str()) {
+                        return Err(InvalidJobSpec(format!(
+                            "variant name {:?} is used twice",
+                            v.name
+                        )));
+                    }
+                    side("width", v.width)?;
+                    side("height", v.height)?;
+                    quality(v.quality)?;
+                    if v.width.is_none() && v.height.is_none() {
+                        return Err(InvalidJobSpec(format!(
+                            "variant {:?} needs width or height",
+                            v.name
+                        )));
+                    }
+                    if matches!(v.fit, Fit::Contain | Fit::Cover | Fit::Fill)
+                        && (v.width.is_none() || v.height.is_none())
+                    {
+                        return Err(InvalidJobSpec(format!(
+                            "variant {:?}: fit contain, cover and fill need both width and height",
+                            v.name
+                        )));
+                    }
+                }
+                Ok(())
+            }
+            Self::Analyze(p) => {
+                if !(1..=MAX_DOMINANT_COLORS).contains(&p.dominant_colors) {
+                    return Err(InvalidJobSpec(format!(
+                        "dominant_colors must be between 1 and {MAX_DOMINANT_COLORS}"
+                    )));
                 }
                 Ok(())
             }
@@ -653,6 +814,79 @@ mod tests {
             JobSpec::parse(JobType::Transform, serde_json::Value::Null).is_ok(),
             "convert only"
         );
+    }
+
+    #[test]
+    fn variants_params() {
+        let ok = JobSpec::parse(
+            JobType::Variants,
+            json!({"variants": [
+                {"name": "small", "width": 64, "format": "webp"},
+                {"name": "square-2x", "width": 128, "height": 128, "fit": "cover"}
+            ]}),
+        );
+        let Ok(JobSpec::Variants(p)) = &ok else {
+            panic!("expected variants, got {ok:?}");
+        };
+        assert_eq!(p.variants.len(), 2);
+        assert_eq!(p.variants[1].quality, 80);
+        let spec = ok.clone().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            spec.outputs(),
+            vec![
+                ("small", OutputFormat::Webp),
+                ("square-2x", OutputFormat::Jpeg)
+            ]
+        );
+        let many: Vec<_> = (0..=MAX_VARIANTS)
+            .map(|i| json!({"name": format!("v{i}"), "width": 8}))
+            .collect();
+        for bad in [
+            json!({"variants": []}),
+            json!({"variants": many}),
+            json!({"variants": [{"name": "a", "width": 8}, {"name": "a", "width": 9}]}),
+            json!({"variants": [{"name": "../x", "width": 8}]}),
+            json!({"variants": [{"name": "Big", "width": 8}]}),
+            json!({"variants": [{"name": "", "width": 8}]}),
+            json!({"variants": [{"name": "-a", "width": 8}]}),
+            json!({"variants": [{"name": "x".repeat(65), "width": 8}]}),
+            json!({"variants": [{"name": "a"}]}),
+            json!({"variants": [{"name": "a", "width": 8, "fit": "cover"}]}),
+            json!({"variants": [{"name": "a", "width": 0}]}),
+            json!({"variants": [{"name": "a", "width": 8, "quality": 0}]}),
+            json!({"variants": [{"name": "a", "width": 8, "blur": 1}]}),
+            json!({}),
+        ] {
+            assert!(
+                JobSpec::parse(JobType::Variants, bad.clone()).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn analyze_params() {
+        assert_eq!(
+            JobSpec::parse(JobType::Analyze, serde_json::Value::Null),
+            Ok(JobSpec::Analyze(AnalyzeParams::default()))
+        );
+        let gps = JobSpec::parse(JobType::Analyze, json!({"keep_gps": true}));
+        assert!(matches!(
+            gps,
+            Ok(JobSpec::Analyze(AnalyzeParams { keep_gps: true, .. }))
+        ));
+        for bad in [
+            json!({"dominant_colors": 0}),
+            json!({"dominant_colors": 9}),
+            json!({"keep_gps": "yes"}),
+            json!({"gps": true}),
+        ] {
+            assert!(
+                JobSpec::parse(JobType::Analyze, bad.clone()).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(JobSpec::parse(JobType::Analyze, json!({})).is_ok_and(|s| s.outputs().is_empty()));
     }
 
     #[test]

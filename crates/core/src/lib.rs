@@ -19,8 +19,9 @@ pub use file_path::FilePath;
 pub use filename::FileName;
 pub use ids::{BatchId, JobId, TenantId, UploadId};
 pub use job::{
-    CropBox, Fit, JobSpec, JobStatus, JobType, OutputFormat, PngCompression, Position, Sharpen,
-    Subsampling, ThumbnailParams, TransformParams,
+    AnalyzeParams, CropBox, Fit, JobSpec, JobStatus, JobType, OutputFormat, PngCompression,
+    Position, Sharpen, Subsampling, ThumbnailParams, TransformParams, VariantParams,
+    VariantsParams,
 };
 pub use key::ObjectKey;
 pub use scope::Scope;

@@ -153,6 +153,19 @@ pub trait Repo: FileRepo + TenantRepo + Send + Sync + std::fmt::Debug {
         id: UploadId,
         outcome: &UploadOutcome,
         at: DateTime<Utc>,
+    ) -> DbResult<Option<Upload>> {
+        self.complete_upload_with_jobs(id, outcome, &[], at).await
+    }
+    /// [`Repo::complete_upload`], and when the upload becomes ready, queues `jobs` (its eager
+    /// jobs) and records their ids in [`Upload::eager_job_ids`], in the same transaction: only
+    /// the call that moves the upload out of `uploaded` queues anything, so completing an upload
+    /// any number of times, concurrently or not, queues its jobs once.
+    async fn complete_upload_with_jobs(
+        &self,
+        id: UploadId,
+        outcome: &UploadOutcome,
+        jobs: &[NewJob],
+        at: DateTime<Utc>,
     ) -> DbResult<Option<Upload>>;
     /// Uploads whose raw object has expired and that are not yet marked so.
     async fn expired_uploads(&self, now: DateTime<Utc>, limit: u32) -> DbResult<Vec<Upload>>;
@@ -254,8 +267,10 @@ pub trait Repo: FileRepo + TenantRepo + Send + Sync + std::fmt::Debug {
         limit: u32,
     ) -> DbResult<Option<Vec<WebhookDelivery>>>;
     /// Reads up to `limit` events after the fan-out's cursor and creates a delivery for each
-    /// finished-job event (`job.completed`, `job.failed`, `job.dead`, `job.cancelled`) and each
-    /// webhook of its tenant that wants it — at most one per (webhook, event), however often
+    /// finished-job event (`job.completed`, `job.failed`, `job.dead`, `job.cancelled`), each
+    /// finished-batch event (`batch.completed`, `batch.failed`: written once per batch, in the
+    /// transaction of its last job's terminal status change) and each webhook of its tenant that
+    /// wants it — at most one per (webhook, event), however often
     /// this runs — then moves the cursor, all in one transaction. Returns the deliveries made.
     async fn webhook_fanout(&self, now: DateTime<Utc>, limit: u32) -> DbResult<u64>;
     /// Claims up to `limit` pending deliveries due at `now` for `lease` (their next attempt
@@ -317,6 +332,18 @@ pub trait Repo: FileRepo + TenantRepo + Send + Sync + std::fmt::Debug {
         &self,
         claim: &ClaimToken,
         outputs: &[JobOutput],
+        now: DateTime<Utc>,
+    ) -> DbResult<bool> {
+        self.complete_job_with_result(claim, outputs, None, now)
+            .await
+    }
+    /// [`Repo::complete_job`], also recording what the job found (`result`, e.g. the
+    /// `analyze` report).
+    async fn complete_job_with_result(
+        &self,
+        claim: &ClaimToken,
+        outputs: &[JobOutput],
+        result: Option<&serde_json::Value>,
         now: DateTime<Utc>,
     ) -> DbResult<bool>;
     /// Records a failed attempt; returns the resulting status, or `None` when the claim is no

@@ -51,6 +51,12 @@ pub(crate) const SQLITE: &[Migration] = &[
         down: include_str!("../migrations/sqlite/0006_tenants.down.sql"),
     },
     Migration {
+        version: 7,
+        name: "job_kinds_presets_batch_events",
+        up: include_str!("../migrations/sqlite/0007_job_kinds_presets_batch_events.up.sql"),
+        down: include_str!("../migrations/sqlite/0007_job_kinds_presets_batch_events.down.sql"),
+    },
+    Migration {
         version: 8,
         name: "trace_context",
         up: include_str!("../migrations/sqlite/0008_trace_context.up.sql"),
@@ -94,6 +100,12 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "tenants",
         up: include_str!("../migrations/postgres/0006_tenants.up.sql"),
         down: include_str!("../migrations/postgres/0006_tenants.down.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "job_kinds_presets_batch_events",
+        up: include_str!("../migrations/postgres/0007_job_kinds_presets_batch_events.up.sql"),
+        down: include_str!("../migrations/postgres/0007_job_kinds_presets_batch_events.down.sql"),
     },
     Migration {
         version: 8,

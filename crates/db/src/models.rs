@@ -124,6 +124,8 @@ pub struct NewUpload {
     pub file_path: Option<photo_core::FilePath>,
     /// Whether that file may replace an existing one.
     pub file_overwrite: bool,
+    /// Jobs queued when the upload completes ready (a preset, or the init request's list).
+    pub eager_jobs: Vec<JobSpec>,
 }
 
 /// An upload row.
@@ -169,6 +171,10 @@ pub struct Upload {
     pub file_path: Option<photo_core::FilePath>,
     /// Whether that file may replace an existing one.
     pub file_overwrite: bool,
+    /// Jobs its completion queues (see [`NewUpload::eager_jobs`]).
+    pub eager_jobs: Vec<JobSpec>,
+    /// The jobs its completion queued, in the order of `eager_jobs`.
+    pub eager_job_ids: Vec<JobId>,
 }
 
 /// What the completion check decided.
@@ -309,6 +315,8 @@ pub struct Job {
     pub error_message: Option<String>,
     /// Outputs, once completed.
     pub outputs: Vec<JobOutput>,
+    /// What the job found (the `analyze` report), once completed.
+    pub result: Option<serde_json::Value>,
     /// Queued at.
     pub created_at: DateTime<Utc>,
     /// First started.
@@ -431,6 +439,11 @@ pub struct Batch {
     pub created_at: DateTime<Utc>,
     /// When it was cancelled, if it was.
     pub cancelled_at: Option<DateTime<Utc>>,
+    /// When its last job reached a terminal status (the `batch.completed` / `batch.failed`
+    /// event); set once.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// `completed`, or `failed` when any job ended failed or dead; with `finished_at`.
+    pub finished_status: Option<String>,
 }
 
 /// One entry of an event stream: a job's status change, as `job_events` recorded it.
@@ -460,7 +473,8 @@ pub struct Webhook {
     pub tenant: TenantId,
     /// Where deliveries are POSTed.
     pub url: String,
-    /// Event types it receives (`job.completed`, `job.failed`, `job.dead`, `job.cancelled`).
+    /// Event types it receives (`job.completed`, `job.failed`, `job.dead`, `job.cancelled`,
+    /// `batch.completed`, `batch.failed`).
     pub event_types: Vec<String>,
     /// HMAC-SHA256 key of its signatures.
     pub secret: String,

@@ -72,6 +72,18 @@ macro_rules! decoders {
                     .map(|p| photo_core::FilePath::parse(&p).map_err(|e| corrupt("file_path", e)))
                     .transpose()?,
                 file_overwrite: r.try_get::<Option<i64>, _>("file_overwrite")?.unwrap_or(0) != 0,
+                eager_jobs: match r.try_get::<Option<String>, _>("eager_jobs")? {
+                    Some(s) => serde_json::from_str(&s).map_err(|e| corrupt("eager_jobs", e))?,
+                    None => Vec::new(),
+                },
+                eager_job_ids: match r.try_get::<Option<String>, _>("eager_job_ids")? {
+                    Some(s) => serde_json::from_str::<Vec<String>>(&s)
+                        .map_err(|e| corrupt("eager_job_ids", e))?
+                        .iter()
+                        .map(|id| parse("eager_job_ids", id))
+                        .collect::<DbResult<Vec<_>>>()?,
+                    None => Vec::new(),
+                },
             })
         }
 
@@ -113,6 +125,10 @@ macro_rules! decoders {
                 error_code: r.try_get("error_code")?,
                 error_message: r.try_get("error_message")?,
                 outputs,
+                result: r
+                    .try_get::<Option<String>, _>("result")?
+                    .map(|s| serde_json::from_str(&s).map_err(|e| corrupt("result", e)))
+                    .transpose()?,
                 created_at: r.try_get("created_at")?,
                 started_at: r.try_get("started_at")?,
                 completed_at: r.try_get("completed_at")?,

@@ -336,8 +336,8 @@ impl Repo for SqliteRepo {
         sqlx::query(
             "INSERT INTO uploads (upload_id, tenant_id, object_key, declared_content_type, max_bytes,
                  filename, status, created_at, url_expires_at, expires_at_ms, file_path,
-                 file_overwrite)
-             VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
+                 file_overwrite, eager_jobs)
+             VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)",
         )
         .bind(u.upload_id.to_string())
         .bind(u.tenant.as_str())
@@ -350,6 +350,11 @@ impl Repo for SqliteRepo {
         .bind(ms(u.expires_at))
         .bind(u.file_path.as_ref().map(|p| p.as_str().to_owned()))
         .bind(i64::from(u.file_overwrite))
+        .bind(if u.eager_jobs.is_empty() {
+            None
+        } else {
+            Some(serde_json::to_string(&u.eager_jobs).map_err(|e| corrupt("eager_jobs", e))?)
+        })
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -404,15 +409,16 @@ impl Repo for SqliteRepo {
     }
 
     #[tracing::instrument(
-        name = "db.complete_upload",
+        name = "db.complete_upload_with_jobs",
         level = "debug",
         skip_all,
         err(level = "debug")
     )]
-    async fn complete_upload(
+    async fn complete_upload_with_jobs(
         &self,
         id: UploadId,
         outcome: &UploadOutcome,
+        jobs: &[NewJob],
         at: DateTime<Utc>,
     ) -> DbResult<Option<Upload>> {
         let q = match outcome {
@@ -443,11 +449,25 @@ impl Repo for SqliteRepo {
             .bind(at)
             .bind(id.to_string()),
         };
-        q.fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(upload_from_row)
-            .transpose()
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let Some(row) = q.fetch_optional(&mut *tx).await? else {
+            return Ok(None);
+        };
+        let mut up = upload_from_row(&row)?;
+        if up.status == UploadStatus::Ready && !jobs.is_empty() {
+            for j in jobs {
+                insert_job_row(&mut tx, j, at, None).await?;
+            }
+            let ids: Vec<String> = jobs.iter().map(|j| j.job_id.to_string()).collect();
+            sqlx::query("UPDATE uploads SET eager_job_ids = ? WHERE upload_id = ?")
+                .bind(serde_json::to_string(&ids).map_err(|e| corrupt("eager_job_ids", e))?)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+            up.eager_job_ids = jobs.iter().map(|j| j.job_id).collect();
+        }
+        tx.commit().await?;
+        Ok(Some(up))
     }
 
     #[tracing::instrument(
@@ -591,7 +611,7 @@ impl Repo for SqliteRepo {
         err(level = "debug")
     )]
     async fn job_events(&self, id: JobId) -> DbResult<Vec<JobEvent>> {
-        let rows = sqlx::query("SELECT seq, status, attempt, message, at FROM job_events WHERE job_id = ? ORDER BY seq")
+        let rows = sqlx::query("SELECT seq, status, attempt, message, at FROM job_events WHERE kind = 'job' AND job_id = ? ORDER BY seq")
             .bind(id.to_string())
             .fetch_all(&self.pool)
             .await?;
@@ -624,7 +644,7 @@ impl Repo for SqliteRepo {
         let rows = sqlx::query(
             "SELECT seq, job_id, status, attempt, message, at
              FROM job_events
-             WHERE tenant_id = ?1 AND seq > ?2 AND (?3 IS NULL OR job_id = ?3)
+             WHERE kind = 'job' AND tenant_id = ?1 AND seq > ?2 AND (?3 IS NULL OR job_id = ?3)
              ORDER BY seq LIMIT ?4",
         )
         .bind(tenant.as_str())
@@ -660,7 +680,7 @@ impl Repo for SqliteRepo {
         now: DateTime<Utc>,
     ) -> DbResult<Option<Job>> {
         let update = sqlx::query(
-            "UPDATE job_logs SET status = 'cancelled', completed_at = ?1, outputs = NULL,
+            "UPDATE job_logs SET status = 'cancelled', completed_at = ?1, outputs = NULL, result = NULL,
                  error_code = 'cancelled', error_message = 'cancelled on request',
                  lease_owner = NULL, lease_token = NULL, lease_expires_at_ms = NULL, updated_at = ?1
              WHERE job_id = ?2 AND tenant_id = ?3 AND status IN ('submitted', 'retrying', 'started')",
@@ -681,7 +701,7 @@ impl Repo for SqliteRepo {
     ) -> DbResult<Option<Job>> {
         let update = sqlx::query(
             "UPDATE job_logs SET status = 'submitted', attempts = 0, run_at_ms = ?1,
-                 started_at = NULL, completed_at = NULL, outputs = NULL, error_code = NULL,
+                 started_at = NULL, completed_at = NULL, outputs = NULL, result = NULL, error_code = NULL,
                  error_message = NULL, lease_owner = NULL, lease_token = NULL,
                  lease_expires_at_ms = NULL, updated_at = ?2,
                  temporal_workflow_id = CASE WHEN engine = 'temporal'
@@ -753,7 +773,6 @@ impl Repo for SqliteRepo {
         now: DateTime<Utc>,
     ) -> DbResult<Vec<Job>> {
         let bid = batch_id.to_string();
-        let trace = crate::submitting_trace();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "INSERT INTO batches (batch_id, tenant_id, total, created_at) VALUES (?1, ?2, ?3, ?4)",
@@ -765,35 +784,7 @@ impl Repo for SqliteRepo {
         .execute(&mut *tx)
         .await?;
         for j in jobs {
-            let id = j.job_id.to_string();
-            let meta = serde_json::to_string(&j.spec).map_err(|e| corrupt("spec", e))?;
-            sqlx::query(
-                "INSERT INTO job_logs (id, job_id, job_type, filename, s3_key, content_type,
-                     job_metadata, created_at, status, tenant_id, upload_id, attempts, max_attempts,
-                     run_at_ms, updated_at, engine, temporal_workflow_id, temporal_task_queue,
-                     batch_id, source_url, trace_context)
-                 VALUES (?1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, 'submitted', ?8, ?9, 0, ?10, ?11, ?7, ?12,
-                     ?13, ?14, ?15, ?16, ?17)",
-            )
-            .bind(&id)
-            .bind(j.spec.job_type().as_str())
-            .bind(&j.filename)
-            .bind(j.s3_key.as_ref().map(ObjectKey::as_str))
-            .bind(j.content_type.map(ContentType::mime))
-            .bind(meta)
-            .bind(now)
-            .bind(j.tenant.as_str())
-            .bind(j.upload_id.map(|u| u.to_string()))
-            .bind(i64::from(j.max_attempts))
-            .bind(ms(now))
-            .bind(crate::engine_of(j).as_str())
-            .bind(j.temporal.as_ref().map(|t| t.workflow_id.as_str()))
-            .bind(j.temporal.as_ref().map(|t| t.task_queue.as_str()))
-            .bind(&bid)
-            .bind(&j.source_url)
-            .bind(&trace)
-            .execute(&mut *tx)
-            .await?;
+            insert_job_row(&mut tx, j, now, Some(&bid)).await?;
         }
         let rows = sqlx::query("SELECT * FROM job_logs WHERE batch_id = ?1 ORDER BY job_id")
             .bind(&bid)
@@ -811,7 +802,8 @@ impl Repo for SqliteRepo {
     ) -> DbResult<Option<(Batch, Vec<(JobStatus, u64)>)>> {
         let bid = batch_id.to_string();
         let Some(row) = sqlx::query(
-            "SELECT batch_id, tenant_id, total, created_at, cancelled_at FROM batches
+            "SELECT batch_id, tenant_id, total, created_at, cancelled_at, finished_at,
+                 finished_status FROM batches
              WHERE batch_id = ?1 AND tenant_id = ?2",
         )
         .bind(&bid)
@@ -827,6 +819,8 @@ impl Repo for SqliteRepo {
             total: row.try_get::<i64, _>("total")?.max(0) as u64,
             created_at: row.try_get("created_at")?,
             cancelled_at: row.try_get("cancelled_at")?,
+            finished_at: row.try_get("finished_at")?,
+            finished_status: row.try_get("finished_status")?,
         };
         let rows = sqlx::query(
             "SELECT status, COUNT(*) AS n FROM job_logs WHERE batch_id = ?1 GROUP BY status",
@@ -882,7 +876,7 @@ impl Repo for SqliteRepo {
         .fetch_all(&mut *tx)
         .await?;
         sqlx::query(
-            "UPDATE job_logs SET status = 'cancelled', completed_at = ?1, outputs = NULL,
+            "UPDATE job_logs SET status = 'cancelled', completed_at = ?1, outputs = NULL, result = NULL,
                  error_code = 'cancelled', error_message = 'cancelled on request',
                  lease_owner = NULL, lease_token = NULL, lease_expires_at_ms = NULL, updated_at = ?1
              WHERE batch_id = ?2 AND status IN ('submitted', 'retrying', 'started')",
@@ -1027,9 +1021,12 @@ impl Repo for SqliteRepo {
             .fetch_one(&mut *tx)
             .await?;
         let rows = sqlx::query(
-            "SELECT e.seq, e.job_id, e.tenant_id, e.status, e.attempt, e.message, j.batch_id,
-                 j.job_type, j.error_code
-             FROM job_events e LEFT JOIN job_logs j ON j.job_id = e.job_id
+            "SELECT e.seq, e.kind, e.job_id, e.tenant_id, e.status, e.attempt, e.message, j.batch_id,
+                 j.job_type, j.error_code, b.total AS batch_total, b.finished_counts,
+                 b.finished_at AS batch_finished_at
+             FROM job_events e
+             LEFT JOIN job_logs j ON e.kind = 'job' AND j.job_id = e.job_id
+             LEFT JOIN batches b ON e.kind = 'batch' AND b.batch_id = e.job_id
              WHERE e.seq > ?1 ORDER BY e.seq LIMIT ?2",
         )
         .bind(cursor)
@@ -1048,13 +1045,15 @@ impl Repo for SqliteRepo {
         let mut made = 0;
         for r in &rows {
             let status: String = r.try_get("status")?;
+            let kind: String = r.try_get("kind")?;
             if !matches!(
                 status.as_str(),
                 "completed" | "failed" | "dead" | "cancelled"
-            ) {
+            ) || !matches!(kind.as_str(), "job" | "batch")
+            {
                 continue;
             }
-            let event_type = format!("job.{status}");
+            let event_type = format!("{kind}.{status}");
             let tenant: String = r.try_get("tenant_id")?;
             if !hooks.contains_key(&tenant) {
                 let list = sqlx::query(
@@ -1077,21 +1076,42 @@ impl Repo for SqliteRepo {
                 hooks.insert(tenant.clone(), list);
             }
             let seq: i64 = r.try_get("seq")?;
-            let payload = serde_json::json!({
-                "id": format!("evt_{seq}"),
-                "type": event_type,
-                "created_at": now,
-                "data": {
-                    "job_id": r.try_get::<String, _>("job_id")?,
-                    "job_type": r.try_get::<Option<String>, _>("job_type")?,
-                    "status": status,
-                    "attempt": r.try_get::<i64, _>("attempt")?,
-                    "error_code": r.try_get::<Option<String>, _>("error_code")?,
-                    "message": r.try_get::<Option<String>, _>("message")?,
-                    "batch_id": r.try_get::<Option<String>, _>("batch_id")?,
-                }
-            })
-            .to_string();
+            let payload = if kind == "batch" {
+                let counts: serde_json::Value = r
+                    .try_get::<Option<String>, _>("finished_counts")?
+                    .map(|c| serde_json::from_str(&c).map_err(|e| corrupt("finished_counts", e)))
+                    .transpose()?
+                    .unwrap_or_default();
+                serde_json::json!({
+                    "id": format!("evt_{seq}"),
+                    "type": event_type,
+                    "created_at": now,
+                    "data": {
+                        "batch_id": r.try_get::<String, _>("job_id")?,
+                        "status": status,
+                        "total": r.try_get::<Option<i64>, _>("batch_total")?,
+                        "counts": counts,
+                        "finished_at": r.try_get::<Option<DateTime<Utc>>, _>("batch_finished_at")?,
+                    }
+                })
+                .to_string()
+            } else {
+                serde_json::json!({
+                    "id": format!("evt_{seq}"),
+                    "type": event_type,
+                    "created_at": now,
+                    "data": {
+                        "job_id": r.try_get::<String, _>("job_id")?,
+                        "job_type": r.try_get::<Option<String>, _>("job_type")?,
+                        "status": status,
+                        "attempt": r.try_get::<i64, _>("attempt")?,
+                        "error_code": r.try_get::<Option<String>, _>("error_code")?,
+                        "message": r.try_get::<Option<String>, _>("message")?,
+                        "batch_id": r.try_get::<Option<String>, _>("batch_id")?,
+                    }
+                })
+                .to_string()
+            };
             for (hook, types) in hooks.get(&tenant).map(Vec::as_slice).unwrap_or_default() {
                 if !types.contains(&event_type) {
                     continue;
@@ -1407,25 +1427,27 @@ impl Repo for SqliteRepo {
     }
 
     #[tracing::instrument(
-        name = "db.complete_job",
+        name = "db.complete_job_with_result",
         level = "debug",
         skip_all,
         err(level = "debug")
     )]
-    async fn complete_job(
+    async fn complete_job_with_result(
         &self,
         c: &ClaimToken,
         outputs: &[JobOutput],
+        result: Option<&serde_json::Value>,
         now: DateTime<Utc>,
     ) -> DbResult<bool> {
         let outputs = serde_json::to_string(outputs).map_err(|e| corrupt("outputs", e))?;
         let r = sqlx::query(
-            "UPDATE job_logs SET status = 'completed', outputs = ?, completed_at = ?, error_code = NULL,
-                 error_message = NULL, lease_owner = NULL, lease_token = NULL, lease_expires_at_ms = NULL,
-                 updated_at = ?
+            "UPDATE job_logs SET status = 'completed', outputs = ?, result = ?, completed_at = ?,
+                 error_code = NULL, error_message = NULL, lease_owner = NULL, lease_token = NULL,
+                 lease_expires_at_ms = NULL, updated_at = ?
              WHERE job_id = ? AND lease_token = ? AND status = 'started'",
         )
         .bind(outputs)
+        .bind(result.map(ToString::to_string))
         .bind(now)
         .bind(now)
         .bind(c.job_id.to_string())
@@ -1650,6 +1672,45 @@ impl Repo for SqliteRepo {
             })
             .collect()
     }
+}
+
+/// Inserts one job row (queued), in a batch when `batch` is given.
+async fn insert_job_row(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    j: &NewJob,
+    now: DateTime<Utc>,
+    batch: Option<&str>,
+) -> DbResult<()> {
+    let id = j.job_id.to_string();
+    let meta = serde_json::to_string(&j.spec).map_err(|e| corrupt("spec", e))?;
+    sqlx::query(
+        "INSERT INTO job_logs (id, job_id, job_type, filename, s3_key, content_type,
+                 job_metadata, created_at, status, tenant_id, upload_id, attempts, max_attempts,
+                 run_at_ms, updated_at, engine, temporal_workflow_id, temporal_task_queue,
+                 batch_id, source_url, trace_context)
+             VALUES (?1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, 'submitted', ?8, ?9, 0, ?10, ?11, ?7, ?12,
+                 ?13, ?14, ?15, ?16, ?17)",
+    )
+    .bind(&id)
+    .bind(j.spec.job_type().as_str())
+    .bind(&j.filename)
+    .bind(j.s3_key.as_ref().map(ObjectKey::as_str))
+    .bind(j.content_type.map(ContentType::mime))
+    .bind(meta)
+    .bind(now)
+    .bind(j.tenant.as_str())
+    .bind(j.upload_id.map(|u| u.to_string()))
+    .bind(i64::from(j.max_attempts))
+    .bind(ms(now))
+    .bind(crate::engine_of(j).as_str())
+    .bind(j.temporal.as_ref().map(|t| t.workflow_id.as_str()))
+    .bind(j.temporal.as_ref().map(|t| t.task_queue.as_str()))
+    .bind(batch)
+    .bind(&j.source_url)
+    .bind(crate::submitting_trace())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 fn delivery_from_row(r: &SqliteRow) -> DbResult<WebhookDelivery> {

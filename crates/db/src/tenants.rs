@@ -164,6 +164,7 @@ macro_rules! tenant_repo {
 
         #[async_trait::async_trait]
         impl $crate::tenants::TenantRepo for $repo {
+            #[tracing::instrument(name = "db.create_tenant", level = "debug", skip_all, err(level = "debug"))]
             async fn create_tenant(
                 &self,
                 t: &$crate::tenants::Tenant,
@@ -191,6 +192,7 @@ macro_rules! tenant_repo {
                 Ok(true)
             }
 
+            #[tracing::instrument(name = "db.get_tenant", level = "debug", skip_all, err(level = "debug"))]
             async fn get_tenant(
                 &self,
                 tenant: &photo_core::TenantId,
@@ -204,6 +206,7 @@ macro_rules! tenant_repo {
                     .transpose()
             }
 
+            #[tracing::instrument(name = "db.list_tenants", level = "debug", skip_all, err(level = "debug"))]
             async fn list_tenants(
                 &self,
                 only: Option<&photo_core::TenantId>,
@@ -219,6 +222,7 @@ macro_rules! tenant_repo {
                 .collect()
             }
 
+            #[tracing::instrument(name = "db.update_tenant", level = "debug", skip_all, err(level = "debug"))]
             async fn update_tenant(
                 &self,
                 tenant: &photo_core::TenantId,

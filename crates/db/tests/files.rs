@@ -436,8 +436,15 @@ async fn concurrent_puts_create_a_folder_once_and_conflict_cleanly(db: &TestDb) 
     }
     assert_eq!(won, 1, "exactly one of the puts to one path lands");
     let paths = all_paths(repo.as_ref(), &t).await;
-    assert_eq!(paths.iter().filter(|p| p.starts_with("new/deep/")).count(), 16);
-    assert_eq!(paths.iter().filter(|p| p.as_str() == "new/deep").count(), 1, "{paths:?}");
+    assert_eq!(
+        paths.iter().filter(|p| p.starts_with("new/deep/")).count(),
+        16
+    );
+    assert_eq!(
+        paths.iter().filter(|p| p.as_str() == "new/deep").count(),
+        1,
+        "{paths:?}"
+    );
 }
 
 on_both!(

@@ -6,11 +6,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
-use photo_core::{ContentType, JobId, JobSpec, JobStatus, JobType, ObjectKey, TenantId, UploadId};
+use photo_core::{
+    BatchId, ContentType, JobId, JobSpec, JobStatus, JobType, ObjectKey, TenantId, UploadId,
+};
 use photo_db::{
     ApiKeyRecord, ClaimToken, Database, Failure, Job, JobEngine, JobFilter, JobOutput,
     NewAuditEntry, NewJob, NewUpload, PgOptions, PgRepo, Repo, TemporalRoute, TenantChange,
-    TenantStatus, UploadOutcome, UploadStatus,
+    TenantStatus, UploadOutcome, UploadStatus, Webhook,
 };
 use serde_json::json;
 
@@ -111,21 +113,41 @@ async fn migrations_are_idempotent_and_reversible(db: &TestDb) {
     );
     drop(again);
 
-    // 0006 (tenants) and the migrations after it revert and re-apply; then 0005 (the audit
-    // log) with them.
-    let from_0006 = PgRepo::migration_count() - 5;
+    // 0007 (job results, eager jobs, batch events) and the migrations after it revert and
+    // re-apply.
+    let from_0007 = PgRepo::migration_count() - 6;
+    assert_eq!(mig.migrate_down(from_0007).await.unwrap(), from_0007);
+    assert!(!db.columns("job_logs").await.iter().any(|c| c == "result"));
+    assert!(
+        !db.columns("batches")
+            .await
+            .iter()
+            .any(|c| c == "finished_at")
+    );
+    assert!(db.table_exists("tenants").await);
+    assert_eq!(mig.migrate().await.unwrap(), from_0007, "0007 on re-apply");
+    assert!(db.columns("job_logs").await.iter().any(|c| c == "result"));
+    // 0006 (tenants) and the migrations after it; then 0005 (the audit log) with them.
+    let from_0006 = from_0007 + 1;
     assert_eq!(mig.migrate_down(from_0006).await.unwrap(), from_0006);
     assert!(!db.table_exists("tenants").await);
     assert!(db.table_exists("audit_log").await);
     assert_eq!(mig.migrate().await.unwrap(), from_0006, "0006 on re-apply");
     assert!(db.table_exists("tenants").await);
-    assert_eq!(mig.migrate_down(from_0006 + 1).await.unwrap(), from_0006 + 1);
+    assert_eq!(
+        mig.migrate_down(from_0006 + 1).await.unwrap(),
+        from_0006 + 1
+    );
     assert!(!db.table_exists("audit_log").await);
     assert!(db.table_exists("api_keys").await);
     // A key made before tenants existed: 0006 creates its tenant, and the log says so.
     let old_key = key("0123456789ab", "old-co", now() - Duration::days(3));
     repo.insert_api_key(&old_key).await.unwrap();
-    assert_eq!(mig.migrate().await.unwrap(), from_0006 + 1, "0005 on re-apply");
+    assert_eq!(
+        mig.migrate().await.unwrap(),
+        from_0006 + 1,
+        "0005 on re-apply"
+    );
     assert!(db.table_exists("audit_log").await);
     let t = repo.get_tenant(&tenant("old-co")).await.unwrap().unwrap();
     assert_eq!(t.status, TenantStatus::Active);
@@ -513,6 +535,7 @@ fn new_upload(t: &TenantId, now: DateTime<Utc>, expires_at: DateTime<Utc>) -> Ne
         expires_at,
         file_path: None,
         file_overwrite: false,
+        eager_jobs: Vec::new(),
     }
 }
 
@@ -2229,7 +2252,338 @@ async fn a_reader_resuming_after_the_last_seq_misses_no_event_under_concurrent_w
     );
 }
 
+// ---------------------------------------------------------------- batch events, results, presets
+
+fn batch_hook(t: &TenantId) -> Webhook {
+    Webhook {
+        webhook_id: format!("wh-{t}"),
+        tenant: t.clone(),
+        url: "https://hooks.example.com/photo".into(),
+        event_types: vec!["batch.completed".into(), "batch.failed".into()],
+        secret: "s".into(),
+        created_at: now(),
+    }
+}
+
+/// The batch deliveries of `t`'s batch webhook, by batch id: (event type, payload).
+async fn batch_deliveries(
+    repo: &Arc<dyn Repo>,
+    t: &TenantId,
+) -> HashMap<String, Vec<(String, serde_json::Value)>> {
+    let mut out: HashMap<String, Vec<(String, serde_json::Value)>> = HashMap::new();
+    for d in repo
+        .list_deliveries(t, &format!("wh-{t}"), 1000)
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        let p: serde_json::Value = serde_json::from_str(&d.payload).unwrap();
+        let bid = p["data"]["batch_id"].as_str().unwrap().to_owned();
+        out.entry(bid).or_default().push((d.event_type, p));
+    }
+    out
+}
+
+async fn a_batch_finishes_once_when_its_last_jobs_end_concurrently(db: &TestDb) {
+    const ROUNDS: usize = 6;
+    const JOBS: usize = 8;
+    let repo = db.repo();
+    let other = db.reopen().await.into_repo();
+    let t1 = tenant("t1");
+    repo.insert_webhook(&batch_hook(&t1)).await.unwrap();
+    let mut expected = HashMap::new();
+    for round in 0..ROUNDS {
+        let bid = BatchId::new();
+        let jobs: Vec<NewJob> = (0..JOBS).map(|_| new_job(&t1, 1)).collect();
+        repo.insert_batch(&t1, bid, &jobs, now()).await.unwrap();
+        let mut claims = Vec::new();
+        for _ in 0..JOBS {
+            claims.push(
+                repo.claim_job("w", ms(60_000), now())
+                    .await
+                    .unwrap()
+                    .unwrap(),
+            );
+        }
+        // Every job of the batch ends at the same moment, on two pools (like two worker
+        // processes); in odd rounds one of them fails.
+        let gate = Arc::new(tokio::sync::Barrier::new(JOBS));
+        let mut tasks = Vec::new();
+        for (i, c) in claims.into_iter().enumerate() {
+            let r = if i % 2 == 0 {
+                repo.clone()
+            } else {
+                other.clone()
+            };
+            let gate = gate.clone();
+            tasks.push(tokio::spawn(async move {
+                gate.wait().await;
+                if round % 2 == 1 && i == 3 {
+                    let f = Failure {
+                        code: "corrupt_image".into(),
+                        message: "bad".into(),
+                        retry_at: None,
+                    };
+                    assert_eq!(
+                        r.fail_job(&c.token, &f, now()).await.unwrap(),
+                        Some(JobStatus::Failed)
+                    );
+                } else {
+                    assert!(r.complete_job(&c.token, &[], now()).await.unwrap());
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let (b, _) = repo.get_batch(&t1, bid).await.unwrap().unwrap();
+        let status = if round % 2 == 1 {
+            "failed"
+        } else {
+            "completed"
+        };
+        assert!(b.finished_at.is_some(), "round {round}: finished");
+        assert_eq!(b.finished_status.as_deref(), Some(status));
+        expected.insert(bid.to_string(), status);
+    }
+    // The fan-out, twice (it is idempotent), then one delivery per batch.
+    repo.webhook_fanout(now(), 10_000).await.unwrap();
+    other.webhook_fanout(now(), 10_000).await.unwrap();
+    let got = batch_deliveries(&repo, &t1).await;
+    assert_eq!(got.len(), ROUNDS, "{got:?}");
+    for (bid, status) in &expected {
+        let ds = &got[bid];
+        assert_eq!(ds.len(), 1, "exactly one event for batch {bid}: {ds:?}");
+        let (ty, p) = &ds[0];
+        assert_eq!(ty, &format!("batch.{status}"));
+        assert_eq!(p["type"], format!("batch.{status}"));
+        assert_eq!(p["data"]["status"], *status);
+        assert_eq!(p["data"]["total"], JOBS);
+        let failed = usize::from(*status == "failed");
+        assert_eq!(
+            p["data"]["counts"],
+            json!({"completed": JOBS - failed, "failed": failed, "dead": 0, "cancelled": 0})
+        );
+    }
+    // Batch events are not job events: the streams and histories show none.
+    let events = repo.events_after(&t1, None, 0, 100_000).await.unwrap();
+    assert_eq!(
+        events.len(),
+        ROUNDS * JOBS * 3,
+        "submitted, started, completed/failed"
+    );
+    assert!(events.iter().all(|e| !expected.contains_key(&e.job_id)));
+}
+
+async fn a_cancelled_batch_finishes_once_and_a_retry_does_not_reopen_it(db: &TestDb) {
+    let repo = db.repo();
+    let t1 = tenant("t1");
+    repo.insert_webhook(&batch_hook(&t1)).await.unwrap();
+    // Cancelling a batch whose other jobs finished finishes it, with the counts of both.
+    let bid = BatchId::new();
+    let jobs: Vec<NewJob> = (0..3).map(|_| new_job(&t1, 1)).collect();
+    repo.insert_batch(&t1, bid, &jobs, now()).await.unwrap();
+    let c = repo
+        .claim_job("w", ms(60_000), now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(repo.complete_job(&c.token, &[], now()).await.unwrap());
+    assert!(
+        repo.get_batch(&t1, bid)
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+            .finished_at
+            .is_none()
+    );
+    let cancelled = repo.cancel_batch(&t1, bid, now()).await.unwrap().unwrap();
+    assert_eq!(cancelled.len(), 2);
+    let (b, _) = repo.get_batch(&t1, bid).await.unwrap().unwrap();
+    assert_eq!(b.finished_status.as_deref(), Some("completed"));
+    assert!(b.cancelled_at.is_some());
+
+    // A batch whose job failed finishes `failed`; retrying that job (and completing it) does
+    // not make a second event.
+    let bid2 = BatchId::new();
+    repo.insert_batch(&t1, bid2, &[new_job(&t1, 1)], now())
+        .await
+        .unwrap();
+    let c = repo
+        .claim_job("w", ms(60_000), now())
+        .await
+        .unwrap()
+        .unwrap();
+    let f = Failure {
+        code: "corrupt_image".into(),
+        message: "bad".into(),
+        retry_at: None,
+    };
+    repo.fail_job(&c.token, &f, now()).await.unwrap();
+    let finished = repo.get_batch(&t1, bid2).await.unwrap().unwrap().0;
+    assert_eq!(finished.finished_status.as_deref(), Some("failed"));
+    assert!(
+        repo.retry_job(&t1, c.job.job_id, None, now())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let c = repo
+        .claim_job("w", ms(60_000), now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(repo.complete_job(&c.token, &[], now()).await.unwrap());
+    let after = repo.get_batch(&t1, bid2).await.unwrap().unwrap().0;
+    assert_eq!(after.finished_at, finished.finished_at, "set once");
+    assert_eq!(after.finished_status.as_deref(), Some("failed"));
+
+    repo.webhook_fanout(now(), 10_000).await.unwrap();
+    let got = batch_deliveries(&repo, &t1).await;
+    assert_eq!(got.len(), 2);
+    let (ty, p) = &got[&bid.to_string()][0];
+    assert_eq!(ty, "batch.completed");
+    assert_eq!(
+        p["data"]["counts"],
+        json!({"completed": 1, "failed": 0, "dead": 0, "cancelled": 2})
+    );
+    assert_eq!(got[&bid2.to_string()].len(), 1);
+    assert_eq!(got[&bid2.to_string()][0].0, "batch.failed");
+}
+
+async fn a_job_result_is_recorded_with_its_completion(db: &TestDb) {
+    let repo = db.repo();
+    let t1 = tenant("t1");
+    let j = repo.insert_job(&new_job(&t1, 1), now()).await.unwrap();
+    let c = repo
+        .claim_job("w", ms(60_000), now())
+        .await
+        .unwrap()
+        .unwrap();
+    let report = json!({"sha256": "ab", "width": 3, "exif": {"make": "X"}});
+    assert!(
+        repo.complete_job_with_result(&c.token, &[], Some(&report), now())
+            .await
+            .unwrap()
+    );
+    assert_eq!(job(&repo, j.job_id).await.result, Some(report));
+    // Only failed/dead jobs retry; a completed one keeps its result.
+    assert!(
+        repo.retry_job(&t1, j.job_id, None, now())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let j2 = repo.insert_job(&new_job(&t1, 1), now()).await.unwrap();
+    let c = repo
+        .claim_job("w", ms(60_000), now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(repo.complete_job(&c.token, &[], now()).await.unwrap());
+    assert_eq!(job(&repo, j2.job_id).await.result, None);
+}
+
+async fn a_ready_upload_queues_its_eager_jobs_once(db: &TestDb) {
+    let repo = db.repo();
+    let t1 = tenant("t1");
+    let mut up = new_upload(&t1, now(), now() + Duration::hours(1));
+    up.eager_jobs = vec![thumb_spec(), transform_spec()];
+    repo.insert_upload(&up).await.unwrap();
+    assert_eq!(
+        repo.get_upload(Some(&t1), up.upload_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .eager_jobs,
+        up.eager_jobs
+    );
+    assert!(repo.mark_uploaded(up.upload_id, 10, now()).await.unwrap());
+    let ready = UploadOutcome::Ready {
+        content_type: ContentType::Png,
+        size: 10,
+        width: 4,
+        height: 3,
+        promoted_key: None,
+    };
+    let jobs_for = |_: ()| -> Vec<NewJob> {
+        up.eager_jobs
+            .iter()
+            .map(|s| NewJob {
+                upload_id: Some(up.upload_id),
+                ..new_job_with(JobId::new(), &t1, s.clone(), 3)
+            })
+            .collect()
+    };
+    // Two completions race: one moves the upload and queues its jobs, the other changes nothing.
+    let (a, b) = (jobs_for(()), jobs_for(()));
+    let other = db.reopen().await.into_repo();
+    let (ra, rb) = tokio::join!(
+        repo.complete_upload_with_jobs(up.upload_id, &ready, &a, now()),
+        other.complete_upload_with_jobs(up.upload_id, &ready, &b, now()),
+    );
+    let winner = match (ra.unwrap(), rb.unwrap()) {
+        (Some(w), None) => {
+            assert_eq!(
+                w.eager_job_ids,
+                a.iter().map(|j| j.job_id).collect::<Vec<_>>()
+            );
+            w
+        }
+        (None, Some(w)) => {
+            assert_eq!(
+                w.eager_job_ids,
+                b.iter().map(|j| j.job_id).collect::<Vec<_>>()
+            );
+            w
+        }
+        other => panic!("exactly one completion wins: {other:?}"),
+    };
+    assert_eq!(winner.status, UploadStatus::Ready);
+    let stored = repo
+        .get_upload(Some(&t1), up.upload_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.eager_job_ids, winner.eager_job_ids);
+    let listed = repo
+        .list_jobs(
+            &t1,
+            &JobFilter {
+                limit: 100,
+                ..JobFilter::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 2, "queued once");
+    for j in &listed {
+        assert_eq!(j.upload_id, Some(up.upload_id));
+        assert!(winner.eager_job_ids.contains(&j.job_id));
+    }
+    // A rejected upload queues nothing.
+    let mut up2 = new_upload(&t1, now(), now() + Duration::hours(1));
+    up2.eager_jobs = vec![thumb_spec()];
+    repo.insert_upload(&up2).await.unwrap();
+    assert!(repo.mark_uploaded(up2.upload_id, 10, now()).await.unwrap());
+    let rejected = UploadOutcome::Rejected {
+        code: "corrupt_image".into(),
+        reason: "no".into(),
+    };
+    let r = repo
+        .complete_upload_with_jobs(up2.upload_id, &rejected, &[], now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(r.eager_job_ids.is_empty());
+}
+
 on_both!(
+    a_batch_finishes_once_when_its_last_jobs_end_concurrently,
+    a_cancelled_batch_finishes_once_and_a_retry_does_not_reopen_it,
+    a_job_result_is_recorded_with_its_completion,
+    a_ready_upload_queues_its_eager_jobs_once,
     migrations_are_idempotent_and_reversible,
     job_logs_has_the_design_columns,
     api_keys_insert_find_touch_count,

@@ -364,6 +364,7 @@ pub use analyze::{
 };
 pub use encode::{ChromaSubsampling, EncodeOptions, PngCompression};
 pub use ops::{
-    CropStrategy, Gravity, MAX_OPERATIONS, MAX_SHARPEN_AMOUNT, MAX_SIGMA, MAX_VARIANTS, Operation,
-    Overlay, Pipeline, Resize, Rotation, VariantSpec, pipeline, variants,
+    CropStrategy, DecodedImage, Gravity, MAX_OPERATIONS, MAX_SHARPEN_AMOUNT, MAX_SIGMA,
+    MAX_VARIANTS, Operation, Overlay, Pipeline, Resize, Rotation, VariantSpec, decode_for_variants,
+    decode_oriented, pipeline, render_variants, validate_variants, variants,
 };

@@ -8,8 +8,8 @@ use common::*;
 use image::{DynamicImage, GenericImageView, Rgb, RgbImage, Rgba, RgbaImage};
 use photo_imaging::{
     ChromaSubsampling, CropStrategy, EncodeOptions, Fit, Gravity, ImagingError, Limits, Operation,
-    OutputFormat, Overlay, Pipeline, PngCompression, Resize, Rotation, VariantSpec, pipeline,
-    variants,
+    OutputFormat, Overlay, Pipeline, PngCompression, Resize, Rotation, VariantSpec,
+    decode_for_variants, decode_oriented, pipeline, render_variants, variants,
 };
 
 const RED: [u8; 3] = [255, 0, 0];
@@ -149,6 +149,73 @@ fn variants_decode_once_and_produce_each_named_output() {
     let (_, boxed) = decode(&out[2].1.bytes);
     assert_close(px(&boxed, 50, 2), WHITE, 6);
     assert_close(px(&boxed, 50, 97), WHITE, 6);
+}
+
+#[test]
+fn variants_decode_once_shrinking_only_as_far_as_the_largest_variant_allows() {
+    let src = jpeg(&gradient(1600, 1200), 90);
+    let l = Limits::default();
+    let specs = vec![
+        VariantSpec::new(
+            "thumb",
+            Some(100),
+            Some(100),
+            Fit::Cover,
+            EncodeOptions::new(OutputFormat::Webp),
+        ),
+        VariantSpec::new("wide", Some(300), Some(40), Fit::Fill, png_out()),
+        VariantSpec::new(
+            "tall",
+            None,
+            Some(150),
+            Fit::Inside,
+            EncodeOptions::default(),
+        ),
+    ];
+    let shrunk = decode_for_variants(&src, &specs, &l).unwrap();
+    assert!(shrunk.width() < 1600, "shrunk on load: {shrunk:?}");
+    assert_eq!(
+        shrunk.width() * 3,
+        shrunk.height() * 4,
+        "aspect kept: {shrunk:?}"
+    );
+    // Never below what a variant needs: the largest box on each axis.
+    assert!(
+        shrunk.width() >= 300 && shrunk.height() >= 150,
+        "{shrunk:?}"
+    );
+    let full = decode_oriented(&src, &l, false).unwrap();
+    assert_eq!((full.width(), full.height()), (1600, 1200));
+    let from_shrunk = render_variants(&shrunk, &specs, &l).unwrap();
+    let from_full = render_variants(&full, &specs, &l).unwrap();
+    let dims = |v: &[(String, photo_imaging::Encoded)]| -> Vec<(String, u32, u32)> {
+        v.iter()
+            .map(|(n, e)| {
+                let (_, img) = decode(&e.bytes);
+                assert_eq!(img.dimensions(), (e.width, e.height), "{n}");
+                (n.clone(), e.width, e.height)
+            })
+            .collect()
+    };
+    let want = vec![
+        ("thumb".to_owned(), 100, 100),
+        ("wide".to_owned(), 300, 40),
+        ("tall".to_owned(), 200, 150),
+    ];
+    assert_eq!(dims(&from_shrunk), want);
+    assert_eq!(dims(&from_full), want);
+    // A variant that keeps the source size needs every pixel: no shrinking.
+    let keep = [
+        VariantSpec::new("orig", None, None, Fit::Inside, png_out()),
+        VariantSpec::new("thumb", Some(50), None, Fit::Inside, png_out()),
+    ];
+    let d = decode_for_variants(&src, &keep, &l).unwrap();
+    assert_eq!((d.width(), d.height()), (1600, 1200));
+    // Bad specs fail before any decoding.
+    assert!(matches!(
+        decode_for_variants(b"not an image", &[], &l),
+        Err(ImagingError::InvalidParameters(_))
+    ));
 }
 
 #[test]

@@ -12,7 +12,8 @@ pub mod webhooks;
 mod worker;
 
 pub use pipeline::{
-    Checkpoint, PipelineError, extended_pipeline, output_keys, render, run_pipeline,
+    Checkpoint, PipelineError, PipelineOutput, Rendered, analysis_json, extended_pipeline,
+    output_keys, render, render_job, render_variants, run_pipeline, variant_specs,
 };
 pub use sweep::errors::SweepError;
 pub use sweep::{SweepConfig, SweepReport, sweep_once};

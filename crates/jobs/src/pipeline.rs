@@ -6,7 +6,8 @@ use tracing::Instrument;
 use bytes::Bytes;
 use photo_core::job::parse_hex_colour;
 use photo_core::{
-    Fit, JobSpec, ObjectKey, OutputFormat, PngCompression, Position, Subsampling, TransformParams,
+    AnalyzeParams, Fit, JobSpec, ObjectKey, OutputFormat, PngCompression, Position, Subsampling,
+    TransformParams, VariantsParams,
 };
 use photo_db::{Job, JobOutput};
 use photo_imaging as img;
@@ -68,9 +69,10 @@ fn format(f: OutputFormat) -> img::OutputFormat {
     }
 }
 
-/// The imaging operation a job spec asks for.
-pub fn operation(spec: &JobSpec) -> img::Transform {
-    match spec {
+/// The imaging operation of a `thumbnail` or `transform` spec; `None` for the kinds that are not
+/// one transform (`variants`, `analyze`).
+pub fn operation(spec: &JobSpec) -> Option<img::Transform> {
+    Some(match spec {
         JobSpec::Thumbnail(p) => img::Transform {
             width: Some(p.width),
             height: Some(p.height),
@@ -91,14 +93,8 @@ pub fn operation(spec: &JobSpec) -> img::Transform {
             auto_orient: p.auto_orient,
             strip_metadata: p.strip_metadata,
         },
-    }
-}
-
-fn output_format(spec: &JobSpec) -> OutputFormat {
-    match spec {
-        JobSpec::Thumbnail(p) => p.format,
-        JobSpec::Transform(p) => p.format,
-    }
+        JobSpec::Variants(_) | JobSpec::Analyze(_) => return None,
+    })
 }
 
 fn position(p: Position) -> img::CropStrategy {
@@ -207,7 +203,136 @@ pub fn extended_pipeline(p: &TransformParams) -> Option<img::Pipeline> {
     })
 }
 
-/// Runs the imaging work of a job spec (CPU-bound; call on a blocking thread).
+/// The imaging specs of a `variants` job, in its order.
+pub fn variant_specs(p: &VariantsParams) -> Vec<img::VariantSpec> {
+    p.variants
+        .iter()
+        .map(|v| img::VariantSpec {
+            name: v.name.clone(),
+            resize: img::Resize {
+                width: v.width,
+                height: v.height,
+                fit: fit(v.fit),
+                upscale: v.upscale,
+                position: img::CropStrategy::default(),
+            },
+            operations: Vec::new(),
+            output: img::EncodeOptions {
+                format: format(v.format),
+                quality: v.quality,
+                ..img::EncodeOptions::default()
+            },
+        })
+        .collect()
+}
+
+/// Renders every variant of a `variants` job from one decoded source. It takes the decoded
+/// image, not bytes: however many variants there are, the source was decoded once, by the
+/// caller ([`render_job`] calls [`img::decode_for_variants`] once per attempt).
+pub fn render_variants(
+    src: &img::DecodedImage,
+    p: &VariantsParams,
+    limits: &img::Limits,
+) -> Result<Vec<(String, img::Encoded)>, img::ImagingError> {
+    img::render_variants(src, &variant_specs(p), limits)
+}
+
+/// The `analyze` report as recorded in the job's `result` (JSON).
+pub fn analysis_json(a: &img::Analysis) -> serde_json::Value {
+    use serde_json::{Value, json};
+    // Drop absent fields rather than show nulls: a GPS position that was removed is not there.
+    fn present(v: Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                Value::Object(m.into_iter().filter(|(_, v)| !v.is_null()).collect())
+            }
+            v => v,
+        }
+    }
+    let round = |f: f64, places: i32| {
+        let k = 10f64.powi(places);
+        (f * k).round() / k
+    };
+    let exif = a.exif.as_ref().map(|e| {
+        present(json!({
+            "make": e.make,
+            "model": e.model,
+            "datetime": e.datetime,
+            "orientation": e.orientation,
+            "exposure_time": e.exposure_time,
+            "f_number": e.f_number,
+            "iso": e.iso,
+            "focal_length_mm": e.focal_length_mm,
+            "gps": e.gps.map(|g| present(json!({
+                "latitude": g.latitude,
+                "longitude": g.longitude,
+                "altitude_m": g.altitude_m,
+            }))),
+        }))
+    });
+    json!({
+        "format": a.format.mime().trim_start_matches("image/"),
+        "content_type": a.format.mime(),
+        "width": a.width,
+        "height": a.height,
+        "frames": a.frames,
+        "has_alpha": a.has_alpha,
+        "exif": exif,
+        "blurhash": a.blurhash,
+        "dhash": format!("{:016x}", a.dhash),
+        "dominant_colors": a.dominant_colors.iter().map(|c| json!({
+            "hex": format!("#{:02x}{:02x}{:02x}", c.rgb[0], c.rgb[1], c.rgb[2]),
+            "rgb": c.rgb,
+            "fraction": round(f64::from(c.fraction), 4),
+        })).collect::<Vec<_>>(),
+        "sha256": a.sha256,
+    })
+}
+
+/// What one attempt's imaging work produced.
+#[derive(Debug)]
+pub enum Rendered {
+    /// Named encoded outputs, in the order of [`JobSpec::outputs`].
+    Images(Vec<(String, img::Encoded)>),
+    /// A report (the `analyze` result), no outputs.
+    Report(serde_json::Value),
+}
+
+/// Runs the imaging work of any job spec (CPU-bound; call on a blocking thread). A `variants`
+/// job decodes its source once and renders every variant from it.
+pub fn render_job(
+    bytes: &[u8],
+    spec: &JobSpec,
+    limits: &img::Limits,
+) -> Result<Rendered, img::ImagingError> {
+    match spec {
+        JobSpec::Thumbnail(_) | JobSpec::Transform(_) => {
+            let name = spec.job_type().as_str().to_owned();
+            Ok(Rendered::Images(vec![(name, render(bytes, spec, limits)?)]))
+        }
+        JobSpec::Variants(p) => {
+            // Parameters are checked before any pixel is decoded; the one decode shrinks on
+            // load only as far as the largest variant allows.
+            let src = img::decode_for_variants(bytes, &variant_specs(p), limits)?;
+            Ok(Rendered::Images(render_variants(&src, p, limits)?))
+        }
+        JobSpec::Analyze(AnalyzeParams {
+            keep_gps,
+            dominant_colors,
+        }) => {
+            let opts = img::AnalyzeOptions {
+                keep_gps: *keep_gps,
+                dominant_colors: usize::from(*dominant_colors),
+            };
+            Ok(Rendered::Report(analysis_json(&img::analyze_with(
+                bytes, &opts, limits,
+            )?)))
+        }
+    }
+}
+
+/// Runs the imaging work of a `thumbnail` or `transform` spec (CPU-bound; call on a blocking
+/// thread). Other kinds go through [`render_job`].
 pub fn render(
     bytes: &[u8],
     spec: &JobSpec,
@@ -227,7 +352,13 @@ pub fn render(
             return img::pipeline(bytes, &pipe, limits);
         }
     }
-    img::transform(bytes, &operation(spec), limits)
+    let Some(op) = operation(spec) else {
+        return Err(img::ImagingError::InvalidParameters(format!(
+            "a {} job is not one transform",
+            spec.job_type()
+        )));
+    };
+    img::transform(bytes, &op, limits)
 }
 
 /// A step boundary: answers whether the attempt may go on (its claim is still current). The
@@ -246,15 +377,22 @@ async fn step(checkpoint: &Checkpoint) -> Result<(), PipelineError> {
 /// The keys a job's outputs are written to (deterministic, so a cancelled job's outputs can be
 /// found and removed even when they were never recorded).
 pub fn output_keys(job: &Job) -> Vec<ObjectKey> {
-    let fmt = output_format(&job.spec);
-    ObjectKey::job_output(
-        &job.tenant,
-        job.job_id,
-        job.job_type.as_str(),
-        fmt.extension(),
-    )
-    .into_iter()
-    .collect()
+    job.spec
+        .outputs()
+        .into_iter()
+        .filter_map(|(name, fmt)| {
+            ObjectKey::job_output(&job.tenant, job.job_id, name, fmt.extension()).ok()
+        })
+        .collect()
+}
+
+/// What a finished pipeline hands over to be recorded with the job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineOutput {
+    /// The files written.
+    pub outputs: Vec<JobOutput>,
+    /// What the job found (the `analyze` report).
+    pub result: Option<serde_json::Value>,
 }
 
 /// Reads a job's raw object.
@@ -298,9 +436,9 @@ async fn read_source(
     }
 }
 
-/// Runs a job's pipeline: read the raw object, transform on the blocking pool, write the output
-/// to its deterministic key. Returns the outputs to record. `checkpoint` is asked before each
-/// step (read, transform, write); when it says no the pipeline ends with
+/// Runs a job's pipeline: read the raw object, transform on the blocking pool, write the outputs
+/// to their deterministic keys. Returns the outputs (and result) to record. `checkpoint` is asked
+/// before each step (read, transform, each write); when it says no the pipeline ends with
 /// [`PipelineError::Stopped`] and writes nothing more.
 ///
 /// The transform holds a permit of `cpu` until it really ends: a job abandoned by its time
@@ -313,7 +451,7 @@ pub async fn run_pipeline(
     cpu: Arc<Semaphore>,
     checkpoint: &Checkpoint,
     fetch: &crate::fetch::FetchConfig,
-) -> Result<Vec<JobOutput>, PipelineError> {
+) -> Result<PipelineOutput, PipelineError> {
     step(checkpoint).await?;
     let bytes = async {
         match &job.source_url {
@@ -333,9 +471,9 @@ pub async fn run_pipeline(
             code: "shutting_down",
             message: "the worker is shutting down".into(),
         })?;
-    let encoded = tokio::task::spawn_blocking(move || {
+    let rendered = tokio::task::spawn_blocking(move || {
         let _enter = tracing::info_span!(parent: &span, "step.transform").entered();
-        let out = render(&bytes, &spec, &limits);
+        let out = render_job(&bytes, &spec, &limits);
         drop(permit);
         out
     })
@@ -359,31 +497,54 @@ pub async fn run_pipeline(
         }
     })?;
 
-    let fmt = output_format(&job.spec);
-    let name = job.job_type.as_str();
-    let key =
-        ObjectKey::job_output(&job.tenant, job.job_id, name, fmt.extension()).map_err(|e| {
-            PipelineError::Permanent {
+    let images = match rendered {
+        Rendered::Report(result) => {
+            return Ok(PipelineOutput {
+                outputs: Vec::new(),
+                result: Some(result),
+            });
+        }
+        Rendered::Images(images) => images,
+    };
+    // Keys and types come from the spec, as `output_keys` derives them.
+    let formats: std::collections::HashMap<&str, OutputFormat> =
+        job.spec.outputs().into_iter().collect();
+    let mut outputs = Vec::with_capacity(images.len());
+    for (name, encoded) in images {
+        let Some(&fmt) = formats.get(name.as_str()) else {
+            return Err(PipelineError::Permanent {
+                code: "invalid_parameters",
+                message: format!("output {name:?} is not one of the job's"),
+            });
+        };
+        let key = ObjectKey::job_output(&job.tenant, job.job_id, &name, fmt.extension()).map_err(
+            |e| PipelineError::Permanent {
                 code: "invalid_key",
                 message: e.to_string(),
-            }
-        })?;
-    let size = encoded.bytes.len() as u64;
-    step(checkpoint).await?;
-    store
-        .put_bytes(Bucket::Processed, &key, Bytes::from(encoded.bytes))
-        .instrument(tracing::info_span!("step.write"))
-        .await
-        .map_err(|e| PipelineError::Retryable {
-            code: "storage_error",
-            message: format!("writing the output failed: {e}"),
-        })?;
-    Ok(vec![JobOutput {
-        name: name.to_owned(),
-        key,
-        content_type: fmt.mime().to_owned(),
-        width: encoded.width,
-        height: encoded.height,
-        size,
-    }])
+            },
+        )?;
+        let size = encoded.bytes.len() as u64;
+        let (width, height) = (encoded.width, encoded.height);
+        step(checkpoint).await?;
+        store
+            .put_bytes(Bucket::Processed, &key, Bytes::from(encoded.bytes))
+            .instrument(tracing::info_span!("step.write"))
+            .await
+            .map_err(|e| PipelineError::Retryable {
+                code: "storage_error",
+                message: format!("writing the output failed: {e}"),
+            })?;
+        outputs.push(JobOutput {
+            name,
+            key,
+            content_type: fmt.mime().to_owned(),
+            width,
+            height,
+            size,
+        });
+    }
+    Ok(PipelineOutput {
+        outputs,
+        result: None,
+    })
 }

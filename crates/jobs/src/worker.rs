@@ -107,7 +107,7 @@ pub enum AttemptOutcome {
 }
 
 enum Outcome {
-    Done(Result<Vec<photo_db::JobOutput>, PipelineError>),
+    Done(Result<crate::pipeline::PipelineOutput, PipelineError>),
     TimedOut,
     Stopped,
 }
@@ -329,10 +329,11 @@ impl Worker {
                 }
                 Err(e) => Err(e),
             },
-            Outcome::Done(Ok(outputs)) => {
+            Outcome::Done(Ok(out)) => {
+                let outputs = out.outputs;
                 let done = self
                     .repo
-                    .complete_job(&token, &outputs, now)
+                    .complete_job_with_result(&token, &outputs, out.result.as_ref(), now)
                     .await
                     .map(|ok| {
                         if ok {

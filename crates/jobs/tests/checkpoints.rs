@@ -61,6 +61,7 @@ async fn setup() -> (tempfile::TempDir, LocalStore, Job) {
         error_code: None,
         error_message: None,
         outputs: Vec::new(),
+        result: None,
         created_at: now,
         started_at: Some(now),
         completed_at: None,
@@ -145,7 +146,8 @@ async fn a_pipeline_whose_checkpoints_all_pass_writes_its_output() {
         &fetch_cfg(),
     )
     .await
-    .unwrap();
+    .unwrap()
+    .outputs;
     assert_eq!(calls.load(Ordering::SeqCst), 3, "three step boundaries");
     assert_eq!(outputs.len(), 1);
     assert_eq!(

@@ -72,6 +72,13 @@ pub struct BatchView {
     pub progress: f64,
     /// True once every job finished.
     pub done: bool,
+    /// When its last job first reached a terminal status (the moment its `batch.completed` or
+    /// `batch.failed` event was recorded); set once, a later retry does not reopen it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The batch event fired then: `completed`, or `failed` when any job was failed or dead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
 }
 
 fn batch_view(b: &Batch, counts: &[(JobStatus, u64)]) -> BatchView {
@@ -99,6 +106,8 @@ fn batch_view(b: &Batch, counts: &[(JobStatus, u64)]) -> BatchView {
             finished as f64 / b.total as f64
         },
         done: finished == b.total,
+        finished_at: b.finished_at,
+        outcome: b.finished_status.clone(),
     }
 }
 

@@ -1399,6 +1399,7 @@ pub async fn presigned_upload(
             expires_at: now + chrono::Duration::from_std(st.cfg.raw_ttl).unwrap_or_default(),
             file_path: Some(path.clone()),
             file_overwrite: q.overwrite,
+            eager_jobs: Vec::new(),
         })
         .await?;
     let id = upload_id.to_string();

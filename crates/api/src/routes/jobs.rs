@@ -22,7 +22,7 @@ pub const MAX_PAGE: u32 = 200;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitRequest {
-    /// `thumbnail` or `transform`.
+    /// `thumbnail`, `transform`, `variants` or `analyze`.
     #[schema(example = "thumbnail")]
     pub job_type: String,
     /// The source: a ready upload of the caller's.
@@ -37,7 +37,11 @@ pub struct SubmitRequest {
     pub source_url: Option<String>,
     /// Parameters of the job type. thumbnail: `width`, `height`, `format` (jpeg|png|webp),
     /// `quality`. transform: `width`, `height`, `fit` (contain|cover|fill|inside|outside),
-    /// `upscale`, `format`, `quality`, `auto_orient`, `strip_metadata`.
+    /// `upscale`, `format`, `quality`, `auto_orient`, `strip_metadata`. variants
+    /// (schema `VariantsParams`): `variants`, 1..=16 of `{name, width, height, fit, upscale,
+    /// format, quality}` rendered from one decode, each output stored as `{name}.{ext}`. analyze
+    /// (schema `AnalyzeParams`): `keep_gps` (default false), `dominant_colors` (1..=8,
+    /// default 5); the report is the job's `result`.
     #[serde(default)]
     #[schema(value_type = Object, example = json!({"width": 256, "height": 256, "format": "jpeg", "quality": 80}))]
     pub params: serde_json::Value,
@@ -62,6 +66,35 @@ pub struct OutputView {
     pub height: u32,
     /// Bytes.
     pub size: u64,
+}
+
+/// The `analyze` report, recorded as the job's `result`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AnalyzeResult {
+    /// Sniffed format: `jpeg`, `png`, `webp`, `gif`, `tiff`, `heic`, `heif` or `avif`.
+    pub format: String,
+    /// Its media type.
+    pub content_type: String,
+    /// Width as displayed (after EXIF orientation).
+    pub width: u32,
+    /// Height as displayed.
+    pub height: u32,
+    /// Frames (1 for still images).
+    pub frames: u32,
+    /// Some pixel is not fully opaque.
+    pub has_alpha: bool,
+    /// EXIF summary (absent fields left out); `gps` only with `keep_gps: true`.
+    #[schema(value_type = Option<Object>, example = json!({"make": "Canon", "model": "EOS R5", "datetime": "2024:05:01 12:00:00", "orientation": 1, "exposure_time": "1/250", "f_number": 2.8, "iso": 100, "focal_length_mm": 35.0, "gps": {"latitude": 48.8584, "longitude": 2.2945, "altitude_m": 35.0}}))]
+    pub exif: Option<serde_json::Value>,
+    /// BlurHash placeholder (4×3 components, 3×4 for portrait).
+    pub blurhash: String,
+    /// 64-bit difference hash (dHash), 16 hex digits; near-duplicates differ in few bits.
+    pub dhash: String,
+    /// Dominant colours, most common first: `{hex, rgb, fraction}`.
+    #[schema(value_type = Vec<Object>, example = json!([{"hex": "#3a6ea5", "rgb": [58, 110, 165], "fraction": 0.42}]))]
+    pub dominant_colors: Vec<serde_json::Value>,
+    /// SHA-256 of the source bytes, lowercase hex.
+    pub sha256: String,
 }
 
 /// One status change.
@@ -119,8 +152,12 @@ pub struct JobView {
     /// Parameters as accepted (defaults filled in).
     #[schema(value_type = Object)]
     pub params: serde_json::Value,
-    /// Outputs, once completed.
+    /// Outputs, once completed (a `variants` job: one per variant, named after it).
     pub outputs: Vec<OutputView>,
+    /// What the job found, once completed: the `analyze` report (schema `AnalyzeResult`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<AnalyzeResult>)]
+    pub result: Option<serde_json::Value>,
     /// The engine running the job: `sql` (our own queue) or `temporal`.
     pub engine: String,
     /// The Temporal workflow id (engine `temporal`), e.g. `photo-job-<job_id>`.
@@ -187,6 +224,7 @@ pub(crate) fn view(st: &AppState, job: &Job) -> JobView {
                 size: o.size,
             })
             .collect(),
+        result: job.result.clone(),
         engine: job.engine.as_str().to_owned(),
         temporal_workflow_id: job.temporal.as_ref().map(|t| t.workflow_id.clone()),
         temporal_task_queue: job.temporal.as_ref().map(|t| t.task_queue.clone()),
@@ -241,7 +279,7 @@ pub(crate) async fn prepare_job(
     let job_type = JobType::parse(job_type).ok_or_else(|| {
         unprocessable(
             ErrorCode::InvalidParameters,
-            format!("unknown job_type {job_type:?}; use thumbnail or transform"),
+            format!("unknown job_type {job_type:?}; use thumbnail, transform, variants or analyze"),
         )
     })?;
     let spec = JobSpec::parse(job_type, params)
@@ -295,7 +333,7 @@ fn prepare_url_job(
     let job_type = JobType::parse(job_type).ok_or_else(|| {
         unprocessable(
             ErrorCode::InvalidParameters,
-            format!("unknown job_type {job_type:?}; use thumbnail or transform"),
+            format!("unknown job_type {job_type:?}; use thumbnail, transform, variants or analyze"),
         )
     })?;
     let spec = JobSpec::parse(job_type, params)
@@ -587,12 +625,12 @@ pub async fn cancel(
 
 /// The deterministic output keys of a job (as the worker writes them).
 pub(crate) fn photo_jobs_keys(job: &Job) -> Vec<photo_core::ObjectKey> {
-    let ext = match &job.spec {
-        JobSpec::Thumbnail(p) => p.format.extension(),
-        JobSpec::Transform(p) => p.format.extension(),
-    };
-    photo_core::ObjectKey::job_output(&job.tenant, job.job_id, job.job_type.as_str(), ext)
+    job.spec
+        .outputs()
         .into_iter()
+        .filter_map(|(name, fmt)| {
+            photo_core::ObjectKey::job_output(&job.tenant, job.job_id, name, fmt.extension()).ok()
+        })
         .collect()
 }
 

@@ -47,6 +47,17 @@ pub struct InitRequest {
     /// or invisible formatting characters, at most 255 bytes.
     #[serde(default)]
     pub filename: Option<String>,
+    /// A preset (configured with `PHOTO_API_PRESETS`) whose jobs are queued when the upload
+    /// completes ready; their ids come back from `POST /uploads/{upload_id}/complete`.
+    #[serde(default)]
+    #[schema(example = "web")]
+    pub preset: Option<String>,
+    /// Or the jobs themselves (0 to 8, each as for `POST /jobs`, the upload being the source):
+    /// queued when the upload completes ready. `[]` queues none, even with a default preset.
+    /// With neither `preset` nor `jobs`, the default preset (`PHOTO_API_DEFAULT_PRESET`), if
+    /// any, applies.
+    #[serde(default)]
+    pub jobs: Option<Vec<crate::presets::EagerJob>>,
 }
 
 /// Where and how to upload.
@@ -178,6 +189,7 @@ async fn init_upload(
         .with("max_upload_size", st.cfg.max_upload_size));
     }
     let filename = validate_filename(req.filename)?;
+    let eager_jobs = eager_jobs(st, req.preset, req.jobs)?;
     let upload_id = UploadId::new();
     let key = upload_key(st, &caller.tenant, upload_id);
     let now = Utc::now();
@@ -200,6 +212,7 @@ async fn init_upload(
             expires_at,
             file_path: None,
             file_overwrite: false,
+            eager_jobs,
         })
         .await?;
     let id = upload_id.to_string();
@@ -227,6 +240,67 @@ async fn init_upload(
             content_type: declared.mime().to_owned(),
         },
     ))
+}
+
+/// The jobs an upload queues when it completes: its `jobs`, its `preset`'s, or the default
+/// preset's.
+fn eager_jobs(
+    st: &AppState,
+    preset: Option<String>,
+    jobs: Option<Vec<crate::presets::EagerJob>>,
+) -> ApiResult<Vec<photo_core::JobSpec>> {
+    let invalid = |detail: String| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::InvalidParameters,
+            detail,
+        )
+    };
+    match (preset, jobs) {
+        (Some(_), Some(_)) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::InvalidRequest,
+            "pass preset or jobs, not both",
+        )),
+        (Some(name), None) => st.cfg.presets.get(&name).map(<[_]>::to_vec).ok_or_else(|| {
+            let known: Vec<&str> = st.cfg.presets.names().collect();
+            invalid(format!(
+                "unknown preset {:?}; configured: {}",
+                name.chars().take(64).collect::<String>(),
+                if known.is_empty() {
+                    "none (PHOTO_API_PRESETS)".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            ))
+        }),
+        (None, Some(jobs)) => {
+            crate::presets::parse_jobs(jobs, true).map_err(|e| invalid(e.to_string()))
+        }
+        (None, None) => Ok(st.cfg.presets.default_jobs().to_vec()),
+    }
+}
+
+/// The rows of the jobs a ready upload queues (inserted with its completion).
+fn eager_new_jobs(st: &AppState, up: &Upload, content_type: ContentType) -> Vec<photo_db::NewJob> {
+    up.eager_jobs
+        .iter()
+        .map(|spec| {
+            let job_id = photo_core::JobId::new();
+            photo_db::NewJob {
+                job_id,
+                tenant: up.tenant.clone(),
+                spec: spec.clone(),
+                upload_id: Some(up.upload_id),
+                s3_key: Some(up.key.clone()),
+                source_url: None,
+                filename: up.filename.clone(),
+                content_type: Some(content_type),
+                max_attempts: st.cfg.max_attempts,
+                temporal: st.dispatcher.as_ref().map(|d| d.route(job_id)),
+            }
+        })
+        .collect()
 }
 
 /// Signature of an upload URL.
@@ -452,6 +526,19 @@ pub struct UploadView {
     /// For an upload made through `POST /files/presigned-upload`: the file it became.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<crate::routes::files::FileView>,
+    /// The jobs its completion queued (its preset or `jobs` at init), once ready; queued once,
+    /// however often it is completed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<QueuedJob>,
+}
+
+/// A job queued by an upload's completion.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct QueuedJob {
+    /// Its id (`GET /jobs/{job_id}`).
+    pub job_id: String,
+    /// Its type.
+    pub job_type: photo_core::JobType,
 }
 
 impl From<&Upload> for UploadView {
@@ -470,6 +557,15 @@ impl From<&Upload> for UploadView {
             created_at: u.created_at,
             expires_at: u.expires_at,
             file: None,
+            jobs: u
+                .eager_job_ids
+                .iter()
+                .zip(&u.eager_jobs)
+                .map(|(id, spec)| QueuedJob {
+                    job_id: id.to_string(),
+                    job_type: spec.job_type(),
+                })
+                .collect(),
         }
     }
 }
@@ -494,8 +590,9 @@ fn rejected_error(u: &Upload) -> ApiError {
 /// Checks what was uploaded: a malware scan when a scanner is configured, then size, type by
 /// magic bytes (never the declared type), and the image header within the pixel limits.
 /// Ready → 200 (a quarantined upload is first moved to its `tenants/…` key); rejected → 422 with
-/// `status: rejected` and the reason (the object is deleted). Repeating the call returns the
-/// same outcome.
+/// `status: rejected` and the reason (the object is deleted). A ready upload queues its preset's
+/// jobs (or the `jobs` given at init) and lists them in `jobs`. Repeating the call, concurrently
+/// or not, returns the same outcome and the same jobs: they are queued once.
 #[utoipa::path(post, path = "/uploads/{upload_id}/complete", tag = "uploads",
     security(("bearer" = [])),
     params(("upload_id" = String, Path, description = "Upload id")),
@@ -527,11 +624,7 @@ pub async fn complete(
                 ));
             };
             if !st.repo.mark_uploaded(id, meta.size, Utc::now()).await? {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    ErrorCode::UploadState,
-                    "the upload changed state concurrently; retry",
-                ));
+                return settled(&st, &caller, &upload_id).await;
             }
         }
         UploadStatus::Expired => {
@@ -544,7 +637,7 @@ pub async fn complete(
         UploadStatus::Uploaded => {}
     }
     let Some(promoted) = up.key.promoted() else {
-        return complete_in_place(&st, up).await;
+        return complete_in_place(&st, &caller, &upload_id, up).await;
     };
     if st.scanner.is_none() {
         // Uploaded while scanning was on: it leaves quarantine only through a clean scan.
@@ -585,19 +678,25 @@ pub async fn complete(
     // Scanner down or failing, storage error: not promoted; the quarantined object stays for
     // the next `complete`.
     let outcome = checked?;
-    let Some(done) = st.repo.complete_upload(id, &outcome, Utc::now()).await? else {
+    let jobs = match &outcome {
+        UploadOutcome::Ready { content_type, .. } => eager_new_jobs(&st, &up, *content_type),
+        UploadOutcome::Rejected { .. } => Vec::new(),
+    };
+    let Some(done) = st
+        .repo
+        .complete_upload_with_jobs(id, &outcome, &jobs, Utc::now())
+        .await?
+    else {
         // Another attempt finished first; the promoted key holds what *it* scanned clean, or
         // bytes another clean attempt copied: never unscanned ones.
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            ErrorCode::UploadState,
-            "the upload changed state concurrently; retry",
-        ));
+        return settled(&st, &caller, &upload_id).await;
     };
+    record_outcome(&done);
     match done.status {
         UploadStatus::Ready => {
             discard(&st, &up.key).await;
-            tracing::info!(upload_id = %id, "upload scanned clean, promoted out of quarantine, ready");
+            tracing::info!(upload_id = %id, jobs = done.eager_job_ids.len(), "upload scanned clean, promoted out of quarantine, ready");
+            start_eager_jobs(&st, &caller, &done).await;
             ready_view(&st, &done).await
         }
         _ => {
@@ -613,27 +712,33 @@ pub async fn complete(
 
 /// `complete` for an upload outside quarantine (no malware scanner, or one configured after
 /// the upload was initialised): scan when configured, check, record.
-async fn complete_in_place(st: &AppState, up: Upload) -> ApiResult<Json<UploadView>> {
+async fn complete_in_place(
+    st: &AppState,
+    caller: &Caller,
+    upload_id: &str,
+    up: Upload,
+) -> ApiResult<Json<UploadView>> {
     let id = up.upload_id;
     let outcome = match scan_object(st, &up, &up.key).await? {
         Some(rejected) => rejected,
         None => check_object(st, &up, &up.key).await?,
     };
-    let done = st
+    let jobs = match &outcome {
+        UploadOutcome::Ready { content_type, .. } => eager_new_jobs(st, &up, *content_type),
+        UploadOutcome::Rejected { .. } => Vec::new(),
+    };
+    let Some(done) = st
         .repo
-        .complete_upload(id, &outcome, Utc::now())
+        .complete_upload_with_jobs(id, &outcome, &jobs, Utc::now())
         .await?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::CONFLICT,
-                ErrorCode::UploadState,
-                "the upload changed state concurrently; retry",
-            )
-        })?;
+    else {
+        return settled(st, caller, upload_id).await;
+    };
     record_outcome(&done);
     match done.status {
         UploadStatus::Ready => {
-            tracing::info!(upload_id = %id, "upload ready");
+            tracing::info!(upload_id = %id, jobs = done.eager_job_ids.len(), "upload ready");
+            start_eager_jobs(st, caller, &done).await;
             ready_view(st, &done).await
         }
         _ => {
@@ -660,6 +765,36 @@ fn record_outcome(up: &Upload) {
             .and_then(ErrorCode::parse)
             .map_or("other", ErrorCode::as_str);
         m.upload_rejections.inc([reason]);
+    }
+}
+
+/// Another request completed the upload meanwhile: answer with its outcome (and its jobs).
+async fn settled(st: &AppState, caller: &Caller, upload_id: &str) -> ApiResult<Json<UploadView>> {
+    let now = tenant_upload(st, caller, upload_id).await?;
+    match now.status {
+        UploadStatus::Ready => ready_view(st, &now).await,
+        UploadStatus::Rejected => Err(rejected_error(&now)),
+        _ => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::UploadState,
+            "the upload changed state concurrently; retry",
+        )),
+    }
+}
+
+/// Starts the jobs a ready upload queued (its preset's). The rows are committed with the
+/// upload; a start that fails stays in the outbox.
+async fn start_eager_jobs(st: &AppState, caller: &Caller, done: &Upload) {
+    for job_id in &done.eager_job_ids {
+        match st.repo.get_job(&caller.tenant, *job_id).await {
+            Ok(Some(job)) => {
+                crate::routes::jobs::dispatch_new(st, &job).await;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(%job_id, error = %e, "reading a preset job to start it failed; the outbox will start it");
+            }
+        }
     }
 }
 

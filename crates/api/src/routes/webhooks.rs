@@ -15,8 +15,18 @@ use crate::extract::{ApiJson, ApiQuery};
 use crate::routes::jobs::unprocessable;
 use crate::state::AppState;
 
-/// Event types a webhook can subscribe to.
-pub const EVENT_TYPES: [&str; 4] = ["job.completed", "job.failed", "job.dead", "job.cancelled"];
+/// Event types a webhook can subscribe to. `batch.completed` / `batch.failed` fire once per
+/// batch, when its last job reaches a terminal status: `batch.failed` when any of its jobs ended
+/// `failed` or `dead`, `batch.completed` otherwise (cancelled jobs included); the payload carries
+/// the counts per terminal status.
+pub const EVENT_TYPES: [&str; 6] = [
+    "job.completed",
+    "job.failed",
+    "job.dead",
+    "job.cancelled",
+    "batch.completed",
+    "batch.failed",
+];
 /// Most webhooks per tenant.
 pub const MAX_WEBHOOKS: usize = 10;
 /// Longest URL.
@@ -28,7 +38,10 @@ pub const MAX_URL: usize = 2048;
 pub struct CreateWebhook {
     /// `http://` or `https://` URL deliveries are POSTed to.
     pub url: String,
-    /// Event types to deliver: `job.completed`, `job.failed`, `job.dead`, `job.cancelled`.
+    /// Event types to deliver: `job.completed`, `job.failed`, `job.dead`, `job.cancelled`,
+    /// `batch.completed` (every job of a batch finished, none failed or dead) and
+    /// `batch.failed` (every job finished, at least one failed or dead); each batch event is
+    /// sent once per batch, with `total` and `counts` per terminal status.
     pub event_types: Vec<String>,
 }
 

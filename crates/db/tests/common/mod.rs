@@ -80,6 +80,10 @@ async fn template() -> String {
         include_str!("../../migrations/postgres/0006_tenants.down.sql").hash(&mut h);
         include_str!("../../migrations/postgres/0008_trace_context.up.sql").hash(&mut h);
         include_str!("../../migrations/postgres/0008_trace_context.down.sql").hash(&mut h);
+        include_str!("../../migrations/postgres/0007_job_kinds_presets_batch_events.up.sql")
+            .hash(&mut h);
+        include_str!("../../migrations/postgres/0007_job_kinds_presets_batch_events.down.sql")
+            .hash(&mut h);
         let name = format!(
             "photo_tmpl_v{}_{:016x}",
             PgRepo::schema_version(),

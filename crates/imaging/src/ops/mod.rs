@@ -361,16 +361,90 @@ pub fn pipeline(
     .map_err(|_| ImagingError::Encode("processing panicked".into()))?
 }
 
-/// One decode (+ EXIF orientation), then for each spec: resize, its
-/// operations, encode. Outputs are returned in the order of `specs`.
-///
-/// Fails as a whole if any spec is invalid (checked before decoding) or
-/// any output fails.
-pub fn variants(
+/// A source decoded once (with limits) and turned upright by its EXIF orientation: the input of
+/// [`render_variants`], which renders any number of outputs from it without decoding again.
+#[derive(Clone)]
+pub struct DecodedImage {
+    img: DynamicImage,
+    icc: Option<Vec<u8>>,
+}
+
+impl DecodedImage {
+    /// Width as displayed (after orientation).
+    pub fn width(&self) -> u32 {
+        self.img.width()
+    }
+
+    /// Height as displayed (after orientation).
+    pub fn height(&self) -> u32 {
+        self.img.height()
+    }
+}
+
+impl std::fmt::Debug for DecodedImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecodedImage")
+            .field("width", &self.img.width())
+            .field("height", &self.img.height())
+            .field("icc", &self.icc.as_ref().map(Vec::len))
+            .finish()
+    }
+}
+
+/// Decodes `bytes` (with limits) and applies the EXIF orientation; keeps the ICC profile when
+/// `keep_icc`. Never panics.
+pub fn decode_oriented(
+    bytes: &[u8],
+    limits: &Limits,
+    keep_icc: bool,
+) -> Result<DecodedImage, ImagingError> {
+    let (img, icc) = crate::transform::decode_image(bytes, limits, true, keep_icc)?;
+    Ok(DecodedImage { img, icc })
+}
+
+/// A resize whose result needs at least as many source pixels as every spec's: the largest box
+/// on each axis with fit `outside` (the mode that needs the most), never enlarging. Decoding for
+/// it may shrink a JPEG or WebP on load and still leaves every variant its full resolution.
+/// `None` (decode at full size) when a spec keeps the source size (neither width nor height).
+fn shrink_hint(specs: &[VariantSpec]) -> Option<Resize> {
+    if specs
+        .iter()
+        .any(|s| s.resize.width.is_none() && s.resize.height.is_none())
+    {
+        return None;
+    }
+    Some(Resize {
+        width: specs.iter().filter_map(|s| s.resize.width).max(),
+        height: specs.iter().filter_map(|s| s.resize.height).max(),
+        fit: Fit::Outside,
+        upscale: false,
+        position: CropStrategy::default(),
+    })
+}
+
+/// Checks `specs` ([`validate_variants`]), then decodes `bytes` once for all of them: with EXIF
+/// orientation, the ICC profile when any spec keeps it, and shrunk on load (JPEG, WebP) only as
+/// far as the largest variant allows. Never panics.
+pub fn decode_for_variants(
     bytes: &[u8],
     specs: &[VariantSpec],
     limits: &Limits,
-) -> Result<Vec<(String, Encoded)>, ImagingError> {
+) -> Result<DecodedImage, ImagingError> {
+    validate_variants(specs, limits)?;
+    let keep_icc = specs.iter().any(|s| s.output.keep_icc);
+    let (img, icc) = crate::transform::decode_image_for(
+        bytes,
+        limits,
+        true,
+        keep_icc,
+        shrink_hint(specs).as_ref(),
+    )?;
+    Ok(DecodedImage { img, icc })
+}
+
+/// Checks a list of variant specs without any image: 1..=[`MAX_VARIANTS`] of them, names
+/// non-empty, ≤ 128 bytes and unique, each resize, operation and encoding valid.
+pub fn validate_variants(specs: &[VariantSpec], limits: &Limits) -> Result<(), ImagingError> {
     if specs.is_empty() {
         return invalid("at least one variant is required");
     }
@@ -392,18 +466,42 @@ pub fn variants(
         validate_ops(&spec.operations, limits)?;
         spec.output.validate()?;
     }
-    let keep_icc = specs.iter().any(|s| s.output.keep_icc);
-    let (src, icc) = crate::transform::decode_image(bytes, limits, true, keep_icc)?;
+    Ok(())
+}
+
+/// For each spec, from the one decoded source: resize, its operations, encode. Outputs are
+/// returned in the order of `specs`; fails as a whole if any spec is invalid or any output
+/// fails. Never decodes: everything comes from `src`.
+pub fn render_variants(
+    src: &DecodedImage,
+    specs: &[VariantSpec],
+    limits: &Limits,
+) -> Result<Vec<(String, Encoded)>, ImagingError> {
+    validate_variants(specs, limits)?;
     catch_unwind(AssertUnwindSafe(|| {
         specs
             .iter()
             .map(|spec| {
-                let img = resize::resize(&src, &spec.resize, &spec.output, limits)?;
+                let img = resize::resize(&src.img, &spec.resize, &spec.output, limits)?;
                 let img = run_ops(img, &spec.operations, &spec.output, limits)?;
-                let enc = encode_image(img, &spec.output, icc.as_deref())?;
+                let enc = encode_image(img, &spec.output, src.icc.as_deref())?;
                 Ok((spec.name.clone(), enc))
             })
             .collect::<Result<Vec<_>, ImagingError>>()
     }))
     .map_err(|_| ImagingError::Encode("processing panicked".into()))?
+}
+
+/// One decode (+ EXIF orientation), then for each spec: resize, its
+/// operations, encode. Outputs are returned in the order of `specs`.
+///
+/// Fails as a whole if any spec is invalid (checked before decoding) or
+/// any output fails.
+pub fn variants(
+    bytes: &[u8],
+    specs: &[VariantSpec],
+    limits: &Limits,
+) -> Result<Vec<(String, Encoded)>, ImagingError> {
+    let src = decode_for_variants(bytes, specs, limits)?;
+    render_variants(&src, specs, limits)
 }
