@@ -25,14 +25,13 @@ pub trait MetricsSource: Send + Sync + std::fmt::Debug {
     async fn families(&self) -> Vec<(&'static str, Vec<Family>)>;
 }
 
-/// Route layer: notes the matched route template (`/jobs/{job_id}`, never the concrete path)
-/// in the response.
+/// Route layer: counts the request in flight on its route template (`/jobs/{job_id}`, never
+/// the concrete path), and notes the template in the response for [`track`].
 pub async fn tag_route(matched: Option<MatchedPath>, req: Request, next: Next) -> Response {
-    let route = matched.map(|m| intern(m.as_str()));
+    let route = matched.map_or("unmatched", |m| intern(m.as_str()));
+    let _in_flight = InFlight::start(route);
     let mut res = next.run(req).await;
-    if let Some(r) = route {
-        res.extensions_mut().insert(RouteTemplate(r));
-    }
+    res.extensions_mut().insert(RouteTemplate(route));
     res
 }
 
@@ -49,25 +48,26 @@ fn method_label(m: &Method) -> &'static str {
     }
 }
 
-struct InFlight;
+/// One request in flight on a route, for as long as its handler runs.
+struct InFlight(&'static str);
 
 impl InFlight {
-    fn start() -> Self {
-        metrics().http_in_flight.add([], 1.0);
-        InFlight
+    fn start(route: &'static str) -> Self {
+        metrics().http_in_flight.add([route], 1.0);
+        InFlight(route)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        metrics().http_in_flight.add([], -1.0);
+        metrics().http_in_flight.add([self.0], -1.0);
     }
 }
 
 /// Outermost middleware: counts every request (including ones the edge refuses) by route
-/// template, method and status class, and times it until the response head.
+/// template, method and status class, and times it until the response head. (In-flight
+/// requests are counted per route by [`tag_route`], once routed.)
 pub async fn track(req: Request, next: Next) -> Response {
-    let _in_flight = InFlight::start();
     let method = method_label(req.method());
     let start = Instant::now();
     let res = next.run(req).await;

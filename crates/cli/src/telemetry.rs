@@ -110,6 +110,17 @@ fn otlp_provider(
     if cfg.otlp_endpoint.is_none() && !traces_env {
         return Ok(None);
     }
+    let target = cfg
+        .otlp_endpoint
+        .clone()
+        .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").ok())
+        .unwrap_or_default();
+    if !target.starts_with("http://") {
+        anyhow::bail!(
+            "the OTLP endpoint {target:?} must be an http:// URL (an OpenTelemetry collector's \
+             OTLP/HTTP port, usually a local sidecar; HTTPS is not built in)"
+        );
+    }
     let protocol = match cfg.otlp_protocol {
         OtlpProtocol::HttpProtobuf => Protocol::HttpBinary,
         OtlpProtocol::HttpJson => Protocol::HttpJson,

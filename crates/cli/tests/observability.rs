@@ -755,3 +755,27 @@ async fn json_logs_carry_request_tenant_and_job_and_never_secrets() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn an_otlp_endpoint_the_exporter_cannot_reach_fails_start_up() {
+    let dir = common::tempdir();
+    for (endpoint, protocol, expect) in [
+        (
+            "https://collector.example:4318",
+            "http/protobuf",
+            "must be an http:// URL",
+        ),
+        ("http://127.0.0.1:4318", "grpc", "grpc"),
+    ] {
+        let out = common::command(&dir)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{endpoint} {protocol}: started");
+        assert!(err.contains(expect), "{endpoint} {protocol}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -158,6 +158,39 @@ fn pairs<const N: usize>(
         .collect()
 }
 
+/// The family of a counter or gauge: one sample per series, or a single 0 for an unlabelled
+/// one never touched (so it is there from the first scrape).
+fn scalar_family<const N: usize>(
+    name: &str,
+    help: &str,
+    kind: Kind,
+    labels: &[&'static str; N],
+    values: &BTreeMap<[&'static str; N], f64>,
+) -> Family {
+    let samples = if N == 0 && values.is_empty() {
+        vec![Sample {
+            suffix: String::new(),
+            labels: Vec::new(),
+            value: 0.0,
+        }]
+    } else {
+        values
+            .iter()
+            .map(|(l, v)| Sample {
+                suffix: String::new(),
+                labels: pairs(labels, l),
+                value: *v,
+            })
+            .collect()
+    };
+    Family {
+        name: name.to_owned(),
+        help: help.to_owned(),
+        kind,
+        samples,
+    }
+}
+
 /// A counter with `N` labels.
 #[derive(Debug)]
 pub struct Counter<const N: usize> {
@@ -196,29 +229,13 @@ impl<const N: usize> Counter<N> {
     }
 
     fn family(&self) -> Family {
-        let values = lock(&self.values);
-        let samples = if N == 0 && values.is_empty() {
-            vec![Sample {
-                suffix: String::new(),
-                labels: Vec::new(),
-                value: 0.0,
-            }]
-        } else {
-            values
-                .iter()
-                .map(|(l, v)| Sample {
-                    suffix: String::new(),
-                    labels: pairs(&self.labels, l),
-                    value: *v,
-                })
-                .collect()
-        };
-        Family {
-            name: self.name.to_owned(),
-            help: self.help.to_owned(),
-            kind: Kind::Counter,
-            samples,
-        }
+        scalar_family(
+            self.name,
+            self.help,
+            Kind::Counter,
+            &self.labels,
+            &lock(&self.values),
+        )
     }
 }
 
@@ -253,29 +270,13 @@ impl<const N: usize> Gauge<N> {
     }
 
     fn family(&self) -> Family {
-        let values = lock(&self.values);
-        let samples = if N == 0 && values.is_empty() {
-            vec![Sample {
-                suffix: String::new(),
-                labels: Vec::new(),
-                value: 0.0,
-            }]
-        } else {
-            values
-                .iter()
-                .map(|(l, v)| Sample {
-                    suffix: String::new(),
-                    labels: pairs(&self.labels, l),
-                    value: *v,
-                })
-                .collect()
-        };
-        Family {
-            name: self.name.to_owned(),
-            help: self.help.to_owned(),
-            kind: Kind::Gauge,
-            samples,
-        }
+        scalar_family(
+            self.name,
+            self.help,
+            Kind::Gauge,
+            &self.labels,
+            &lock(&self.values),
+        )
     }
 }
 
@@ -395,8 +396,8 @@ pub struct Metrics {
     pub http_requests: Counter<3>,
     /// HTTP request latency by route template, method and status class.
     pub http_duration: Histogram<3>,
-    /// Requests being served.
-    pub http_in_flight: Gauge<0>,
+    /// Requests being served, by route template.
+    pub http_in_flight: Gauge<1>,
     /// Job attempt durations by job type and outcome.
     pub job_duration: Histogram<2>,
     /// Job attempts by job type and outcome.
@@ -439,8 +440,8 @@ impl Metrics {
             ),
             http_in_flight: Gauge::new(
                 "photo_api_http_requests_in_flight",
-                "HTTP requests being served.",
-                [],
+                "HTTP requests being handled, by route template.",
+                ["route"],
             ),
             job_duration: Histogram::new(
                 "photo_api_job_duration_seconds",
