@@ -83,7 +83,7 @@ if cargo nextest --version >/dev/null 2>&1; then
         --test main_path --test bad_input --test durability --test files --test auth --test isolation --test clamav --test tenants --test jobs_depth --test observability
     section "Engine conformance: the black-box suites again with jobs on Temporal"
     PHOTO_API_TEST_ENGINE=temporal cargo nextest run -p photo-api --locked --no-fail-fast \
-        --test main_path --test durability --test jobs_depth
+        --test main_path --test durability --test jobs_depth --test observability
     # nextest does not run doc tests; the crates have none yet (rebuilding every library for
     # them costs a minute), so they run only once one exists.
     if grep -rqE '^\s*//[!/] ```(rust)?\s*$' crates/*/src; then
@@ -98,7 +98,7 @@ else
         --test main_path --test bad_input --test durability --test files --test auth --test isolation --test clamav --test tenants --test jobs_depth --test observability
     section "Engine conformance: the black-box suites again with jobs on Temporal"
     PHOTO_API_TEST_ENGINE=temporal cargo test -p photo-api --locked --no-fail-fast \
-        --test main_path --test durability --test jobs_depth
+        --test main_path --test durability --test jobs_depth --test observability
 fi
 
 section "Alerting rules and dashboard (promtool)"
