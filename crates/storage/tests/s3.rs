@@ -462,14 +462,15 @@ async fn presigned_get_works_is_bound_to_its_key_and_expires() {
     };
     tampered.replace_range(sig_at..=sig_at, flipped);
     assert_eq!(reqwest::get(&tampered).await.unwrap().status(), 403);
-    // Expiry.
+    // Expiry. (Whole seconds on the wire: a URL good for 1 s could already be stale when a
+    // loaded CI machine gets to use it, so 3 s, then a wait well past them.)
     let short = s.presign_get(
         Bucket::Processed,
         &k,
-        Utc::now() + chrono::Duration::seconds(1),
+        Utc::now() + chrono::Duration::seconds(3),
     );
     assert_eq!(reqwest::get(&short).await.unwrap().status(), 200);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(4500)).await;
     assert_eq!(reqwest::get(&short).await.unwrap().status(), 403);
 }
 
