@@ -76,13 +76,13 @@ section "Lints (cargo clippy --workspace --all-targets --locked -- -D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 if cargo nextest --version >/dev/null 2>&1; then
-    section "Tests (cargo nextest run --workspace --locked --no-fail-fast)"
-    cargo nextest run --workspace --locked --no-fail-fast
+    section "Tests (cargo nextest run --profile ci --workspace --locked --no-fail-fast)"
+    cargo nextest run --profile ci --workspace --locked --no-fail-fast
     section "Black-box tests again on the production stack (PostgreSQL + S3)"
-    PHOTO_API_TEST_BACKEND=production cargo nextest run -p photo-api --locked --no-fail-fast \
+    PHOTO_API_TEST_BACKEND=production cargo nextest run --profile ci -p photo-api --locked --no-fail-fast \
         --test main_path --test bad_input --test durability --test files --test auth --test isolation --test clamav --test tenants --test jobs_depth --test observability
     section "Engine conformance: the black-box suites again with jobs on Temporal"
-    PHOTO_API_TEST_ENGINE=temporal cargo nextest run -p photo-api --locked --no-fail-fast \
+    PHOTO_API_TEST_ENGINE=temporal cargo nextest run --profile ci -p photo-api --locked --no-fail-fast \
         --test main_path --test durability --test jobs_depth --test observability
     # nextest does not run doc tests; the crates have none yet (rebuilding every library for
     # them costs a minute), so they run only once one exists.
