@@ -59,8 +59,8 @@ impl photo_api_http::metrics::MetricsSource for WorkerSocket {
 }
 
 /// Worker side: answers every connection on `path` with this process's families (JSON), then
-/// closes it. The socket file is removed when the returned task is dropped... or replaced by
-/// the next worker (a stale file from a killed one is removed first).
+/// closes it. A stale socket file (from a killed worker) is replaced; the server removes the
+/// file when it stops.
 pub fn serve_socket(path: PathBuf) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let _ = std::fs::remove_file(&path);
     let listener = tokio::net::UnixListener::bind(&path)

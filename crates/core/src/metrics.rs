@@ -223,11 +223,6 @@ impl<const N: usize> Counter<N> {
         }
     }
 
-    /// The current value of one series (0 if never touched).
-    pub fn get(&self, labels: [&'static str; N]) -> f64 {
-        lock(&self.values).get(&labels).copied().unwrap_or(0.0)
-    }
-
     fn family(&self) -> Family {
         scalar_family(
             self.name,
@@ -331,7 +326,8 @@ impl<const N: usize> Histogram<N> {
     }
 
     /// Number of observations of one series.
-    pub fn count(&self, labels: [&'static str; N]) -> u64 {
+    #[cfg(test)]
+    fn count(&self, labels: [&'static str; N]) -> u64 {
         lock(&self.values)
             .get(&labels)
             .map_or(0, |d| d.counts.iter().sum())

@@ -558,7 +558,7 @@ impl Repo for PgRepo {
         let mut up = upload_from_row(&row)?;
         if up.status == UploadStatus::Ready && !jobs.is_empty() {
             for j in jobs {
-                insert_job_row(&mut tx, j, at, None).await?;
+                insert_job_row(&mut *tx, j, at, None).await?;
             }
             let ids: Vec<String> = jobs.iter().map(|j| j.job_id.to_string()).collect();
             sqlx::query("UPDATE uploads SET eager_job_ids = $1 WHERE upload_id = $2")
@@ -613,36 +613,7 @@ impl Repo for PgRepo {
         err(level = "debug")
     )]
     async fn insert_job(&self, j: &NewJob, now: DateTime<Utc>) -> DbResult<Job> {
-        let id = j.job_id.to_string();
-        let meta = serde_json::to_string(&j.spec).map_err(|e| corrupt("spec", e))?;
-        // The `job_logs_notify` trigger wakes listening workers when this commits.
-        let row = sqlx::query(
-            "INSERT INTO job_logs (id, job_id, job_type, filename, s3_key, content_type, job_metadata,
-                 created_at, status, tenant_id, upload_id, attempts, max_attempts, run_at_ms, updated_at,
-                 engine, temporal_workflow_id, temporal_task_queue, source_url, trace_context)
-             VALUES ($1, $1, $2, $3, $4, $5, $6, $7, 'submitted', $8, $9, 0, $10, $11, $7,
-                 $12, $13, $14, $15, $16)
-             RETURNING *",
-        )
-        .bind(&id)
-        .bind(j.spec.job_type().as_str())
-        .bind(&j.filename)
-        .bind(j.s3_key.as_ref().map(ObjectKey::as_str))
-        .bind(j.content_type.map(ContentType::mime))
-        .bind(meta)
-        .bind(now)
-        .bind(j.tenant.as_str())
-        .bind(j.upload_id.map(|u| u.to_string()))
-        .bind(i64::from(j.max_attempts))
-        .bind(ms(now))
-        .bind(crate::engine_of(j).as_str())
-        .bind(j.temporal.as_ref().map(|t| t.workflow_id.as_str()))
-        .bind(j.temporal.as_ref().map(|t| t.task_queue.as_str()))
-        .bind(&j.source_url)
-        .bind(crate::submitting_trace())
-        .fetch_one(&self.pool)
-        .await?;
-        job_from_row(&row)
+        insert_job_row(&self.pool, j, now, None).await
     }
 
     #[tracing::instrument(name = "db.get_job", level = "debug", skip_all, err(level = "debug"))]
@@ -901,15 +872,14 @@ impl Repo for PgRepo {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        let mut out = Vec::with_capacity(jobs.len());
         for j in jobs {
-            insert_job_row(&mut tx, j, now, Some(&bid)).await?;
+            out.push(insert_job_row(&mut *tx, j, now, Some(&bid)).await?);
         }
-        let rows = sqlx::query("SELECT * FROM job_logs WHERE batch_id = $1 ORDER BY job_id")
-            .bind(&bid)
-            .fetch_all(&mut *tx)
-            .await?;
         tx.commit().await?;
-        rows.iter().map(job_from_row).collect()
+        // In job id order, as before (the rows were read back `ORDER BY job_id`).
+        out.sort_by_cached_key(|j| j.job_id.to_string());
+        Ok(out)
     }
 
     #[tracing::instrument(name = "db.get_batch", level = "debug", skip_all, err(level = "debug"))]
@@ -1811,22 +1781,27 @@ impl Repo for PgRepo {
     }
 }
 
-/// Inserts one job row (queued), in a batch when `batch` is given.
-async fn insert_job_row(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+/// Inserts one job row (queued), in a batch when `batch` is given, and returns it. The `job_logs_notify` trigger
+/// wakes listening workers when it commits.
+async fn insert_job_row<'c, E>(
+    ex: E,
     j: &NewJob,
     now: DateTime<Utc>,
     batch: Option<&str>,
-) -> DbResult<()> {
+) -> DbResult<Job>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Postgres>,
+{
     let id = j.job_id.to_string();
     let meta = serde_json::to_string(&j.spec).map_err(|e| corrupt("spec", e))?;
-    sqlx::query(
+    let row = sqlx::query(
         "INSERT INTO job_logs (id, job_id, job_type, filename, s3_key, content_type,
                  job_metadata, created_at, status, tenant_id, upload_id, attempts, max_attempts,
                  run_at_ms, updated_at, engine, temporal_workflow_id, temporal_task_queue,
                  batch_id, source_url, trace_context)
              VALUES ($1, $1, $2, $3, $4, $5, $6, $7, 'submitted', $8, $9, 0, $10, $11, $7, $12,
-                 $13, $14, $15, $16, $17)",
+                 $13, $14, $15, $16, $17)
+             RETURNING *",
     )
     .bind(&id)
     .bind(j.spec.job_type().as_str())
@@ -1845,9 +1820,9 @@ async fn insert_job_row(
     .bind(batch)
     .bind(&j.source_url)
     .bind(crate::submitting_trace())
-    .execute(&mut **tx)
+    .fetch_one(ex)
     .await?;
-    Ok(())
+    job_from_row(&row)
 }
 
 fn delivery_from_row(r: &PgRow) -> DbResult<WebhookDelivery> {
